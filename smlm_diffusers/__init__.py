@@ -1,8 +1,21 @@
 """smlm-diffusers: uncertainty-aware SMLM with a conditional diffusion model."""
 
+from .fisher import crlb, fisher_information
 from .kde import KDEScaling, render_kde
+from .localization import evaluate, localize_kde
 from .simulation import Camera, FrameSimulator, simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["Camera", "FrameSimulator", "KDEScaling", "render_kde", "simulate", "__version__"]
+__all__ = [
+    "Camera",
+    "FrameSimulator",
+    "KDEScaling",
+    "crlb",
+    "evaluate",
+    "fisher_information",
+    "localize_kde",
+    "render_kde",
+    "simulate",
+    "__version__",
+]

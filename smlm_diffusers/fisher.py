@@ -1,0 +1,208 @@
+"""Fisher information and Cramer-Rao lower bound of an isolated emitter (paper eqs. 5-7, 14).
+
+Model: one emitter with ``photons`` N at ``(x, y)`` (pixels, edge convention of
+:mod:`smlm_diffusers.simulation.psf`: pixel ``j`` covers ``[j, j + 1)``), an isotropic
+Gaussian PSF integrated over square pixels, and a flat background of ``b`` photons per
+pixel, imaged by a camera with quantum efficiency ``qe`` and Gaussian read noise
+``read_noise`` (photo-electrons rms). The expected photo-electrons of pixel k are
+
+    mu_k = qe * (N * Ex_k * Ey_k + b),
+
+and the Poisson-normal approximation (eqs. 5-6) treats ``x'_k = x_k + read_noise^2`` as
+Poisson with mean ``mu'_k = mu_k + read_noise^2``. Its Fisher information (eq. 14) is
+
+    I_ij = sum_k (1 / mu'_k) (d mu'_k / d theta_i) (d mu'_k / d theta_j).
+
+Gain and offset do not enter: they are an invertible affine map of the data. ``photons``
+and ``background`` are *incident* photons, as in :func:`smlm_diffusers.simulate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .simulation.camera import Camera
+from .simulation.psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative
+
+PARAMETERS = ("x", "y", "photons", "background")
+
+# Values per chunk of the [emitters, P, roi^2] float64 gradient stack (~64 MB), so that
+# large batches of emitters run in bounded memory.
+_CHUNK_VALUES = 2**23
+
+
+def default_roi_size(sigma_px: float) -> int:
+    """Odd ROI side (pixels) holding the PSF out to 4 sigma: ``2 * ceil(4 sigma) + 1``, at least 7."""
+    return max(7, 2 * math.ceil(4.0 * float(sigma_px)) + 1)
+
+
+def _check_params(params: Sequence[str]) -> tuple[str, ...]:
+    params = tuple(params)
+    unknown = [p for p in params if p not in PARAMETERS]
+    if unknown or not params or len(set(params)) != len(params):
+        raise ValueError(f"params must be distinct names from {PARAMETERS}, got {params}")
+    return params
+
+
+def fisher_information(
+    photons,
+    background,
+    sigma_px: float = 1.0,
+    x_px=None,
+    y_px=None,
+    roi_size: int | None = None,
+    read_noise: float = 1.6,
+    qe: float = 1.0,
+    params: Sequence[str] = PARAMETERS,
+) -> np.ndarray:
+    """Fisher information matrix of an isolated emitter under the Poisson-normal model (eq. 14).
+
+    All array arguments broadcast against each other (numpy rules); the computation is
+    vectorized over the broadcast shape ``S``.
+
+    Parameters
+    ----------
+    photons : float or array_like
+        Total incident photons of the emitter, N (> 0).
+    background : float or array_like
+        Flat background, incident photons per pixel, b (>= 0).
+    sigma_px : float
+        Standard deviation of the Gaussian PSF, in pixels (a scalar).
+    x_px, y_px : float or array_like, optional
+        Emitter position inside the ROI, in pixels with the edge convention (the ROI's
+        outer top-left corner is 0, x is the column). Default: the ROI's centre,
+        ``roi_size / 2``, i.e. the centre of the central pixel.
+    roi_size : int, optional
+        Side of the square fitting region, in pixels. Default :func:`default_roi_size`.
+        The information about ``background`` grows with the ROI, so the 4-parameter bound
+        depends on it; the x, y-only bound hardly does once the ROI holds the PSF.
+    read_noise : float
+        Gaussian read noise, photo-electrons rms (>= 0).
+    qe : float
+        Quantum efficiency in (0, 1].
+    params : sequence of str
+        Which parameters are estimated, in the order of the matrix rows, from
+        ``("x", "y", "photons", "background")``. ``("x", "y")`` treats N and b as known
+        (the paper's case); the default estimates all four.
+
+    Returns
+    -------
+    ndarray, shape ``S + (P, P)``, float64
+        Fisher information in the parameters' natural units: 1/px^2 for x, y,
+        1/photon^2 for photons, and 1/(photon/pixel)^2 for background (cross terms mixed).
+    """
+    params = _check_params(params)
+    sigma = float(sigma_px)
+    if not sigma > 0:
+        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    if read_noise < 0:
+        raise ValueError(f"read_noise must be >= 0 e- rms, got {read_noise}")
+    if not 0 < qe <= 1:
+        raise ValueError(f"qe must be in (0, 1], got {qe}")
+    roi = default_roi_size(sigma) if roi_size is None else int(roi_size)
+    if roi < 1:
+        raise ValueError(f"roi_size must be >= 1, got {roi_size}")
+    centre = roi / 2.0
+    x_px = centre if x_px is None else x_px
+    y_px = centre if y_px is None else y_px
+    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (photons, background, x_px, y_px)))
+    shape = arrays[0].shape
+    n_all, b_all, x_all, y_all = (torch.from_numpy(np.ascontiguousarray(a).reshape(-1)) for a in arrays)
+
+    out = np.empty((n_all.numel(), len(params), len(params)), dtype=np.float64)
+    chunk = max(1, _CHUNK_VALUES // (len(params) * roi * roi))
+    for start in range(0, n_all.numel(), chunk):
+        sl = slice(start, start + chunk)
+        out[sl] = _fisher_flat(n_all[sl], b_all[sl], x_all[sl], y_all[sl], sigma, roi, read_noise, qe, params)
+    return out.reshape(shape + (len(params), len(params)))
+
+
+def _fisher_flat(n, b, x, y, sigma, roi, read_noise, qe, params) -> np.ndarray:
+    """Fisher matrices [M, P, P] of M emitters given as 1D float64 tensors."""
+    ex = integrated_gaussian_1d(x, roi, sigma)  # [M, R] columns
+    ey = integrated_gaussian_1d(y, roi, sigma)  # [M, R] rows
+    n3 = n.view(-1, 1, 1)
+    psf = ey.unsqueeze(-1) * ex.unsqueeze(-2)  # [M, R(rows), R(cols)]
+    mu_prime = qe * (n3 * psf + b.view(-1, 1, 1)) + read_noise**2
+    grads = {
+        "x": qe * n3 * ey.unsqueeze(-1) * integrated_gaussian_1d_derivative(x, roi, sigma).unsqueeze(-2),
+        "y": qe * n3 * integrated_gaussian_1d_derivative(y, roi, sigma).unsqueeze(-1) * ex.unsqueeze(-2),
+        "photons": qe * psf,
+        "background": torch.full_like(psf, qe),
+    }
+    g = torch.stack([grads[p] for p in params], dim=1).flatten(2)  # [M, P, R*R]
+    info = torch.einsum("mpk,mqk->mpq", g / mu_prime.flatten(1).unsqueeze(1), g)
+    return info.numpy()
+
+
+def crlb(
+    photons,
+    background,
+    sigma_px: float = 1.0,
+    pixel_size_nm: float = 108.0,
+    read_noise: float = 1.6,
+    qe: float = 1.0,
+    x_px=None,
+    y_px=None,
+    roi_size: int | None = None,
+    params: Sequence[str] = PARAMETERS,
+    camera: Camera | None = None,
+):
+    """Cramer-Rao lower bounds of the x and y variance of an isolated emitter, in nm^2.
+
+    The diagonal x, y entries of the inverse of :func:`fisher_information`, converted from
+    px^2 to nm^2. ``params`` must contain ``"x"`` and ``"y"``; estimating more parameters
+    (the default, x, y, photons and background, as in DESIGN.md's RMSE/CRLB ratio) never
+    lowers the bound.
+
+    Parameters
+    ----------
+    photons : float or array_like
+        Total incident photons of the emitter (> 0).
+    background : float or array_like
+        Incident background photons per pixel (>= 0).
+    sigma_px : float
+        Gaussian PSF standard deviation, in pixels.
+    pixel_size_nm : float
+        Camera pixel size projected into the sample, in nm.
+    read_noise : float
+        Read noise, photo-electrons rms.
+    qe : float
+        Quantum efficiency in (0, 1].
+    x_px, y_px : float or array_like, optional
+        Position inside the ROI (pixels, edge convention); default the ROI's centre.
+    roi_size : int, optional
+        Side of the square ROI in pixels; see :func:`fisher_information`.
+    params : sequence of str
+        Estimated parameters, see :func:`fisher_information`.
+    camera : Camera, optional
+        If given, its ``pixel_size_nm``, ``read_noise`` and ``qe`` replace the arguments
+        of the same names.
+
+    Returns
+    -------
+    (crlb_x_nm2, crlb_y_nm2)
+        Variance bounds in nm^2: Python floats for scalar inputs, otherwise arrays of the
+        broadcast shape of the array arguments.
+    """
+    params = _check_params(params)
+    if "x" not in params or "y" not in params:
+        raise ValueError(f"params must include 'x' and 'y', got {params}")
+    if camera is not None:
+        pixel_size_nm, read_noise, qe = camera.pixel_size_nm, camera.read_noise, camera.qe
+    info = fisher_information(photons, background, sigma_px, x_px, y_px, roi_size, read_noise, qe, params)
+    # The entries span many decades (1/px^2 vs 1/photon^2): invert the unit-diagonal
+    # (correlation-like) matrix and scale back, which keeps the inverse accurate.
+    scale = 1.0 / np.sqrt(np.diagonal(info, axis1=-2, axis2=-1))
+    inv = np.linalg.inv(info * scale[..., :, None] * scale[..., None, :])
+    inv = inv * scale[..., :, None] * scale[..., None, :]
+    ix, iy = params.index("x"), params.index("y")
+    a2 = float(pixel_size_nm) ** 2
+    cx, cy = inv[..., ix, ix] * a2, inv[..., iy, iy] * a2
+    if cx.ndim == 0:
+        return float(cx), float(cy)
+    return cx, cy
