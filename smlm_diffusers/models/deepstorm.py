@@ -1,0 +1,202 @@
+"""DeepSTORM: camera frames -> KDE on a 4x upsampled grid (paper section 2.2).
+
+The paper's simplified 2D DeepSTORM has three modules:
+
+1. multi-scale context aggregation: dilated 3x3 convolutions at camera resolution,
+2. upsampling: two 2x resize-convolutions (nearest-neighbour resize, then a convolution),
+3. prediction: three convolution blocks at the KDE resolution, ending in an element-wise
+   HardTanh.
+
+The HardTanh floor (-1) is exactly the value of empty KDE pixels, so a network whose
+outputs start at or below it gets no gradient on almost every pixel and collapses to a
+constant (DESIGN.md, "Traps seen here"). The clamp is therefore applied at inference only:
+in training mode ``forward`` returns the raw output and the loss sees the linear range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+from torch.nn import functional as F
+
+from ..simulation.camera import Camera
+
+
+def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Residual(nn.Module):
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class DeepSTORM(ModelMixin, ConfigMixin):
+    """Frames in ADU -> KDE estimate in the networks' [-1, 1] scale (``KDEScaling``).
+
+    Parameters
+    ----------
+    context_channels : int
+        Width of the context-aggregation module (camera resolution).
+    dilations : tuple of int
+        Dilation of each residual 3x3 block of the context module; the receptive field
+        grows by ``2 * d`` pixels per block.
+    upsample_channels : tuple of int
+        Output widths of the two 2x resize-convolutions.
+    prediction_channels : int
+        Width of the prediction module (KDE resolution).
+    upsampling : int
+        Must be 4 (two 2x stages), kept in the config for readers of the KDE grid.
+    clamp_range : (float, float)
+        HardTanh bounds applied at inference.
+    camera_offset, camera_gain, read_noise : float
+        Camera model used to turn ADU into photo-electrons (overridable per call).
+    input_scale : float
+        Divisor of the variance-stabilized frame, see :meth:`normalize`.
+    kde_sigma : float
+        Kernel width (upsampled pixels) of the KDE targets the network was trained on.
+    pixel_size_nm : float
+        Camera pixel size of the training data.
+    psf_sigma_px : float
+        PSF width (camera pixels) of the training data (informational; used by the app).
+    threshold, refine, refine_window : localization settings tuned on a validation set
+        (``localize_kde`` arguments).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        context_channels: int = 48,
+        dilations: tuple[int, ...] = (1, 2, 4, 8, 4, 2),
+        upsample_channels: tuple[int, int] = (32, 16),
+        prediction_channels: int = 16,
+        upsampling: int = 4,
+        clamp_range: tuple[float, float] = (-1.0, 1.0),
+        camera_offset: float = 100.0,
+        camera_gain: float = 1.0,
+        read_noise: float = 1.6,
+        input_scale: float = 10.0,
+        kde_sigma: float = 1.0,
+        pixel_size_nm: float = 108.0,
+        psf_sigma_px: float = 1.0,
+        threshold: float = 0.05,
+        refine: str = "gaussian",
+        refine_window: int = 5,
+    ):
+        super().__init__()
+        if upsampling != 4:
+            raise ValueError("DeepSTORM upsamples by two 2x resize-convolutions: upsampling must be 4")
+        c = context_channels
+        self.stem = _block(1, c)
+        self.context = nn.Sequential(*[_Residual(_block(c, c, d)) for d in dilations])
+        u1, u2 = upsample_channels
+        self.up1 = _block(c, u1)
+        self.up2 = _block(u1, u2)
+        p = prediction_channels
+        self.prediction = nn.Sequential(_block(u2, p), _block(p, p), nn.Conv2d(p, 1, 1))
+        # Start on the background level, inside HardTanh's linear range (see module docstring).
+        nn.init.zeros_(self.prediction[-1].weight)
+        nn.init.constant_(self.prediction[-1].bias, -0.9)
+
+    # -- input normalization: the one place where ADU become network input ------------------
+    def normalize(
+        self,
+        frames_adu: torch.Tensor,
+        offset: float | None = None,
+        gain: float | None = None,
+        read_noise: float | None = None,
+    ) -> torch.Tensor:
+        """ADU frames [B, H, W] or [B, 1, H, W] -> network input [B, 1, H, W].
+
+        ``e = (ADU - offset) / gain`` photo-electrons, then the generalized Anscombe
+        transform ``2 sqrt(e + read_noise^2 + 3/8)``, which makes the pixel noise about unit
+        variance at any brightness, minus the frame's median (the background level), divided
+        by ``input_scale``. It is per frame and independent of the photon and background
+        levels, so the network sees SNR, not raw counts.
+        """
+        cfg = self.config
+        offset = cfg.camera_offset if offset is None else offset
+        gain = cfg.camera_gain if gain is None else gain
+        read_noise = cfg.read_noise if read_noise is None else read_noise
+        x = frames_adu if frames_adu.ndim == 4 else frames_adu.unsqueeze(1)
+        e = (x.float() - offset) / gain
+        v = 2.0 * torch.sqrt((e + read_noise**2 + 0.375).clamp_min(0.0))
+        med = v.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+        return (v - med) / cfg.input_scale
+
+    def forward(self, x: torch.Tensor, clamp: bool | None = None) -> torch.Tensor:
+        """Normalized frames [B, 1, H, W] -> KDE [B, 1, 4H, 4W] in [-1, 1] units.
+
+        ``clamp`` defaults to ``not self.training``: the HardTanh is applied at inference.
+        """
+        h = self.context(self.stem(x))
+        h = self.up1(F.interpolate(h, scale_factor=2, mode="nearest"))
+        h = self.up2(F.interpolate(h, scale_factor=2, mode="nearest"))
+        out = self.prediction(h)
+        if clamp if clamp is not None else not self.training:
+            out = F.hardtanh(out, *self.config.clamp_range)
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self,
+        frames_adu,
+        batch_size: int = 64,
+        camera: Camera | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """KDE estimates [F, 1, 4H, 4W] (``[-1, 1]`` units) of ADU frames of any size.
+
+        Accepts numpy or torch, [H, W] or [F, H, W], integer or float. ``camera`` overrides
+        the offset, gain and read noise of the config.
+        """
+        frames = check_frames(frames_adu)
+        kwargs = {}
+        if camera is not None:
+            kwargs = dict(offset=camera.offset, gain=camera.gain, read_noise=camera.read_noise)
+        was_training = self.training
+        self.eval()
+        out = []
+        batches = range(0, frames.shape[0], batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="DeepSTORM", unit="batch")
+        for start in batches:
+            x = frames[start : start + batch_size].to(self.device)
+            out.append(self(self.normalize(x, **kwargs), clamp=True).cpu())
+        self.train(was_training)
+        return torch.cat(out, dim=0)
+
+
+def check_frames(frames) -> torch.Tensor:
+    """Validate frames (numpy or torch, [H, W] or [F, H, W]) and return float32 [F, H, W]."""
+    if isinstance(frames, np.ndarray):
+        if frames.dtype.kind not in "iuf":
+            raise TypeError(f"frames must be integer or float, got dtype {frames.dtype}")
+        frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+    elif not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if frames.ndim == 2:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be [H, W] or [F, H, W], got shape {tuple(frames.shape)}")
+    if frames.numel() == 0:
+        raise ValueError(f"frames are empty: shape {tuple(frames.shape)}")
+    if frames.shape[1] < 4 or frames.shape[2] < 4:
+        raise ValueError(f"frames must be at least 4x4 pixels, got {tuple(frames.shape[1:])}")
+    frames = frames.float()
+    if not torch.isfinite(frames).all():
+        raise ValueError("frames contain NaN or infinite values")
+    return frames

@@ -1,0 +1,16 @@
+"""Shared pieces of the training scripts in ``train/``: configs, on-the-fly data, logging."""
+
+from .config import load_config
+from .data import SimulationRanges, TrainingBatch, make_training_batch, make_validation_set
+from .logging import CSVLogger, latest_checkpoint, plot_log
+
+__all__ = [
+    "CSVLogger",
+    "SimulationRanges",
+    "TrainingBatch",
+    "latest_checkpoint",
+    "load_config",
+    "make_training_batch",
+    "make_validation_set",
+    "plot_log",
+]

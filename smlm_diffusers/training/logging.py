@@ -1,0 +1,66 @@
+"""Training logs (CSV + plot) and checkpoint discovery."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+
+class CSVLogger:
+    """Append rows of metrics to a CSV file; new keys extend the header (file rewritten)."""
+
+    def __init__(self, path: str | Path, resume: bool = False):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if resume and self.path.exists():
+            with open(self.path) as fh:
+                self.rows = list(csv.DictReader(fh))
+        self._write()
+
+    def log(self, row: dict, up_to_step: int | None = None):
+        if up_to_step is not None:
+            # after a resume, drop rows logged past the checkpoint we restarted from
+            self.rows = [r for r in self.rows if int(float(r.get("step", 0))) <= up_to_step]
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._write()
+
+    def _write(self):
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def plot_log(csv_path: str | Path, png_path: str | Path, columns: list[str]):
+    """Plot training curves (log-scaled loss, linear metrics) against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    cols = [c for c in columns if c in df]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        d = df[["step", c]].dropna()
+        ax.plot(d["step"], d[c], marker="." if len(d) < 50 else None)
+        ax.set_xlabel("step")
+        ax.set_title(c)
+        if "loss" in c:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, or None."""
+    folders = [p for p in Path(checkpoint_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    return max(folders, key=lambda p: int(p.name.split("-")[1]), default=None)
