@@ -3,14 +3,21 @@
 from .fisher import crlb, fisher_information
 from .kde import KDEScaling, render_kde
 from .localization import evaluate, localize_kde
+from .models import DeepSTORM
+from .pipelines import SMLMDiffusionPipeline, SMLMPipelineOutput
+from .schedulers import GammaDDPMScheduler
 from .simulation import Camera, FrameSimulator, simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Camera",
+    "DeepSTORM",
     "FrameSimulator",
+    "GammaDDPMScheduler",
     "KDEScaling",
+    "SMLMDiffusionPipeline",
+    "SMLMPipelineOutput",
     "crlb",
     "evaluate",
     "fisher_information",

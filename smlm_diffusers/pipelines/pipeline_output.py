@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from diffusers.utils import BaseOutput
+
+
+@dataclass
+class SMLMPipelineOutput(BaseOutput):
+    """Output of :class:`SMLMDiffusionPipeline`.
+
+    All images are on the upsampled KDE grid ([F, uH, uW], u = 4), in KDE density units
+    (one unit of mass per emitter; :func:`smlm_diffusers.render_kde`).
+
+    localizations : DataFrame
+        frame (0-based), x_nm, y_nm, sigma_x_nm, sigma_y_nm, probability, n_samples,
+        intensity. From DeepSTORM alone (sigmas NaN, probability 1) when ``num_samples=0``.
+    kde_mean : array [F, uH, uW]
+        Mean of the DDPM samples (the DeepSTORM KDE when ``num_samples=0``).
+    kde_var : array [F, uH, uW] or None
+        Per-pixel variance of the samples (ddof = 1).
+    samples : array [F, K, uH, uW] or None
+        The K posterior KDE samples of each frame.
+    deepstorm_kde : array [F, uH, uW]
+        The DeepSTORM estimate the samples were conditioned on.
+    """
+
+    localizations: pd.DataFrame
+    kde_mean: np.ndarray
+    kde_var: np.ndarray | None
+    samples: np.ndarray | None
+    deepstorm_kde: np.ndarray

@@ -1,0 +1,246 @@
+"""SMLMDiffusionPipeline: frames -> DeepSTORM KDE -> conditional DDPM samples -> molecules.
+
+The DDPM models the residual ``r = y - y_hat`` between the true KDE ``y`` and the DeepSTORM
+estimate ``y_hat`` (both in the networks' [-1, 1] scale, :class:`~smlm_diffusers.KDEScaling`):
+sampling ``r`` instead of ``y`` removes the global background drift an epsilon-DDPM on the KDE
+itself showed here (DESIGN.md, traps). The UNet input is ``[r_t, y_hat]`` (and the bicubic-
+upsampled frame when ``unet.config.in_channels == 3``), concatenated along channels.
+
+Frames of any size are processed in overlapping tiles of ``tile_size`` KDE pixels; each tile
+keeps only its centre (``tile_overlap`` pixels are dropped on inner edges), so an emitter
+on a tile border sees the same context as one in the middle of a tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import DiffusionPipeline, UNet2DModel
+from torch.nn import functional as F
+
+from ..kde import KDEScaling
+from ..localization.peaks import localize_kde
+from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
+from ..models.deepstorm import DeepSTORM, check_frames
+from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
+from ..simulation.camera import Camera
+from .pipeline_output import SMLMPipelineOutput
+
+
+class SMLMDiffusionPipeline(DiffusionPipeline):
+    """Uncertainty-aware SMLM: DeepSTORM KDE estimate plus conditional DDPM posterior samples.
+
+    Parameters
+    ----------
+    kde_net : DeepSTORM
+        Frames (ADU) -> KDE estimate; also holds the camera model and localization settings.
+    unet : UNet2DModel
+        Denoiser with ``in_channels`` 2 (noisy residual, KDE estimate) or 3 (+ frame).
+    scheduler : GammaDDPMScheduler
+    link_radius_nm : float
+        Association radius of detections across samples (per-molecule statistics).
+    min_probability : float
+        Molecules found in fewer than this fraction of samples are dropped.
+    tile_size, tile_overlap : int
+        Tiling of the KDE grid for the UNet, in upsampled pixels.
+    """
+
+    model_cpu_offload_seq = "kde_net->unet"
+
+    def __init__(
+        self,
+        kde_net: DeepSTORM,
+        unet: UNet2DModel,
+        scheduler: GammaDDPMScheduler,
+        link_radius_nm: float = 60.0,
+        min_probability: float = 0.5,
+        tile_size: int = 128,
+        tile_overlap: int = 16,
+    ):
+        super().__init__()
+        self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
+        self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
+                                tile_size=tile_size, tile_overlap=tile_overlap)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def kde_scaling(self) -> KDEScaling:
+        return KDEScaling(self.kde_net.config.kde_sigma)
+
+    def _camera(self, camera_offset, camera_gain, read_noise, pixel_size_nm) -> Camera:
+        c = self.kde_net.config
+        return Camera(
+            pixel_size_nm=c.pixel_size_nm if pixel_size_nm is None else pixel_size_nm,
+            offset=c.camera_offset if camera_offset is None else camera_offset,
+            gain=c.camera_gain if camera_gain is None else camera_gain,
+            read_noise=c.read_noise if read_noise is None else read_noise,
+        )
+
+    def _localize(self, kde, camera: Camera, threshold: float, frame_offset: int = 0) -> pd.DataFrame:
+        c = self.kde_net.config
+        return localize_kde(kde, pixel_size_nm=camera.pixel_size_nm, upsampling=c.upsampling, threshold=threshold,
+                            refine=c.refine, window=c.refine_window, kernel_sigma=c.kde_sigma,
+                            frame_offset=frame_offset)
+
+    def conditioning(self, y_hat: torch.Tensor, frames: torch.Tensor, camera: Camera) -> torch.Tensor:
+        """UNet conditioning channels [F, C-1, uH, uW]: the KDE estimate (+ upsampled frame)."""
+        if self.unet.config.in_channels == 2:
+            return y_hat
+        x = self.kde_net.normalize(frames, offset=camera.offset, gain=camera.gain, read_noise=camera.read_noise)
+        up = F.interpolate(x, size=y_hat.shape[-2:], mode="bicubic", align_corners=False)
+        return torch.cat([y_hat, up], dim=1)
+
+    def _tiles(self, h: int, w: int) -> tuple[int, list[tuple[int, int]], tuple[int, int]]:
+        """Tile size, top-left corners on the padded grid and the padded shape."""
+        t, o = self.config.tile_size, self.config.tile_overlap
+        mult = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if max(h, w) + 2 * o <= t:
+            # one tile: pad to a size the UNet can halve at each level
+            t = int(math.ceil((max(h, w) + 2 * o) / mult) * mult)
+        stride = t - 2 * o
+        ny, nx = max(1, math.ceil(h / stride)), max(1, math.ceil(w / stride))
+        corners = [(i * stride, j * stride) for i in range(ny) for j in range(nx)]
+        return t, corners, (ny * stride + 2 * o, nx * stride + 2 * o)
+
+    # -- main entry ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames,
+        num_samples: int = 8,
+        num_inference_steps: int = 20,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        output_type: str = "np",
+        return_dict: bool = True,
+        camera_offset: float | None = None,
+        camera_gain: float | None = None,
+        read_noise: float | None = None,
+        pixel_size_nm: float | None = None,
+        threshold: float | None = None,
+        sampler: str | None = None,
+        schedule: str | None = None,
+        min_probability: float | None = None,
+    ) -> SMLMPipelineOutput | tuple:
+        """Localize emitters with per-molecule uncertainty.
+
+        Parameters
+        ----------
+        frames : array or tensor, [H, W] or [F, H, W], ADU (integer or float)
+        num_samples : int
+            Posterior KDE samples per frame; 0 runs DeepSTORM alone.
+        num_inference_steps : int
+            Reverse diffusion steps (at most the scheduler's ``max_inference_steps``).
+        generator : torch.Generator, optional
+            Seeds the sampling noise: same seed, same result.
+        batch_size : int
+            Tiles (x samples) per UNet forward pass.
+        output_type : {"np", "pt"}
+            Arrays as numpy (default) or torch tensors.
+        camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
+            Override the camera of the model's config.
+        threshold : float, optional
+            KDE peak threshold for localization (default: the model's tuned value).
+        sampler : {"ancestral", "ddim"}, optional
+        schedule : str, optional
+            Inference noise schedule ("logsnr", "cosine", "linear", "searched").
+        min_probability : float, optional
+            Drop molecules detected in fewer than this fraction of samples.
+        """
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        camera = self._camera(camera_offset, camera_gain, read_noise, pixel_size_nm)
+        threshold = self.kde_net.config.threshold if threshold is None else threshold
+        min_probability = self.config.min_probability if min_probability is None else min_probability
+        frames = check_frames(frames)
+        device = self._execution_device
+        scaling = self.kde_scaling
+
+        y_hat = self.kde_net.predict(frames, batch_size=batch_size, camera=camera).to(device)  # [F,1,uH,uW]
+        deepstorm_kde = scaling.from_unit(y_hat[:, 0])
+        if num_samples == 0:
+            locs = self._localize(deepstorm_kde, camera, threshold)
+            locs = locs.assign(sigma_x_nm=np.nan, sigma_y_nm=np.nan, probability=1.0, n_samples=0)
+            out = (locs[MOLECULE_COLUMNS].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
+        else:
+            cond = self.conditioning(y_hat, frames.to(device), camera)
+            residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
+                                              sampler, schedule)  # [F, K, uH, uW]
+            samples = scaling.from_unit(y_hat + residuals)
+            kde_mean = samples.mean(dim=1)
+            kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
+            locs = self.molecules(samples, kde_mean, camera, threshold, min_probability)
+            out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
+        if output_type == "np":
+            out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
+        if not return_dict:
+            return out
+        return SMLMPipelineOutput(*out)
+
+    def sample_residuals(self, cond, num_samples, num_inference_steps, generator, batch_size, sampler=None,
+                         schedule=None) -> torch.Tensor:
+        """Run the reverse diffusion on every (frame, sample, tile) and stitch the tiles.
+
+        Returns residual samples [F, K, uH, uW] in the networks' scale.
+        """
+        n_frames, _, h, w = cond.shape
+        t, corners, (ph, pw) = self._tiles(h, w)
+        o = self.config.tile_overlap
+        # outside the field the KDE is empty: pad the conditioning with the background level
+        pad_value = [-1.0] + [0.0] * (cond.shape[1] - 1)
+        padded = torch.cat([F.pad(cond[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
+                            for c, v in enumerate(pad_value)], dim=1)
+        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in corners]
+        out = torch.zeros(n_frames, num_samples, ph - 2 * o, pw - 2 * o, device=cond.device)
+        self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
+        n_batches = math.ceil(len(items) / batch_size)
+        with self.progress_bar(total=n_batches * len(self.scheduler.timesteps)) as bar:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                c_in = torch.stack([padded[f, :, i:i + t, j:j + t] for f, _, (i, j) in chunk])
+                r = self.denoise(c_in, generator, sampler, bar)
+                for (f, k, (i, j)), tile in zip(chunk, r):
+                    s = t - 2 * o
+                    out[f, k, i:i + s, j:j + s] = tile[0, o:o + s, o:o + s]
+        return out[:, :, :h, :w]
+
+    def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
+        """Reverse diffusion for one batch of conditioning tiles [B, C-1, t, t] -> residual [B, 1, t, t]."""
+        shape = (cond.shape[0], self.unet.config.out_channels, *cond.shape[-2:])
+        gen_device = generator.device if generator is not None else cond.device
+        r = torch.randn(shape, generator=generator, device=gen_device).to(cond.device, self.unet.dtype)
+        cond = cond.to(self.unet.dtype)
+        for i, tstep in enumerate(self.scheduler.timesteps):
+            model_in = torch.cat([r, cond], dim=1)
+            pred = self.unet(model_in, tstep.expand(shape[0]).to(cond.device)).sample
+            r = self.scheduler.step(pred, i, r, generator=generator, sampler=sampler).prev_sample
+            if bar is not None:
+                bar.update()
+        return r.float()
+
+    def molecules(self, samples: torch.Tensor, kde_mean: torch.Tensor, camera: Camera, threshold: float,
+                  min_probability: float) -> pd.DataFrame:
+        """Localize every sample and the mean; aggregate per frame into molecules with sigmas."""
+        n_frames, k = samples.shape[:2]
+        per_sample = self._localize(samples.reshape(n_frames * k, *samples.shape[2:]), camera, threshold)
+        per_sample["sample"] = per_sample["frame"] % k
+        per_sample["frame"] = per_sample["frame"] // k
+        reference = self._localize(kde_mean, camera, threshold)
+        by_frame = dict(tuple(per_sample.groupby("frame")))
+        ref_by_frame = dict(tuple(reference.groupby("frame")))
+        empty = per_sample.iloc[:0]
+        tables = []
+        for f in range(n_frames):
+            det = by_frame.get(f, empty)
+            dets = [d for _, d in det.groupby("sample")] + [empty] * (k - det["sample"].nunique())
+            mol = aggregate_samples(dets, ref_by_frame.get(f, reference.iloc[:0]), self.config.link_radius_nm,
+                                    min_probability)
+            tables.append(mol.assign(frame=f))
+        if not tables:
+            return pd.DataFrame(columns=MOLECULE_COLUMNS)
+        return pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
