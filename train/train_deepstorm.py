@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -35,6 +34,8 @@ from smlm_diffusers.training import (
     make_training_batch,
     make_validation_set,
     plot_log,
+    save_checkpoint,
+    seeded_generator,
 )
 from smlm_diffusers.training.config import config_to_dict
 
@@ -193,20 +194,6 @@ def main(argv=None):
 
             push_folder(final, repo_id=args.hub_model_id or out.name)
     accelerator.end_training()
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
-
-
-def save_checkpoint(accelerator, ckpt_dir: Path, step: int, keep: int):
-    """``accelerator.save_state`` into ``checkpoint-<step>``, keeping the newest ``keep``."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        old = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        for p in old[: max(len(old) - keep + 1, 0)]:
-            shutil.rmtree(p)
-    accelerator.save_state(str(ckpt_dir / f"checkpoint-{step}"))
 
 
 if __name__ == "__main__":

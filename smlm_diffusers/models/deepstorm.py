@@ -105,9 +105,12 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         self.up2 = _block(u1, u2)
         p = prediction_channels
         self.prediction = nn.Sequential(_block(u2, p), _block(p, p), nn.Conv2d(p, 1, 1))
-        # Start on the background level, inside HardTanh's linear range (see module docstring).
-        nn.init.zeros_(self.prediction[-1].weight)
-        nn.init.constant_(self.prediction[-1].bias, -0.9)
+        # Start on the empty-pixel level (-1). Training sees the unclamped output, so there is
+        # gradient everywhere. With a higher start (or zero output weights) the error on the
+        # ~98% empty pixels dominates and drives the output weights negative: peaks then stay
+        # capped at the bias for hundreds of steps (seen here: flat-topped KDEs at -0.73).
+        nn.init.normal_(self.prediction[-1].weight, std=0.01)
+        nn.init.constant_(self.prediction[-1].bias, -1.0)
 
     # -- input normalization: the one place where ADU become network input ------------------
     def normalize(

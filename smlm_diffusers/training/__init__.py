@@ -2,7 +2,7 @@
 
 from .config import load_config
 from .data import SimulationRanges, TrainingBatch, make_training_batch, make_validation_set
-from .logging import CSVLogger, latest_checkpoint, plot_log
+from .utils import CSVLogger, latest_checkpoint, plot_log, save_checkpoint, seeded_generator
 
 __all__ = [
     "CSVLogger",
@@ -13,4 +13,6 @@ __all__ = [
     "make_training_batch",
     "make_validation_set",
     "plot_log",
+    "save_checkpoint",
+    "seeded_generator",
 ]

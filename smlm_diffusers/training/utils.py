@@ -1,10 +1,14 @@
-"""Training logs (CSV + plot) and checkpoint discovery."""
+"""Training logs (CSV + plot), seeding and checkpoint rotation, shared by the train/ scripts."""
 
 from __future__ import annotations
 
 import csv
 import re
+import shutil
 from pathlib import Path
+
+import numpy as np
+import torch
 
 
 class CSVLogger:
@@ -64,3 +68,21 @@ def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     """The ``checkpoint-<step>`` folder with the highest step, or None."""
     folders = [p for p in Path(checkpoint_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
     return max(folders, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A torch generator whose seed depends only on ``keys`` (e.g. seed, step, micro-batch, rank).
+
+    Training data drawn this way is the same stream after a resume.
+    """
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+
+
+def save_checkpoint(accelerator, ckpt_dir: Path, step: int, keep: int):
+    """``accelerator.save_state`` into ``checkpoint-<step>``, keeping the newest ``keep``."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = sorted(Path(ckpt_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for p in old[: max(len(old) - keep + 1, 0)]:
+            shutil.rmtree(p)
+    accelerator.save_state(str(Path(ckpt_dir) / f"checkpoint-{step}"))

@@ -1,0 +1,265 @@
+"""Train the conditional DDPM on (true KDE, DeepSTORM KDE) pairs simulated on the fly.
+
+    accelerate launch train/train_ddpm.py --config train/configs/ddpm.yaml
+    accelerate launch train/train_ddpm.py --config ... --resume_from_checkpoint latest
+
+DeepSTORM is loaded from ``kde_net_path`` and frozen. The UNet learns the residual
+``r = y - y_hat`` around its estimate (v- or epsilon-prediction, per the scheduler config),
+conditioned on ``y_hat`` by channel concatenation and on the continuous noise level gamma.
+The result is a complete pipeline folder (``<output_dir>/pipeline``) with EMA weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from smlm_diffusers import DeepSTORM, GammaDDPMScheduler, SMLMDiffusionPipeline
+from smlm_diffusers.kde import KDEScaling, render_kde
+from smlm_diffusers.localization import evaluate
+from smlm_diffusers.simulation import FrameSimulator, sample_uniform
+from smlm_diffusers.training import (
+    CSVLogger,
+    SimulationRanges,
+    latest_checkpoint,
+    load_config,
+    make_validation_set,
+    plot_log,
+    save_checkpoint,
+    seeded_generator,
+)
+from smlm_diffusers.training.config import config_to_dict
+
+
+@dataclass
+class DDPMTrainConfig:
+    output_dir: str = "runs/ddpm"
+    kde_net_path: str = "pretrained/smlm-ddpm-2d/kde_net"
+    seed: int = 0
+    data: SimulationRanges = field(default_factory=lambda: SimulationRanges(patch_size=24))
+    crop_size: int = 64  # KDE pixels of the UNet training patches
+    unet: dict = field(default_factory=dict)  # UNet2DModel keyword arguments
+    condition_on_frame: bool = False  # third UNet channel: bicubic-upsampled frame
+    scheduler: dict = field(default_factory=dict)  # GammaDDPMScheduler keyword arguments
+    pipeline: dict = field(default_factory=dict)  # SMLMDiffusionPipeline settings
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 200
+    max_grad_norm: float = 1.0
+    max_steps: int = 3000
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    checkpoints_total_limit: int = 2
+    validate_every: int = 500
+    val_frames: int = 2
+    val_shape: tuple = (32, 32)
+    val_densities: tuple = (1.0, 4.0)
+    val_samples: int = 4
+    val_steps: int = 20
+    log_every: int = 25
+    mixed_precision: str = "no"
+    num_threads: int = 0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="train/configs/ddpm.yaml")
+    p.add_argument("--output_dir", default=None)
+    p.add_argument("--max_steps", type=int, default=None)
+    p.add_argument("--kde_net_path", default=None)
+    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", default=None)
+    return p.parse_args(argv)
+
+
+def make_pairs(cfg: DDPMTrainConfig, kde_net: DeepSTORM, generator: torch.Generator, device):
+    """Simulated frames -> (true KDE, DeepSTORM KDE[, upsampled frame]) crops in [-1, 1] units."""
+    r = cfg.data
+    shape = (r.patch_size, r.patch_size)
+    sim = FrameSimulator(shape, r.camera, r.sigma_px, tuple(r.background), r.background_variation)
+    em = sample_uniform(cfg.batch_size, shape, tuple(r.density), r.pixel_size_nm, tuple(r.photons),
+                        r.margin_px, generator)
+    frames = sim.render(em, generator=generator).frames_adu.to(device)
+    y = KDEScaling(r.kde_sigma).to_unit(render_kde(em.x_px, em.y_px, em.mask, shape, r.upsampling, r.kde_sigma))
+    with torch.no_grad():
+        y_hat = kde_net(kde_net.normalize(frames), clamp=True).float()
+    cond = [y_hat]
+    if cfg.condition_on_frame:
+        up = torch.nn.functional.interpolate(kde_net.normalize(frames), size=y_hat.shape[-2:], mode="bicubic")
+        cond.append(up)
+    # crops away from the patch border: at inference tiles are cut from whole-frame estimates
+    full = y_hat.shape[-1]
+    lo, hi = 2 * r.upsampling, full - cfg.crop_size - 2 * r.upsampling
+    i, j = (int(v) for v in torch.randint(lo, max(hi, lo) + 1, (2,), generator=generator))
+    crop = (slice(None), slice(None), slice(i, i + cfg.crop_size), slice(j, j + cfg.crop_size))
+    return y.to(device)[crop], torch.cat(cond, dim=1)[crop]
+
+
+def validate(pipe: SMLMDiffusionPipeline, cfg: DDPMTrainConfig, val_set, out_dir: Path, step: int) -> dict:
+    """Metrics of the sample mean and calibration on the fixed validation frames, plus an image grid."""
+    metrics, grid = {}, []
+    for density, frames, gt in val_set:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        o = pipe(frames, num_samples=cfg.val_samples, num_inference_steps=cfg.val_steps, generator=gen,
+                 min_probability=0.5)
+        m = evaluate(gt, o.localizations)
+        ds = evaluate(gt, pipe(frames, num_samples=0).localizations)
+        metrics |= {f"jaccard_d{density:g}": m["jaccard"], f"rmse_nm_d{density:g}": m["rmse_nm"],
+                    f"deepstorm_jaccard_d{density:g}": ds["jaccard"], f"deepstorm_rmse_nm_d{density:g}": ds["rmse_nm"],
+                    f"coverage_d{density:g}": m.get("coverage_1sigma", float("nan"))}
+        grid.append((density, o.deepstorm_kde[0], o.samples[0, :2], o.kde_mean[0], o.kde_var[0]))
+    save_grid(grid, out_dir / f"val_step{step:06d}.png")
+    return metrics
+
+
+def save_grid(rows, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 5, figsize=(12, 2.6 * len(rows)), squeeze=False)
+    for ax_row, (density, ds, samples, mean, var) in zip(axes, rows):
+        for ax, img, title in zip(ax_row, [ds, *samples, mean, var],
+                                  ["DeepSTORM", "sample 1", "sample 2", "mean", "variance"]):
+            ax.imshow(img, cmap="magma" if title != "variance" else "viridis")
+            ax.set_title(f"{title} (d={density:g})", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(DDPMTrainConfig, args.config, {"output_dir": args.output_dir, "max_steps": args.max_steps,
+                                                     "kde_net_path": args.kde_net_path})
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              mixed_precision=cfg.mixed_precision,
+                              project_config=ProjectConfiguration(project_dir=str(out)))
+    kde_net = DeepSTORM.from_pretrained(cfg.kde_net_path).to(accelerator.device).eval().requires_grad_(False)
+    # the training data must come from the optics DeepSTORM was trained for
+    for key, attr in [("pixel_size_nm", "pixel_size_nm"), ("camera_offset", "camera_offset"),
+                      ("camera_gain", "camera_gain"), ("read_noise", "read_noise"), ("kde_sigma", "kde_sigma")]:
+        if not math.isclose(getattr(cfg.data, key), getattr(kde_net.config, attr)):
+            raise ValueError(f"data.{key}={getattr(cfg.data, key)} differs from the DeepSTORM config "
+                             f"({getattr(kde_net.config, attr)}): retrain DeepSTORM or fix the config")
+    in_channels = 3 if cfg.condition_on_frame else 2
+    unet = UNet2DModel(sample_size=cfg.crop_size, in_channels=in_channels, out_channels=1, **cfg.unet)
+    scheduler = GammaDDPMScheduler(**cfg.scheduler)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                 num_training_steps=cfg.max_steps)
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    if args.resume_from_checkpoint:
+        path = latest_checkpoint(ckpt_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
+        if path is None:
+            accelerator.print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+        else:
+            accelerator.load_state(str(path))
+            step = int(path.name.split("-")[1])
+            accelerator.print(f"resumed from {path} at step {step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "train_config.yaml", "w") as fh:
+            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+        gt_T = scheduler.gamma_T
+        accelerator.print(f"training schedule: gamma_T = {gt_T:.3g}, L_T = {scheduler.prior_kl_bits():.3g} bits/dim")
+    logger = CSVLogger(out / "train_log.csv", resume=step > 0) if accelerator.is_main_process else None
+    val_set = make_validation_set(cfg.data, cfg.val_densities, cfg.val_frames, shape=cfg.val_shape,
+                                  seed=cfg.seed + 10_000)
+
+    def pipeline(use_ema: bool) -> SMLMDiffusionPipeline:
+        net = accelerator.unwrap_model(unet)
+        if use_ema:
+            net = UNet2DModel.from_config(net.config)
+            ema.copy_to(net.parameters())
+        pipe = SMLMDiffusionPipeline(kde_net, net.eval(), scheduler, **cfg.pipeline)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    unet.train()
+    progress = tqdm(total=cfg.max_steps, initial=step, desc="DDPM", disable=not accelerator.is_local_main_process)
+    t0, running = time.time(), []
+    while step < cfg.max_steps:
+        for micro in range(cfg.gradient_accumulation_steps):
+            gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
+            y, cond = make_pairs(cfg, kde_net, gen, accelerator.device)
+            r0 = y - cond[:, :1]
+            noise = torch.randn(r0.shape, generator=gen).to(accelerator.device)
+            gamma = scheduler.sample_gammas(r0.shape[0], generator=gen, device=accelerator.device)
+            r_t = scheduler.add_noise(r0, noise, gamma)
+            with accelerator.accumulate(unet):
+                pred = unet(torch.cat([r_t, cond], dim=1), scheduler.noise_level_embedding(gamma)).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), scheduler.training_target(r0, noise, gamma))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            running.append(loss.item())
+        if accelerator.sync_gradients:
+            ema.step(unet.parameters())
+        step += 1
+        progress.update(1)
+        if not math.isfinite(running[-1]):
+            raise FloatingPointError(f"loss is {running[-1]} at step {step}")
+        row = None
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            row = {"step": step, "loss": sum(running) / len(running), "lr": lr_scheduler.get_last_lr()[0],
+                   "elapsed_s": round(time.time() - t0, 1)}
+            progress.set_postfix(loss=f"{row['loss']:.4f}")
+            running = []
+        if accelerator.is_main_process and (step % cfg.validate_every == 0 or step == cfg.max_steps):
+            row = (row or {"step": step}) | validate(pipeline(use_ema=True), cfg, val_set, out / "samples", step)
+            progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if row and logger:
+            logger.log(row)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+    progress.close()
+
+    if accelerator.is_main_process:
+        final = out / "pipeline"
+        pipeline(use_ema=True).save_pretrained(final)
+        for name in ("train_config.yaml", "train_log.csv"):
+            shutil.copy(out / name, final / "unet" / name)
+        cols = ["loss"] + [f"{m}_d{d:g}" for m in ("jaccard", "rmse_nm", "coverage") for d in cfg.val_densities]
+        plot_log(out / "train_log.csv", final / "unet" / "train_log.png", cols)
+        accelerator.print(f"saved {final}")
+        if args.push_to_hub:
+            from smlm_diffusers.hub import push_folder
+
+            push_folder(final, repo_id=args.hub_model_id or out.name)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
