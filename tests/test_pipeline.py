@@ -1,0 +1,121 @@
+"""SMLMDiffusionPipeline on tiny random models: contract, determinism, tiling, saving."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+import smlm_diffusers as sd
+from smlm_diffusers.localization.uncertainty import MOLECULE_COLUMNS
+
+
+def tiny_pipeline(in_channels=2, **kwargs):
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=32, in_channels=in_channels, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=4, attention_head_dim=8)
+    net = sd.DeepSTORM(context_channels=8, dilations=(1, 2), upsample_channels=(8, 4), prediction_channels=4,
+                       threshold=0.0)
+    kwargs = {"tile_size": 32, "tile_overlap": 4} | kwargs
+    pipe = sd.SMLMDiffusionPipeline(net.eval(), unet.eval(), sd.GammaDDPMScheduler(), **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    f, _ = sd.simulate(n_frames=2, shape=(13, 11), density=3.0, seed=0)
+    return f
+
+
+def run(pipe, frames, seed=0, **kw):
+    kw = {"num_samples": 3, "num_inference_steps": 3, "min_probability": 0.0} | kw
+    return pipe(frames, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def test_output_contract(pipe, frames):
+    out = run(pipe, frames)
+    assert out.samples.shape == (2, 3, 52, 44)
+    assert out.kde_mean.shape == out.kde_var.shape == out.deepstorm_kde.shape == (2, 52, 44)
+    np.testing.assert_allclose(out.kde_mean, out.samples.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(out.kde_var, out.samples.var(axis=1, ddof=1), rtol=1e-4, atol=1e-7)
+    locs = out.localizations
+    assert isinstance(locs, pd.DataFrame) and list(locs.columns) == MOLECULE_COLUMNS
+    assert len(locs) > 0 and locs["frame"].isin([0, 1]).all()
+    assert locs["probability"].between(0, 1).all()
+    # return_dict=False gives the same arrays as a tuple
+    tup = run(pipe, frames, return_dict=False)
+    np.testing.assert_array_equal(tup[3], out.samples)
+    pt = run(pipe, frames, output_type="pt")
+    assert isinstance(pt.samples, torch.Tensor)
+    np.testing.assert_allclose(pt.samples.numpy(), out.samples, atol=1e-6)
+
+
+def test_same_seed_same_result_other_seed_differs(pipe, frames):
+    a, b, c = run(pipe, frames, 1), run(pipe, frames, 1), run(pipe, frames, 2)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    pd.testing.assert_frame_equal(a.localizations, b.localizations)
+    assert np.abs(a.samples - c.samples).max() > 1e-3
+
+
+def test_deepstorm_only_mode(pipe, frames):
+    out = pipe(frames, num_samples=0)
+    assert out.samples is None and out.kde_var is None
+    np.testing.assert_array_equal(out.kde_mean, out.deepstorm_kde)
+    assert list(out.localizations.columns) == MOLECULE_COLUMNS
+    assert (out.localizations["probability"] == 1).all()
+
+
+def test_single_integer_frame_and_bad_input(pipe, frames):
+    out = run(pipe, frames[0].astype(np.uint16))
+    assert out.samples.shape[0] == 1
+    with pytest.raises(ValueError, match="NaN"):
+        pipe(np.full((8, 8), np.nan, np.float32), num_samples=0)
+    with pytest.raises(ValueError, match=r"\[H, W\] or \[F, H, W\]"):
+        pipe(np.zeros((1, 2, 8, 8), np.float32), num_samples=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        pipe(frames, num_samples=-1)
+
+
+def test_tiles_stitch_into_the_whole_image_result(pipe):
+    """With a local, deterministic 'denoiser', tiled processing must equal one big tile."""
+
+    def local_denoise(cond, generator=None, sampler=None, bar=None):
+        # a 3x3 box filter of the conditioning: depends on a neighbourhood smaller than the overlap
+        return torch.nn.functional.avg_pool2d(cond[:, :1], 3, stride=1, padding=1, count_include_pad=True)
+
+    cond = torch.randn(1, 1, 70, 90)
+    tiled = tiny_pipeline()
+    tiled.denoise = local_denoise
+    whole = tiny_pipeline(tile_size=256)
+    whole.denoise = local_denoise
+    a = tiled.sample_residuals(cond, 2, 3, None, 64)
+    b = whole.sample_residuals(cond, 2, 3, None, 64)
+    assert len(tiled._tiles(70, 90)[1]) > 4  # really tiled
+    torch.testing.assert_close(a, b)
+
+
+def test_camera_override_changes_the_estimate(pipe, frames):
+    a = pipe(frames, num_samples=0).deepstorm_kde
+    b = pipe(frames, num_samples=0, camera_offset=50.0).deepstorm_kde
+    assert np.abs(a - b).max() > 0
+
+
+def test_third_conditioning_channel(frames):
+    pipe = tiny_pipeline(in_channels=3)
+    out = run(pipe, frames)
+    assert out.samples.shape == (2, 3, 52, 44)
+
+
+def test_save_and_load_round_trip(pipe, frames, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    loaded = sd.SMLMDiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.tile_size == 32
+    np.testing.assert_allclose(run(loaded, frames).samples, run(pipe, frames).samples, atol=1e-5)
