@@ -119,3 +119,48 @@ def test_save_and_load_round_trip(pipe, frames, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.config.tile_size == 32
     np.testing.assert_allclose(run(loaded, frames).samples, run(pipe, frames).samples, atol=1e-5)
+
+
+REMOTE_CODE_SCRIPT = """
+import sys, numpy as np, torch
+from diffusers import DiffusionPipeline
+folder, frames_path, out_path = sys.argv[1:]
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+out = pipe(np.load(frames_path), num_samples=3, num_inference_steps=3, min_probability=0.0,
+           generator=torch.Generator().manual_seed(0))
+np.save(out_path, out.samples)
+print(type(pipe).__name__)
+"""
+
+
+def test_diffusers_loads_the_folder_with_remote_code(pipe, frames, tmp_path):
+    """`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` in a process that never
+    imports smlm_diffusers itself: the folder's shim modules bring in the installed classes."""
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_smlm", "SMLMDiffusionPipeline"]
+    assert index["kde_net"] == ["deepstorm", "DeepSTORM"]
+    assert (folder / "kde_net" / "deepstorm.py").is_file()
+    assert "class DeepSTORM" not in (folder / "kde_net" / "deepstorm.py").read_text()  # no copy of the code
+    np.save(tmp_path / "frames.npy", frames)
+    script = tmp_path / "load.py"
+    script.write_text(REMOTE_CODE_SCRIPT)
+    res = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "frames.npy"),
+                          str(tmp_path / "samples.npy")], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "mods")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "SMLMDiffusionPipeline" in res.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "samples.npy"), run(pipe, frames).samples, atol=1e-5)
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        sd.SMLMDiffusionPipeline.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        sd.SMLMDiffusionPipeline.from_pretrained(tmp_path / "missing" / "deep" / "path")

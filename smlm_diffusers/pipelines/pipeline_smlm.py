@@ -13,7 +13,10 @@ on a tile border sees the same context as one in the middle of a tile.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,6 +52,14 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "kde_net->unet"
+    # (module file, class) of each component; ``save_pretrained`` writes a small module of that
+    # name into the folder so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)``
+    # finds the classes of the installed package (no copy of their code).
+    _shim_modules = {
+        "_class_name": ("pipeline_smlm", "smlm_diffusers.pipelines.pipeline_smlm", "SMLMDiffusionPipeline"),
+        "kde_net": ("deepstorm", "smlm_diffusers.models.deepstorm", "DeepSTORM"),
+        "scheduler": ("scheduling_gamma_ddpm", "smlm_diffusers.schedulers.scheduling_gamma_ddpm", "GammaDDPMScheduler"),
+    }
 
     def __init__(
         self,
@@ -64,6 +75,38 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap)
+
+    # -- saving and loading -----------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """Save components (safetensors) plus the shim modules of the remote-code loading path."""
+        super().save_pretrained(save_directory, **kwargs)
+        folder = Path(save_directory)
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text())
+        for key, (module_file, module, cls) in self._shim_modules.items():
+            target = folder if key == "_class_name" else folder / key
+            (target / f"{module_file}.py").write_text(_SHIM.format(module=module, cls=cls, base=_BASES[key]))
+            index[key] = [module_file, cls]
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> SMLMDiffusionPipeline:
+        """Load a pipeline folder, or a Hub repo id (downloaded first, honouring ``HF_HUB_OFFLINE``).
+
+        No remote code runs: the components are built from this package's classes. Extra
+        keyword arguments override pipeline settings (e.g. ``tile_size``) or replace
+        components (``unet=...``); ``revision``, ``cache_dir`` and ``token`` go to the download.
+        """
+        from ..hub import resolve_pretrained
+
+        folder = resolve_pretrained(pretrained_model_name_or_path, revision=kwargs.pop("revision", None),
+                                    cache_dir=kwargs.pop("cache_dir", None), token=kwargs.pop("token", None))
+        index = json.loads((folder / "model_index.json").read_text())
+        loaders = {"kde_net": DeepSTORM, "unet": UNet2DModel, "scheduler": GammaDDPMScheduler}
+        components = {name: kwargs.pop(name, None) or loader.from_pretrained(folder / name)
+                      for name, loader in loaders.items()}
+        settings = {k: v for k, v in index.items() if not k.startswith("_") and k not in loaders}
+        return cls(**components, **(settings | kwargs))
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -244,3 +287,23 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         if not tables:
             return pd.DataFrame(columns=MOLECULE_COLUMNS)
         return pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
+
+
+_BASES = {"_class_name": "DiffusionPipeline", "kde_net": "ModelMixin", "scheduler": "SchedulerMixin"}
+
+_SHIM = '''"""Written by smlm_diffusers' save_pretrained: the class comes from the installed package.
+
+It lets `diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` load
+this folder; the code itself is not copied here.
+"""
+
+from diffusers import {base}  # noqa: F401  (diffusers resolves the component's base class here)
+
+try:
+    from {module} import {cls}  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "This pipeline needs the smlm-diffusers package: `pip install smlm-diffusers` "
+        "(or `pip install -e .` in a clone of its repository)."
+    ) from err
+'''
