@@ -327,6 +327,20 @@ def make_plots(results: pd.DataFrame, out: Path, camera: sd.Camera | None = None
     return written
 
 
+def parse_options(items: list[str]) -> dict[str, dict]:
+    """``["DDPM.num_samples=8", ...]`` -> ``{"DDPM": {"num_samples": 8}}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise SystemExit(f"--option must look like METHOD.KEY=VALUE, got {item!r}")
+        options.setdefault(method, {})[name] = yaml.safe_load(value)
+    return options
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="picasso", help="comma-separated registered localizers")
@@ -341,6 +355,8 @@ def main(argv=None) -> int:
                         help="scored frames per photon level (16 emitters each; default 40, quick 4)")
     parser.add_argument("--density-frames", type=int, default=None,
                         help="scored frames per density (default 100, quick 5)")
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="keyword argument for a method's factory, e.g. DDPM.num_samples=8 (repeatable)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--tolerance-nm", type=float, default=250.0)
     parser.add_argument("--border-px", type=float, default=0.0,
@@ -360,7 +376,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     results = run_benchmark(methods, scenarios, tolerance_nm=args.tolerance_nm, border_px=args.border_px,
-                            verbose=True)
+                            method_options=parse_options(args.option), verbose=True)
     total = time.perf_counter() - t0
     csv = out / "results.csv"
     if args.merge and csv.exists():

@@ -1,0 +1,57 @@
+"""The project's own localizers in the benchmark: DeepSTORM alone and the DDPM posterior mean.
+
+Neither has a tuning hook: their peak threshold and refinement were tuned once on a
+validation simulation (``train/tune_localization.py``) and live in the model config, so
+the benchmark scenarios never select their parameters.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import torch
+
+import smlm_diffusers as sd
+
+from .localizers import register_localizer
+
+DEFAULT_MODEL = os.environ.get("SMLM_DIFFUSERS_MODEL", "pretrained/smlm-ddpm-2d")
+
+
+def _pipeline(model: str):
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _camera_kwargs(camera: sd.Camera) -> dict:
+    return dict(camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
+                pixel_size_nm=camera.pixel_size_nm)
+
+
+@register_localizer("DeepSTORM")
+def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64):
+    """DeepSTORM KDE + sub-pixel Gaussian refinement (``pipe(num_samples=0)``)."""
+    pipe = _pipeline(model)
+
+    def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
+        out = pipe(frames_adu, num_samples=0, batch_size=batch_size, **_camera_kwargs(camera))
+        return out.localizations[["frame", "x_nm", "y_nm"]]
+
+    return localize
+
+
+@register_localizer("DDPM")
+def make_ddpm(model: str = DEFAULT_MODEL, num_samples: int = 8, num_inference_steps: int = 20, seed: int = 0,
+              batch_size: int = 64, sampler: str | None = None, schedule: str | None = None):
+    """Molecules of the DDPM samples (mean position, sigma from the sample spread)."""
+    pipe = _pipeline(model)
+
+    def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
+        out = pipe(frames_adu, num_samples=num_samples, num_inference_steps=num_inference_steps,
+                   generator=torch.Generator().manual_seed(seed), batch_size=batch_size, sampler=sampler,
+                   schedule=schedule, **_camera_kwargs(camera))
+        return out.localizations
+
+    return localize
