@@ -167,6 +167,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         sampler: str | None = None,
         schedule: str | None = None,
         min_probability: float | None = None,
+        mixed_precision: str = "bf16",
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -192,6 +193,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             Inference noise schedule ("logsnr", "cosine", "linear", "searched").
         min_probability : float, optional
             Drop molecules detected in fewer than this fraction of samples.
+        mixed_precision : {"bf16", "no"}
+            Run the UNet under bfloat16 autocast (about 4x faster on CPUs with AVX512-BF16;
+            the scheduler arithmetic stays float32), or in full float32.
         """
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
@@ -212,8 +216,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             out = (locs[MOLECULE_COLUMNS].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
-            residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
-                                              sampler, schedule)  # [F, K, uH, uW]
+            if mixed_precision not in ("bf16", "no"):
+                raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {mixed_precision!r}")
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+                residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
+                                                  sampler, schedule)  # [F, K, uH, uW]
             samples = scaling.from_unit(y_hat + residuals)
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
@@ -260,7 +267,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         cond = cond.to(self.unet.dtype)
         for i, tstep in enumerate(self.scheduler.timesteps):
             model_in = torch.cat([r, cond], dim=1)
-            pred = self.unet(model_in, tstep.expand(shape[0]).to(cond.device)).sample
+            pred = self.unet(model_in, tstep.expand(shape[0]).to(cond.device)).sample.float()
             r = self.scheduler.step(pred, i, r, generator=generator, sampler=sampler).prev_sample
             if bar is not None:
                 bar.update()
