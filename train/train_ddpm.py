@@ -255,9 +255,16 @@ def main(argv=None):
         plot_log(out / "train_log.csv", final / "unet" / "train_log.png", cols)
         accelerator.print(f"saved {final}")
         if args.push_to_hub:
-            from smlm_diffusers.hub import push_folder
+            from smlm_diffusers.hub import DEFAULT_RESULTS, push_folder, write_model_card
 
-            push_folder(final, repo_id=args.hub_model_id or out.name)
+            repo_id = args.hub_model_id or out.name
+            results = Path(DEFAULT_RESULTS)  # the card's evaluation section, when the benchmark has run
+            try:
+                card = write_model_card(final, results=results if results.is_file() else None, repo_id=repo_id)
+                accelerator.print(f"wrote {card}")
+            except FileNotFoundError as err:  # no card template outside a clone of the repository
+                accelerator.print(f"no model card: {err}")
+            push_folder(final, repo_id=repo_id)
     accelerator.end_training()
 
 
