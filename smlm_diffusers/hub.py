@@ -533,11 +533,16 @@ def resolve_pretrained(name_or_path, revision: str | None = None, cache_dir: str
     if path.exists() or str(name_or_path).count("/") != 1:
         raise FileNotFoundError(f"{name_or_path} is neither a pipeline folder nor a Hub repo id (org/name)")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(str(name_or_path), revision=revision, cache_dir=cache_dir, token=token,
                                       ignore_patterns=IGNORE_PATTERNS))
+    except RepositoryNotFoundError as err:
+        # "org/name" is also what a relative folder path looks like
+        raise FileNotFoundError(
+            f"{name_or_path} is not a folder (relative to {Path.cwd()}) and no Hub repo of that id was found"
+        ) from err
     except LocalEntryNotFoundError as err:
         raise OSError(
             f"cannot load {name_or_path}: it is not cached locally and the Hub cannot be reached "

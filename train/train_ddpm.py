@@ -251,6 +251,10 @@ def main(argv=None):
         pipeline(use_ema=True).save_pretrained(final)
         for name in ("train_config.yaml", "train_log.csv"):
             shutil.copy(out / name, final / "unet" / name)
+        # DeepSTORM's own training record travels with it (save_pretrained writes weights only)
+        for name in ("train_config.yaml", "train_log.csv", "train_log.png", "localization_tuning.csv"):
+            if (Path(cfg.kde_net_path) / name).is_file():
+                shutil.copy(Path(cfg.kde_net_path) / name, final / "kde_net" / name)
         cols = ["loss"] + [f"{m}_d{d:g}" for m in ("jaccard", "rmse_nm", "coverage") for d in cfg.val_densities]
         plot_log(out / "train_log.csv", final / "unet" / "train_log.png", cols)
         accelerator.print(f"saved {final}")
