@@ -22,11 +22,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from diffusers import UNet2DModel
 from huggingface_hub import ModelCard
 
 import smlm_diffusers as sd
 from hub_server import MockHub
+from tiny_models import tiny_pipeline
 from smlm_diffusers import GammaDDPMScheduler
 from smlm_diffusers.hub import PAPER_SCHEDULE, main, space_files, space_readme, upload_plan, write_model_card
 
@@ -43,14 +43,7 @@ JUNK = ["checkpoints/checkpoint-4/model.safetensors", "checkpoints/checkpoint-4/
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny random pipeline saved with save_pretrained (meaningless but deterministic outputs)."""
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=32, in_channels=2, out_channels=1, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4,
-                       attention_head_dim=8)
-    net = sd.DeepSTORM(context_channels=8, dilations=(1, 2), upsample_channels=(8, 4), prediction_channels=4,
-                       threshold=0.0)
-    pipe = sd.SMLMDiffusionPipeline(net.eval(), unet.eval(), GammaDDPMScheduler(), tile_size=32, tile_overlap=4)
+    pipe = tiny_pipeline()
     folder = tmp_path_factory.mktemp("tiny") / "smlm-tiny"
     pipe.save_pretrained(folder)
     return folder

@@ -58,7 +58,7 @@ def test_gaussian_refinement_is_subnanometre_on_isolated_emitters(isolated):
     rmse = np.sqrt(np.mean(np.sum(err**2, 1)))
     assert rmse < 0.5  # measured ~1e-4 nm (float32 KDE)
     # one emitter in a 5 x 5 window of sigma-1 kernel holds ~erf(2.5/sqrt 2)^2 of its mass
-    assert np.all((df.intensity > 0.94) & (df.intensity < 0.98))
+    assert np.all((df.kde_mass > 0.94) & (df.kde_mass < 0.98))
 
 
 def test_centroid_and_none_are_coarser(isolated):

@@ -4,23 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from diffusers import UNet2DModel
 
 import smlm_diffusers as sd
 from smlm_diffusers.localization.uncertainty import MOLECULE_COLUMNS
-
-
-def tiny_pipeline(in_channels=2, **kwargs):
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=32, in_channels=in_channels, out_channels=1, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       layers_per_block=1, norm_num_groups=4, attention_head_dim=8)
-    net = sd.DeepSTORM(context_channels=8, dilations=(1, 2), upsample_channels=(8, 4), prediction_channels=4,
-                       threshold=0.0)
-    kwargs = {"tile_size": 32, "tile_overlap": 4} | kwargs
-    pipe = sd.SMLMDiffusionPipeline(net.eval(), unet.eval(), sd.GammaDDPMScheduler(), **kwargs)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from tiny_models import tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +84,17 @@ def test_tiles_stitch_into_the_whole_image_result(pipe):
     whole.denoise = local_denoise
     a = tiled.sample_residuals(cond, 2, 3, None, 64)
     b = whole.sample_residuals(cond, 2, 3, None, 64)
-    assert len(tiled._tiles(70, 90)[1]) > 4  # really tiled
+    assert len(tiled.tile_layout(70, 90)[1]) > 4  # really tiled
     torch.testing.assert_close(a, b)
+
+
+def test_tile_layout_is_balanced():
+    pipe = tiny_pipeline(tile_size=160, tile_overlap=16)
+    (th, tw), corners, padded = pipe.tile_layout(256, 100)
+    assert (th, tw) == (160, 132) and len(corners) == 2  # two tiles down, one across
+    assert padded[0] >= 256 + 32 and padded[1] >= 100 + 32
+    (th, tw), corners, _ = pipe.tile_layout(128, 128)
+    assert (th, tw) == (160, 160) and len(corners) == 1
 
 
 def test_camera_override_changes_the_estimate(pipe, frames):

@@ -24,7 +24,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.special import erf
 
-COLUMNS = ["frame", "x_nm", "y_nm", "intensity", "peak"]
+COLUMNS = ["frame", "x_nm", "y_nm", "kde_mass", "peak"]
 
 # A fit whose centre leaves the peak pixel's centre by more than this (upsampled pixels, per
 # axis) has latched onto a neighbour or the offset; the centroid is then the safer answer.
@@ -66,7 +66,7 @@ def localize_kde(
         Sub-pixel refinement (see the module docstring).
     window : int
         Odd side, in upsampled pixels, of the patch around each peak used for refinement
-        and for ``intensity``. Pixels beyond the image border are excluded, not zero-filled.
+        and for ``kde_mass``. Pixels beyond the image border are excluded, not zero-filled.
     kernel_sigma : float
         KDE kernel standard deviation in upsampled pixels; the Gaussian fit starts there.
     frame_offset : int
@@ -89,7 +89,7 @@ def localize_kde(
         - ``frame`` (int64, 0-based + ``frame_offset``)
         - ``x_nm``, ``y_nm``: position in nm (x is the column axis, origin at the outer
           top-left corner of the image)
-        - ``intensity``: KDE mass in the window, in emitters (about 0.975 for an isolated
+        - ``kde_mass``: KDE mass in the window, in emitters (about 0.975 for an isolated
           emitter with ``kernel_sigma = 1`` and ``window = 5``)
         - ``peak``: KDE value at the peak pixel, in emitters per upsampled pixel.
     """
@@ -125,7 +125,7 @@ def localize_kde(
             "frame": frame.astype(np.int64) + int(frame_offset),
             "x_nm": (col - half + x_loc) * nm_per_px,
             "y_nm": (row - half + y_loc) * nm_per_px,
-            "intensity": intensity,
+            "kde_mass": intensity,
             "peak": peak,
         },
         columns=COLUMNS,

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.stats import t as student_t
 
-MOLECULE_COLUMNS = ["frame", "x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm", "probability", "n_samples", "intensity"]
+MOLECULE_COLUMNS = ["frame", "x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm", "probability", "n_samples", "kde_mass"]
 
 
 def small_sample_factor(n: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def aggregate_samples(
 
     Parameters
     ----------
-    detections : list of K DataFrames (x_nm, y_nm[, intensity])
+    detections : list of K DataFrames (x_nm, y_nm[, kde_mass])
         Localizations of each posterior sample of the same frame.
     reference : DataFrame (x_nm, y_nm)
         Anchor positions, usually the localizations of the sample mean.
@@ -69,7 +69,7 @@ def aggregate_samples(
 
     Returns
     -------
-    DataFrame with x_nm, y_nm, sigma_x_nm, sigma_y_nm, probability, n_samples, intensity
+    DataFrame with x_nm, y_nm, sigma_x_nm, sigma_y_nm, probability, n_samples, kde_mass (mean KDE mass in the window, in emitters)
     (no ``frame`` column).
     """
     k = len(detections)
@@ -78,7 +78,7 @@ def aggregate_samples(
     leftovers = []
     for det in detections:
         xy = det[["x_nm", "y_nm"]].to_numpy(np.float64)
-        inten = det["intensity"].to_numpy(np.float64) if "intensity" in det else np.ones(len(det))
+        inten = det["kde_mass"].to_numpy(np.float64) if "kde_mass" in det else np.ones(len(det))
         r, c = _link(ref, xy, link_radius_nm)
         for ri, ci in zip(r, c):
             members[ri].append((xy[ci, 0], xy[ci, 1], inten[ci]))

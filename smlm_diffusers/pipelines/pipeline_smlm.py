@@ -48,7 +48,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     min_probability : float
         Molecules found in fewer than this fraction of samples are dropped.
     tile_size, tile_overlap : int
-        Tiling of the KDE grid for the UNet, in upsampled pixels.
+        Largest UNet tile and the margin each tile drops on inner edges, in upsampled pixels
+        (see :meth:`tile_layout`).
     """
 
     model_cpu_offload_seq = "kde_net->unet"
@@ -68,7 +69,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         scheduler: GammaDDPMScheduler,
         link_radius_nm: float = 60.0,
         min_probability: float = 0.5,
-        tile_size: int = 128,
+        tile_size: int = 160,
         tile_overlap: int = 16,
     ):
         super().__init__()
@@ -136,17 +137,27 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         up = F.interpolate(x, size=y_hat.shape[-2:], mode="bicubic", align_corners=False)
         return torch.cat([y_hat, up], dim=1)
 
-    def _tiles(self, h: int, w: int) -> tuple[int, list[tuple[int, int]], tuple[int, int]]:
-        """Tile size, top-left corners on the padded grid and the padded shape."""
-        t, o = self.config.tile_size, self.config.tile_overlap
+    def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
+        """How a KDE grid of ``h x w`` pixels is cut for the UNet.
+
+        Per axis, the fewest tiles of at most ``tile_size`` pixels whose centres
+        (``tile_size - 2 * tile_overlap``) cover the axis, all equal and just large enough
+        (a multiple of the UNet's downsampling factor): a 256-pixel axis gets two tiles of
+        160 with overlap 16, not three of 128. Returns the tile shape, the top-left corners
+        on the padded grid, and the padded grid's shape.
+        """
+        o, limit = self.config.tile_overlap, self.config.tile_size
         mult = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        if max(h, w) + 2 * o <= t:
-            # one tile: pad to a size the UNet can halve at each level
-            t = int(math.ceil((max(h, w) + 2 * o) / mult) * mult)
-        stride = t - 2 * o
-        ny, nx = max(1, math.ceil(h / stride)), max(1, math.ceil(w / stride))
-        corners = [(i * stride, j * stride) for i in range(ny) for j in range(nx)]
-        return t, corners, (ny * stride + 2 * o, nx * stride + 2 * o)
+
+        def axis(n: int) -> tuple[int, int]:
+            count = max(1, math.ceil(n / (limit - 2 * o)))
+            size = int(math.ceil((math.ceil(n / count) + 2 * o) / mult) * mult)
+            return size, count
+
+        (th, ny), (tw, nx) = axis(h), axis(w)
+        sy, sx = th - 2 * o, tw - 2 * o
+        corners = [(i * sy, j * sx) for i in range(ny) for j in range(nx)]
+        return (th, tw), corners, (ny * sy + 2 * o, nx * sx + 2 * o)
 
     # -- main entry ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -239,7 +250,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         Returns residual samples [F, K, uH, uW] in the networks' scale.
         """
         n_frames, _, h, w = cond.shape
-        t, corners, (ph, pw) = self._tiles(h, w)
+        (th, tw), corners, (ph, pw) = self.tile_layout(h, w)
         o = self.config.tile_overlap
         # outside the field the KDE is empty: pad the conditioning with the background level
         pad_value = [-1.0] + [0.0] * (cond.shape[1] - 1)
@@ -252,11 +263,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         with self.progress_bar(total=n_batches * len(self.scheduler.timesteps)) as bar:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
-                c_in = torch.stack([padded[f, :, i:i + t, j:j + t] for f, _, (i, j) in chunk])
+                c_in = torch.stack([padded[f, :, i:i + th, j:j + tw] for f, _, (i, j) in chunk])
                 r = self.denoise(c_in, generator, sampler, bar)
+                sy, sx = th - 2 * o, tw - 2 * o
                 for (f, k, (i, j)), tile in zip(chunk, r):
-                    s = t - 2 * o
-                    out[f, k, i:i + s, j:j + s] = tile[0, o:o + s, o:o + s]
+                    out[f, k, i:i + sy, j:j + sx] = tile[0, o:o + sy, o:o + sx]
         return out[:, :, :h, :w]
 
     def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
