@@ -1,0 +1,235 @@
+"""The Gradio app through gradio_client, against a server on 127.0.0.1 (tiny random pipeline).
+
+Covers the simulate and upload paths, frame switching, downloads, bad uploads (a clear
+gr.Error message, and the server keeps serving) and two concurrent requests.
+"""
+
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+import smlm_diffusers as sd
+from smlm_diffusers import app_utils as au
+from smlm_diffusers.io import read_thunderstorm_csv
+
+pytest.importorskip("gradio")
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app.py lives at the repository root
+import app  # noqa: E402
+
+# photons, background, density, PSF sigma, frame size, frames, structure, seed
+SIM = (2000, 20, 2.0, 1.0, 16, 2, "Random (uniform)", 3)
+SAMPLING = (2, 3, 0)  # samples, steps, sampling seed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_model_dir):
+    pipe = au.load_pipeline(tiny_model_dir)  # the app's loading path
+    demo = app.build_demo(pipe, model_name="tiny test pipeline")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return Client(url, verbose=False)
+
+
+def png(path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im)
+
+
+def unpack(result):
+    names = ["frame", "status", "raw", "deepstorm", "gallery", "mean", "variance", "table", "metrics",
+             "sum_mean", "sum_var", "files"]
+    assert len(result) == len(names)
+    return dict(zip(names, result))
+
+
+def test_simulate_path(client):
+    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    assert "2 simulated frames of 16 × 16 px" in out["status"]
+    for key in ("raw", "deepstorm", "mean", "variance", "sum_mean", "sum_var"):
+        img = png(out[key])
+        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
+    assert len(out["gallery"]) == SAMPLING[0]
+    for item in out["gallery"]:
+        png(item["image"])
+    assert "Jaccard" in out["metrics"] and "all frames" in out["metrics"]
+    table = out["table"]
+    assert "σx [nm]" in table["headers"] and "probability" in table["headers"]
+    files = {f.rsplit("/", 1)[-1]: f for f in out["files"]}
+    assert set(files) == {"localizations.csv", "kde_mean.tif", "kde_variance.tif", "super_resolved_sum.tif",
+                          "uncertainty_sum.tif"}
+    locs = read_thunderstorm_csv(files["localizations.csv"])
+    assert set(locs["frame"]) <= {0, 1}
+    mean = tifffile.imread(files["kde_mean.tif"])
+    assert mean.dtype == np.float32 and mean.shape == (2, 64, 64)
+    var = tifffile.imread(files["kde_variance.tif"])
+    assert var.dtype == np.float32 and var.shape == (2, 64, 64) and (var >= 0).all()
+    np.testing.assert_allclose(tifffile.imread(files["super_resolved_sum.tif"]), mean.sum(0), rtol=1e-5, atol=1e-6)
+
+    # the frame slider re-renders from the session's result without running the model again
+    shown = client.predict(1, api_name="/show_frame")
+    assert len(shown) == 7 and png(shown[0]).std() > 0
+    assert "frame 1" in shown[-1]
+
+
+def test_simulate_matches_package(client, tiny_model_dir):
+    """The app's table is the package's: same inputs and seeds, same localizations."""
+    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    got = read_thunderstorm_csv(next(f for f in out["files"] if f.endswith(".csv")))
+    pipe = au.load_pipeline(tiny_model_dir)
+    cam = au.pipeline_camera(pipe)
+    frames, gt = au.simulate_frames(au.SimulationSettings(*SIM), cam)
+    ref = au.run_pipeline(pipe, frames, *SAMPLING, camera=cam, ground_truth=gt)
+    assert len(got) == len(ref.localizations)
+    np.testing.assert_allclose(got["x_nm"], ref.localizations["x_nm"], rtol=1e-9)
+    np.testing.assert_array_equal(got["frame"], ref.localizations["frame"])
+    # DeepSTORM-only mode: no variance files
+    out0 = unpack(client.predict(*SIM, 0, 3, 0, api_name="/simulate"))
+    assert "DeepSTORM only" in out0["status"]
+    assert not any("variance" in f or "uncertainty" in f for f in out0["files"])
+
+
+def write_stack(path, n=2, size=16, seed=0):
+    frames, _ = sd.simulate(n_frames=n, shape=(size, size), density=2.0, seed=seed)
+    tifffile.imwrite(path, np.round(frames).clip(0, 65535).astype(np.uint16), photometric="minisblack")
+    return frames
+
+
+def test_upload_path(client, tmp_path):
+    path = tmp_path / "movie.tif"
+    write_stack(path, n=3)
+    out = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload"))
+    assert "3 uploaded (movie.tif) frames of 16 × 16 px" in out["status"]
+    assert "No ground truth" in out["metrics"]
+    assert len(out["gallery"]) == SAMPLING[0]
+    mean = tifffile.imread(next(f for f in out["files"] if f.endswith("kde_mean.tif")))
+    assert mean.shape == (3, 64, 64)
+    # pixel size from the form: coordinates scale with it
+    out2 = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 216.0, 0, 3, 0, api_name="/upload"))
+    assert "216 nm pixels" in out2["status"]
+
+
+def bad_files(tmp_path):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    four_d = tmp_path / "4d.tif"
+    tifffile.imwrite(four_d, np.zeros((2, 3, 16, 16), np.uint16), metadata={"axes": "TZYX"}, imagej=True)
+    nan = tmp_path / "nan.tif"
+    a = np.full((2, 16, 16), 100.0, np.float32)
+    a[1, 3, 4] = np.nan
+    tifffile.imwrite(nan, a)
+    big = tmp_path / "big.tif"
+    tifffile.imwrite(big, np.zeros((1, au.MAX_FRAME_SIZE + 8, 16), np.uint16))
+    long = tmp_path / "long.tif"
+    tifffile.imwrite(long, np.zeros((au.MAX_FRAMES + 5, 8, 8), np.uint16))
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    fake = tmp_path / "fake.tif"
+    fake.write_text("this is not an image")
+    return {
+        rgb: "colour",
+        four_d: "4D",
+        nan: "NaN",
+        big: "too large",
+        long: f"more than {au.MAX_FRAMES} frames",
+        empty: "empty",
+        fake: "not a readable TIFF",
+    }
+
+
+def test_bad_uploads_give_messages_and_server_keeps_serving(client, tmp_path):
+    for path, expected in bad_files(tmp_path).items():
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload")
+        msg = str(err.value)
+        assert expected in msg, (path.name, msg)
+        assert "Traceback" not in msg
+    # wrong file type (by name) is refused, by Gradio's file_types check or by the app
+    png_file = tmp_path / "image.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png_file)
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(str(png_file)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload")
+    assert "TIFF" in str(err.value) or "file type" in str(err.value).lower()
+    # bad camera fields
+    good = tmp_path / "good.tif"
+    write_stack(good, n=1)
+    with pytest.raises(AppError, match="gain must be > 0"):
+        client.predict(handle_file(str(good)), 100.0, 0.0, 108.0, *SAMPLING, api_name="/upload")
+    # ... and the next request still works
+    out = unpack(client.predict(handle_file(str(good)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload"))
+    assert out["status"].startswith("Done:")
+
+
+def test_two_concurrent_requests_both_succeed(url):
+    clients = [Client(url, verbose=False) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(c.predict, *SIM[:7], seed, *SAMPLING, api_name="/simulate")
+                   for c, seed in zip(clients, (5, 6))]
+        results = [unpack(f.result(timeout=120)) for f in futures]
+    for r in results:
+        assert r["status"].startswith("Done:") and len(r["gallery"]) == SAMPLING[0]
+    # different seeds, different frames
+    assert not np.array_equal(png(results[0]["raw"]), png(results[1]["raw"]))
+
+
+def test_crlb_sweep(client):
+    img, table = client.predict(20, 1.0, False, 2, 3, 0, api_name="/crlb_sweep")
+    assert png(img).std() > 0
+    df = pd.DataFrame(table["data"], columns=table["headers"])
+    assert list(df["photons"]) == list(au.SWEEP_PHOTONS)
+    # the bound falls with more photons
+    assert df["√CRLB [nm]"].is_monotonic_decreasing
+
+
+def test_missing_default_model_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.delenv(au.MODEL_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match="Model folder not found.*SMLM_DIFFUSERS_MODEL"):
+        au.load_pipeline(default_root=tmp_path)
+    (tmp_path / au.DEFAULT_MODEL / "kde_net").mkdir(parents=True)  # half-written: DeepSTORM only
+    with pytest.raises(FileNotFoundError, match="incomplete.*SMLM_DIFFUSERS_MODEL"):
+        au.load_pipeline(default_root=tmp_path)
+
+
+def test_model_from_environment(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv(au.MODEL_ENV, str(tiny_model_dir))
+    location, is_default = au.model_location()
+    assert location == str(tiny_model_dir) and not is_default
+    pipe = au.load_pipeline()
+    assert pipe.config.tile_size == 32  # the folder's own setting
+
+
+def test_limits_give_messages(client):
+    """Requests over the configured limits fail with a message, before any model work."""
+    with pytest.raises(AppError, match="more work than this CPU demo allows"):
+        client.predict(2000, 20, 1.0, 1.0, 64, au.MAX_FRAMES, "Random (uniform)", 0, au.MAX_SAMPLES, 50, 0,
+                       api_name="/simulate")
+    with pytest.raises(AppError, match="exceed the demo's limit"):
+        client.predict(2000, 20, 1.0, 1.0, au.MAX_FRAME_SIZE, au.MAX_FRAMES, "Random (uniform)", 0, 0, 10, 0,
+                       api_name="/simulate")
+    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    assert out["status"].startswith("Done:")
