@@ -1,0 +1,743 @@
+"""The ``smlm-diffusers`` command: localize TIFF movies, estimate a microscope's PSF.
+
+``smlm-diffusers localize STACK.tif -o locs.csv`` streams a movie through the pipeline in
+batches of frames (never the whole stack in memory), writes a ThunderSTORM CSV and a
+super-resolved render, checkpoints as it goes so that an interrupted run continues where it
+stopped, and splits the frames between processes under ``accelerate launch``.
+
+``smlm-diffusers estimate STACK.tif`` measures PSF sigma, background and photons per
+emitter from isolated spots (:mod:`smlm_diffusers.psf_estimation`), the numbers a training
+config for a new microscope needs.
+
+Camera, pipeline and accelerate imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROG = "smlm-diffusers"
+MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
+DEFAULT_MODEL = "pretrained/smlm-ddpm-2d"
+STATE_FORMAT = 1
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class CLIError(Exception):
+    """A problem with the user's input or options; printed as one line, no traceback."""
+
+
+# -- argument parsing --------------------------------------------------------------------------
+LOCALIZE_EPILOG = f"""\
+outputs:
+  CSV                  ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm],
+                       intensity [photon], uncertainty [nm], then kde_mass (KDE mass of the
+                       molecule, in emitters) and, in ddpm mode, probability (fraction of
+                       samples that found it) and n_samples. x is the column axis, the outer
+                       top-left corner of the image is (0, 0) nm (ThunderSTORM's convention).
+                       uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) from the DDPM
+                       samples (NaN in deepstorm mode or for molecules seen once).
+  RENDER.png / .tif    super-resolved image: the KDE (DeepSTORM, or the mean of the DDPM
+                       samples) summed over frames, molecules per KDE pixel (pixel size / 4)
+                       as PNG (scale bar, colour bar) and float32 TIFF. Default
+                       <csv stem>_render.png next to the CSV; --render sets the PNG path.
+  RENDER_uncertainty.* ddpm mode: the per-pixel variance of the DDPM samples summed over
+                       frames (the variance of the render), PNG and float32 TIFF.
+
+resume:
+  Results are checkpointed after every batch of frames in the folder <CSV>.partial/
+  (localizations so far, the accumulated render as .npy, and progress.json with the model,
+  the options and the frames done). If a run stops (crash, Ctrl-C, killed job, --max-frames),
+  re-run the same command: it continues after the last completed batch and writes the same
+  files as an uninterrupted run (sampling noise is seeded per batch from --seed). Changing the
+  model, input, mode or any numeric option restarts from scratch (with a message); so does
+  --restart. --max-frames and the render path may change between runs. The folder is deleted
+  once the whole stack is done.
+
+multi-GPU:
+  accelerate launch --multi_gpu --num_processes 4 -m smlm_diffusers.cli localize STACK.tif -o locs.csv
+  (or torchrun --nproc_per_node 4 -m smlm_diffusers.cli localize ...) splits the batches
+  between the processes (one GPU each); each checkpoints its own part in <CSV>.partial/ and
+  the main process merges them in frame order: the same files as one process. On CPUs,
+  torchrun starts several CPU processes (gloo). Resuming works with any number of processes.
+
+The model is a pipeline folder or a Hugging Face Hub repo id: --model, else ${MODEL_ENV},
+else {DEFAULT_MODEL} (relative to the working directory). Camera options default to the
+model's config (the camera it was trained for).
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+def _add_camera_options(p: argparse.ArgumentParser, default_note: str) -> None:
+    g = p.add_argument_group(f"camera ({default_note})")
+    g.add_argument("--offset", type=_finite_float, metavar="ADU", help="camera baseline, ADU")
+    g.add_argument("--gain", type=_positive_float, metavar="ADU/e-", help="conversion gain, ADU per photo-electron")
+    g.add_argument("--pixel-size", type=_positive_float, metavar="NM", help="camera pixel size in the sample, nm")
+    g.add_argument("--read-noise", type=_non_negative_float, metavar="E", help="read noise, photo-electrons rms")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Uncertainty-aware SMLM: localize molecules in TIFF movies with DeepSTORM and a "
+                    "conditional diffusion model, or estimate a microscope's PSF for training.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    loc = sub.add_parser(
+        "localize", help="localize molecules in a TIFF movie (CSV + super-resolved render)",
+        description="Localize molecules in a TIFF movie, frame batch by frame batch, with DeepSTORM alone "
+                    "or with DDPM posterior samples (per-molecule uncertainty).",
+        epilog=LOCALIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    loc.add_argument("stack", metavar="STACK.tif", help="grey-level TIFF movie [frames, H, W], raw ADU")
+    loc.add_argument("-o", "--output", required=True, metavar="CSV",
+                     help="localization table to write (ThunderSTORM CSV)")
+    loc.add_argument("--model", metavar="PATH_OR_REPO",
+                     help=f"pipeline folder or Hub repo id (default ${MODEL_ENV}, else {DEFAULT_MODEL})")
+    loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default="ddpm",
+                     help="ddpm: DeepSTORM + DDPM samples, per-molecule uncertainty (default); "
+                          "deepstorm: the CNN alone, fast, no uncertainty")
+    loc.add_argument("--samples", type=_positive_int, default=8, metavar="K",
+                     help="DDPM samples per frame (default 8)")
+    loc.add_argument("--steps", type=_positive_int, default=20, metavar="S",
+                     help="reverse diffusion steps (default 20)")
+    loc.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                     help="frames read and processed per batch; also UNet tiles per forward pass (default 32)")
+    loc.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise (default 0)")
+    loc.add_argument("--threshold", type=_finite_float, metavar="T",
+                     help="KDE peak threshold for localization (default: the model's tuned value)")
+    loc.add_argument("--min-probability", type=_non_negative_float, metavar="P",
+                     help="ddpm: drop molecules found in fewer than this fraction of samples (default: the model's)")
+    loc.add_argument("--mixed-precision", choices=("bf16", "no"), default="bf16",
+                     help="run the UNet under bfloat16 autocast (default) or in float32")
+    loc.add_argument("--render", metavar="PNG", help="render PNG path (a .tif of the same name is written too); "
+                                                     "default <csv stem>_render.png")
+    loc.add_argument("--max-frames", type=_positive_int, metavar="N",
+                     help="process only the first N frames (partial results are kept to continue later)")
+    loc.add_argument("--restart", action="store_true", help="ignore partial results of an earlier run")
+    loc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    _add_camera_options(loc, "default: the model's config")
+    loc.set_defaults(func=cmd_localize)
+
+    est = sub.add_parser(
+        "estimate", help="estimate PSF sigma, background and photons per emitter of a movie",
+        description="Estimate PSF sigma, background and photons per emitter from bright isolated spots of a "
+                    "raw movie (best on sparse frames): the numbers a training config for a new microscope "
+                    "needs (train/configs/*.yaml, 'data:').",
+    )
+    est.add_argument("stack", metavar="STACK.tif", help="grey-level TIFF movie, raw ADU")
+    est.add_argument("--out", metavar="YAML", help="also write the estimate (and a 'data:' config block) as YAML")
+    est.add_argument("--max-frames", type=_positive_int, default=200, metavar="N",
+                     help="analyse at most the first N frames (default 200)")
+    est.add_argument("--sigma-guess", type=_positive_float, default=1.0, metavar="PX",
+                     help="rough PSF sigma, camera pixels (default 1.0)")
+    est.add_argument("--threshold-snr", type=_positive_float, default=8.0, metavar="SNR",
+                     help="detection threshold, in robust noise units of the smoothed frame (default 8)")
+    _add_camera_options(est, "default: the paper's camera, 108 nm, offset 100 ADU, gain 1, read noise 1.6 e-")
+    est.set_defaults(func=cmd_estimate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``smlm-diffusers`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        parser.exit(2, f"{PROG} {args.command}: error: {err}\n")
+
+
+# -- helpers shared by the commands ----------------------------------------------------------
+def _log(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def check_stack_path(path: str) -> Path:
+    """An existing TIFF file, or a CLIError that says what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"input file not found: {path}")
+    if not p.is_file():
+        raise CLIError(f"input is not a file: {path}")
+    if p.suffix.lower() not in TIFF_SUFFIXES:
+        raise CLIError(f"input must be a TIFF movie (.tif or .tiff), got {path}")
+    return p
+
+
+def stack_shape(path: Path) -> tuple[int, int, int]:
+    """(frames, H, W) of a TIFF movie, read from its header."""
+    from .io.tiff import _open, _stack_shape
+
+    try:
+        with _open(path) as tif:
+            return _stack_shape(tif, path)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def read_frames(path: Path, ranges: list[tuple[int, int]]):
+    """Yield float32 frames [stop - start, H, W] for each (start, stop), reading only those pages.
+
+    ``iter_tiff_frames`` always starts at frame 0; a resumed run or one process of several
+    starts in the middle of the movie, so the pages are read by index here.
+    """
+    from .io.tiff import _as_float32, _open, _read_frames, _stack_shape
+
+    try:
+        with _open(path) as tif:
+            shape = _stack_shape(tif, path)
+            for start, stop in ranges:
+                yield _as_float32(_read_frames(tif, start, stop, shape), path)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazily
+    from .simulation import Camera
+
+    try:
+        return Camera(
+            pixel_size_nm=defaults.pixel_size_nm if args.pixel_size is None else args.pixel_size,
+            offset=defaults.offset if args.offset is None else args.offset,
+            gain=defaults.gain if args.gain is None else args.gain,
+            read_noise=defaults.read_noise if args.read_noise is None else args.read_noise,
+        )
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+# -- localize ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputPaths:
+    csv: Path
+    work: Path
+    render_png: Path
+    render_tif: Path
+    variance_png: Path
+    variance_tif: Path
+
+
+def output_paths(csv_path: str, render: str | None) -> OutputPaths:
+    out = Path(csv_path)
+    if out.is_dir():
+        raise CLIError(f"-o must be a file path, got the folder {csv_path}")
+    if render is None:
+        base = out.with_name(f"{out.stem}_render")
+    else:
+        r = Path(render)
+        base = r.with_suffix("") if r.suffix.lower() in (".png", ".tif", ".tiff") else r
+    var = base.with_name(f"{base.name}_uncertainty")
+    return OutputPaths(csv=out, work=out.with_name(out.name + ".partial"),
+                       render_png=base.with_name(base.name + ".png"), render_tif=base.with_name(base.name + ".tif"),
+                       variance_png=var.with_name(var.name + ".png"), variance_tif=var.with_name(var.name + ".tif"))
+
+
+def load_model(location: str | None):
+    from .pipelines import SMLMDiffusionPipeline
+
+    if location is None:
+        location = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+        if location == DEFAULT_MODEL and not Path(location).is_dir():
+            raise CLIError(f"no model given and the default folder {DEFAULT_MODEL} does not exist here: "
+                           f"pass --model PATH_OR_REPO or set ${MODEL_ENV}")
+    try:
+        pipe = SMLMDiffusionPipeline.from_pretrained(location)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise CLIError(f"cannot load the model {location}: {err}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, str(location)
+
+
+def _cpu_only() -> bool:
+    """Whether to run on CPU processes: no accelerator, or ``ACCELERATE_USE_CPU`` set.
+
+    ``PartialState()`` sets up several CPU processes (gloo) only when told ``cpu=True``;
+    with the default it treats a ``torchrun`` launch on a CPU machine as one process each.
+    """
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    accel = getattr(torch, "accelerator", None)
+    available = accel.is_available() if accel is not None else torch.cuda.is_available()
+    return not available
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """Seed of one batch's sampling noise: independent streams, the same in every run."""
+    return int(np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+    os.replace(tmp, path)
+
+
+def _read_rows(path: Path, n_bytes: int):
+    """The first ``n_bytes`` of a partial localization CSV as a DataFrame (exact floats)."""
+    import pandas as pd
+
+    from .localization.uncertainty import MOLECULE_COLUMNS
+
+    if n_bytes <= 0 or not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
+                             for c in MOLECULE_COLUMNS})
+    with open(path, "rb") as fh:
+        data = fh.read(n_bytes)
+    return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
+
+
+class WorkFolder:
+    """Checkpoints of one ``localize`` run in ``<CSV>.partial/``.
+
+    Files: ``progress.json`` (format, model, options, stack; frames done when merged),
+    per process ``rank<r>.json`` (committed batches, frames done, bytes of ``rank<r>.csv``
+    that belong to them, the current ``.npy`` render files), ``rank<r>.csv`` (localizations,
+    0-based frames, full precision), ``rank<r>_sum_<n>.npy`` / ``rank<r>_var_<n>.npy``
+    (float64 KDE sums over the committed batches), and ``tail.*``: the last, incomplete
+    batch of a ``--max-frames`` run (re-done by the next run).
+
+    A batch is committed by appending its rows to the CSV, writing new ``.npy`` files, then
+    replacing ``rank<r>.json`` (atomic): a crash at any point leaves the last committed state.
+    """
+
+    def __init__(self, folder: Path, rank: int):
+        self.folder = folder
+        self.rank = rank
+        self.csv = folder / f"rank{rank}.csv"
+        self.json = folder / f"rank{rank}.json"
+
+    # -- set-up (main process) ---------------------------------------------------------------
+    def prepare(self, signature: dict, restart: bool, run_frames: int, batch_size: int, quiet: bool) -> None:
+        """Keep compatible partial results, or clear the folder (with a message why)."""
+        reason = None
+        progress = self.folder / "progress.json"
+        if self.folder.exists():
+            if restart:
+                reason = "--restart"
+            elif not progress.is_file():
+                reason = "no progress.json"
+            else:
+                try:
+                    old = json.loads(progress.read_text())
+                except (OSError, json.JSONDecodeError):
+                    old = {}
+                if old.get("format") != STATE_FORMAT or old.get("signature") != signature:
+                    changes = _describe_changes(old.get("signature") or {}, signature) or "format"
+                    reason = "options changed: " + (changes if len(changes) <= 300 else changes[:297] + "...")
+                else:
+                    done = self.committed_batches()
+                    beyond = [b for b in done if min((b + 1) * batch_size, signature["stack"]["frames"]) > run_frames]
+                    if beyond:
+                        reason = f"the partial results cover frames beyond --max-frames {run_frames}"
+            if reason:
+                _log(f"{PROG}: discarding partial results in {self.folder} ({reason}); starting from scratch", quiet)
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for tail in self.folder.glob("tail*"):
+            tail.unlink()
+        if not progress.is_file():
+            _atomic_write_text(progress, json.dumps({"format": STATE_FORMAT, "signature": signature,
+                                                     "frames_done": 0}, indent=2) + "\n")
+
+    # -- state of every process ----------------------------------------------------------------
+    def rank_states(self) -> dict[int, dict]:
+        states = {}
+        for path in sorted(self.folder.glob("rank*.json")):
+            try:
+                states[int(path.stem[4:])] = json.loads(path.read_text())
+            except (ValueError, OSError, json.JSONDecodeError):
+                continue
+        return dict(sorted(states.items()))
+
+    def committed_batches(self) -> set[int]:
+        return {b for s in self.rank_states().values() for b in s.get("batches", [])}
+
+    # -- this process ------------------------------------------------------------------------
+    def load_own(self) -> dict:
+        """This process's committed state; cuts its CSV back to the committed rows."""
+        state = self.rank_states().get(self.rank, {"batches": [], "frames_done": 0, "csv_bytes": 0,
+                                                    "n_localizations": 0, "sum_file": None, "var_file": None,
+                                                    "generation": 0})
+        if self.csv.exists():
+            with open(self.csv, "r+b") as fh:
+                fh.truncate(state["csv_bytes"])
+        elif state["csv_bytes"]:
+            raise CLIError(f"{self.csv} is missing: re-run with --restart")
+        state["sum"] = np.load(self.folder / state["sum_file"]) if state.get("sum_file") else None
+        state["var"] = np.load(self.folder / state["var_file"]) if state.get("var_file") else None
+        return state
+
+    def commit(self, state: dict, batch: int, n_frames: int, locs, kde_sum: np.ndarray, kde_var) -> None:
+        with open(self.csv, "a", newline="") as fh:
+            locs.to_csv(fh, index=False, header=state["csv_bytes"] == 0)
+        state["sum"] = kde_sum if state["sum"] is None else state["sum"] + kde_sum
+        if kde_var is not None:
+            state["var"] = kde_var if state["var"] is None else state["var"] + kde_var
+        gen = state["generation"] + 1
+        old = [state.get("sum_file"), state.get("var_file")]
+        state["sum_file"] = f"rank{self.rank}_sum_{gen:06d}.npy"
+        _atomic_save_npy(self.folder / state["sum_file"], state["sum"])
+        if state["var"] is not None:
+            state["var_file"] = f"rank{self.rank}_var_{gen:06d}.npy"
+            _atomic_save_npy(self.folder / state["var_file"], state["var"])
+        state["generation"] = gen
+        state["batches"] = state["batches"] + [batch]
+        state["frames_done"] += n_frames
+        state["csv_bytes"] = self.csv.stat().st_size
+        state["n_localizations"] += len(locs)
+        public = {k: v for k, v in state.items() if k not in ("sum", "var")}
+        _atomic_write_text(self.json, json.dumps(public, indent=2) + "\n")
+        for name in old:
+            if name and name not in (state["sum_file"], state.get("var_file")):
+                (self.folder / name).unlink(missing_ok=True)
+
+    def write_tail(self, batch: int, locs, kde_sum: np.ndarray, kde_var) -> None:
+        """The incomplete last batch of a --max-frames run: used by this run's merge only."""
+        locs.to_csv(self.folder / "tail.csv", index=False)
+        arrays = {"sum": kde_sum} | ({} if kde_var is None else {"var": kde_var})
+        with open(self.folder / "tail.npz.tmp", "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(self.folder / "tail.npz.tmp", self.folder / "tail.npz")
+        _atomic_write_text(self.folder / "tail.json", json.dumps({"batch": batch}) + "\n")
+
+    # -- merge (main process) ------------------------------------------------------------------
+    def merge(self, shape: tuple[int, int], with_variance: bool):
+        """All committed batches (+ the tail) in frame order: (locs, kde_sum, kde_var, frames_done)."""
+        import pandas as pd
+
+        tables, kde_sum, kde_var, frames = [], np.zeros(shape), np.zeros(shape) if with_variance else None, 0
+        for rank, state in self.rank_states().items():
+            tables.append(_read_rows(self.folder / f"rank{rank}.csv", state["csv_bytes"]))
+            if state.get("sum_file"):
+                kde_sum += np.load(self.folder / state["sum_file"])
+            if with_variance and state.get("var_file"):
+                kde_var += np.load(self.folder / state["var_file"])
+            frames += state["frames_done"]
+        if (self.folder / "tail.json").is_file():
+            tables.append(pd.read_csv(self.folder / "tail.csv", float_precision="round_trip"))
+            with np.load(self.folder / "tail.npz") as tail:
+                kde_sum += tail["sum"]
+                if with_variance:
+                    kde_var += tail["var"]
+        locs = pd.concat(tables, ignore_index=True) if tables else _read_rows(self.csv, 0)
+        locs = locs.sort_values("frame", kind="stable").reset_index(drop=True)
+        return locs, kde_sum, kde_var, frames
+
+
+def _describe_changes(old: dict, new: dict, prefix: str = "") -> str:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _describe_changes(a, b, f"{prefix}{key}.")
+            if inner:
+                changes.append(inner)
+        elif a != b:
+            changes.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return ", ".join(changes)
+
+
+def write_localizations(locs, path: Path, ddpm: bool) -> None:
+    """ThunderSTORM CSV (1-based frames) plus kde_mass [, probability, n_samples] columns."""
+    import pandas as pd
+
+    from .io import write_thunderstorm_csv
+
+    buf = io.StringIO()
+    write_thunderstorm_csv(locs, buf)
+    buf.seek(0)
+    table = pd.read_csv(buf, float_precision="round_trip")
+    table["kde_mass"] = locs["kde_mass"].to_numpy(np.float64)
+    if ddpm:
+        table["probability"] = locs["probability"].to_numpy(np.float64)
+        table["n_samples"] = locs["n_samples"].to_numpy(np.int64)
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="NaN")
+    os.replace(tmp, path)
+
+
+def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: int, title: str, label: str | None,
+                 cmap: str) -> None:
+    from .io import write_tiff
+    from .render import render_image
+
+    tif.parent.mkdir(parents=True, exist_ok=True)
+    write_tiff(tif, image.astype(np.float32))
+    render_image(image, camera.pixel_size_nm, upsampling, png, title=title, cmap=cmap, colorbar_label=label)
+
+
+def cmd_localize(args) -> int:
+    stack = check_stack_path(args.stack)
+    total, h, w = stack_shape(stack)
+    run_frames = total if args.max_frames is None else min(total, args.max_frames)
+    paths = output_paths(args.output, args.render)
+    try:
+        paths.csv.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"cannot create the output folder {paths.csv.parent}: {err}") from None
+
+    import torch
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    pipe, model = load_model(args.model)
+    cfg = pipe.kde_net.config
+    from .simulation import Camera
+
+    model_camera = Camera(pixel_size_nm=cfg.pixel_size_nm, offset=cfg.camera_offset, gain=cfg.camera_gain,
+                          read_noise=cfg.read_noise)
+    camera = camera_from_args(args, model_camera)
+    ddpm = args.mode == "ddpm"
+    if ddpm:
+        max_steps = int(getattr(pipe.scheduler.config, "max_inference_steps", 0) or 1000)
+        if args.steps > max_steps:
+            raise CLIError(f"--steps must be at most {max_steps} for this model, got {args.steps}")
+    if args.min_probability is not None and args.min_probability > 1:
+        raise CLIError(f"--min-probability must be in [0, 1], got {args.min_probability:g}")
+    if min(h, w) < 4:
+        raise CLIError(f"frames of {h} x {w} pixels are too small (at least 4 x 4)")
+
+    state = PartialState(cpu=_cpu_only())
+    quiet = args.quiet or not state.is_main_process
+    pipe.to(state.device)
+    bs = args.batch_size
+    options = {
+        "mode": args.mode, "batch_size": bs, "seed": args.seed, "threshold": args.threshold,
+        "camera": camera.to_dict(),
+    }
+    if ddpm:
+        options |= {"samples": args.samples, "steps": args.steps, "min_probability": args.min_probability,
+                    "mixed_precision": args.mixed_precision}
+    st = stack.stat()
+    signature = {
+        "model": {"location": model, "kde_net": dict(cfg), "unet": dict(pipe.unet.config) if ddpm else None,
+                  "pipeline": {k: v for k, v in dict(pipe.config).items() if not k.startswith("_")}},
+        "options": options,
+        "stack": {"path": str(stack.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "frames": total,
+                  "height": h, "width": w},
+    }
+    signature = json.loads(json.dumps(signature, default=str))  # plain JSON types, as read back
+
+    work = WorkFolder(paths.work, state.process_index)
+    if state.is_main_process:
+        work.prepare(signature, args.restart, run_frames, bs, quiet)
+    state.wait_for_everyone()
+    done = work.committed_batches()
+    state.wait_for_everyone()  # every process has read the same committed set before anyone commits
+
+    n_batches = math.ceil(run_frames / bs)
+    todo = [b for b in range(n_batches) if b not in done]
+    if done and not quiet:
+        n_done = sum(min((b + 1) * bs, total) - b * bs for b in done)
+        _log(f"{PROG}: resuming from {paths.work}: {n_done} of {run_frames} frames already done", quiet)
+    with state.split_between_processes(todo) as mine:
+        mine = list(mine)
+    own = work.load_own()
+    ranges = [(b * bs, min((b + 1) * bs, run_frames)) for b in mine]
+    upsampling = int(cfg.upsampling)
+    call = dict(num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps, batch_size=bs,
+                camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
+                pixel_size_nm=camera.pixel_size_nm, threshold=args.threshold)
+    if ddpm:
+        call |= dict(min_probability=args.min_probability, mixed_precision=args.mixed_precision)
+    where = f" [process {state.process_index + 1}/{state.num_processes}]" if state.num_processes > 1 else ""
+    bar = tqdm(total=sum(b - a for a, b in ranges), unit="frame", desc=f"localize ({args.mode}){where}",
+               disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for b, (start, stop), frames in zip(mine, ranges, read_frames(stack, ranges)):
+            gen = torch.Generator().manual_seed(batch_seed(args.seed, b)) if ddpm else None
+            out = pipe(frames, generator=gen, **call)
+            locs = out.localizations.copy()
+            locs["frame"] = locs["frame"].astype(np.int64) + start
+            kde_sum = out.kde_mean.astype(np.float64).sum(axis=0)
+            kde_var = out.kde_var.astype(np.float64).sum(axis=0) if ddpm else None
+            if stop == min((b + 1) * bs, total):
+                work.commit(own, b, stop - start, locs, kde_sum, kde_var)
+            else:  # cut short by --max-frames: not a complete batch of the stack
+                work.write_tail(b, locs, kde_sum, kde_var)
+            bar.update(stop - start)
+    except KeyboardInterrupt:
+        bar.close()
+        _log(f"{PROG}: interrupted; completed batches are kept in {paths.work}: re-run the same command to continue")
+        return 130
+    bar.close()
+    seconds = time.perf_counter() - t0
+    n_new = sum(b - a for a, b in ranges)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
+
+    locs, kde_sum, kde_var, frames_committed = work.merge((h * upsampling, w * upsampling), ddpm)
+    write_localizations(locs, paths.csv, ddpm)
+    title = f"{stack.name}: {'DDPM mean' if ddpm else 'DeepSTORM'}, {run_frames} frames"
+    write_render(kde_sum, paths.render_png, paths.render_tif, camera, upsampling, title, None, "magma")
+    written = [paths.csv, paths.render_png, paths.render_tif]
+    if ddpm:
+        label = f"variance (molecules per {camera.pixel_size_nm / upsampling:g} nm pixel)$^2$"
+        write_render(kde_var, paths.variance_png, paths.variance_tif, camera, upsampling,
+                     f"{stack.name}: DDPM variance, {run_frames} frames", label, "viridis")
+        written += [paths.variance_png, paths.variance_tif]
+    if run_frames == total:
+        shutil.rmtree(paths.work, ignore_errors=True)
+        kept = ""
+    else:
+        progress = json.loads((paths.work / "progress.json").read_text())
+        progress["frames_done"] = frames_committed
+        _atomic_write_text(paths.work / "progress.json", json.dumps(progress, indent=2) + "\n")
+        kept = (f"\n{PROG}: {run_frames} of {total} frames done; partial results kept in {paths.work} "
+                "(re-run without --max-frames to continue)")
+    if not quiet:
+        rate = ""
+        if n_new and seconds > 0:
+            fps = n_new / seconds
+            rate = f", {fps:.1f} frames/s" if fps >= 1 else f", {seconds / n_new:.1f} s/frame"
+        _log(f"{PROG}: {len(locs)} localizations in {run_frames} frames ({n_new} processed now in {seconds:.1f} s"
+             f"{rate})\n" + "\n".join(f"  wrote {p}" for p in written) + kept)
+    return 0
+
+
+# -- estimate ----------------------------------------------------------------------------------
+def cmd_estimate(args) -> int:
+    stack = check_stack_path(args.stack)
+    total, h, w = stack_shape(stack)
+    n = min(total, args.max_frames)
+    from .psf_estimation import estimate_psf
+    from .simulation import Camera
+
+    camera = camera_from_args(args, Camera())
+    frames = np.concatenate(list(read_frames(stack, [(s, min(s + 64, n)) for s in range(0, n, 64)])), axis=0)
+    try:
+        est = estimate_psf(frames, camera, sigma_guess_px=args.sigma_guess, threshold_snr=args.threshold_snr)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    del frames
+
+    def r(x, nd=3):
+        return None if x is None or not math.isfinite(x) else round(float(x), nd)
+
+    lines = [
+        f"{stack.name}: {n} of {total} frames of {h} x {w} pixels analysed",
+        f"camera: {camera.pixel_size_nm:g} nm pixels, offset {camera.offset:g} ADU, gain {camera.gain:g} ADU/e-, "
+        f"read noise {camera.read_noise:g} e-",
+        f"spots fitted: {est['n_spots']} (isolated: {est['n_isolated']}, bright candidates: {est['n_candidates']})",
+    ]
+    if est["n_spots"] == 0:
+        lines.append("no isolated bright spots found: check --offset/--gain, lower --threshold-snr, "
+                     "or use sparser frames")
+    else:
+        lines += [
+            f"PSF sigma: {est['sigma_px']:.3f} px = {est['sigma_nm']:.1f} nm (IQR {est['sigma_px_iqr']:.3f} px)",
+            f"background: {est['background']:.2f} photons/pixel (median of the fits; "
+            f"median of frame medians {est['background_frame_median']:.2f})",
+            f"photons per emitter: {est['photons']:.0f} (median; 10-90%: {est['photons_p10']:.0f}-"
+            f"{est['photons_p90']:.0f})",
+        ]
+        if est["sigma_px_iqr"] > 0.15 * est["sigma_px"]:
+            lines.append("caution: the fitted sigmas spread widely; the frames may be too dense (overlapping spots "
+                         "bias sigma and photons up): use sparser frames if you have them")
+    print("\n".join(lines))
+    if args.out:
+        import yaml
+
+        doc = {
+            "source": {"stack": str(stack), "frames_analysed": n, "frames_in_stack": total},
+            "estimate": {
+                "psf_sigma_px": r(est["sigma_px"], 4), "psf_sigma_nm": r(est["sigma_nm"], 2),
+                "psf_sigma_px_iqr": r(est["sigma_px_iqr"], 4),
+                "background_photons_per_px": r(est["background"]),
+                "background_frame_median_photons_per_px": r(est["background_frame_median"]),
+                "photons_median": r(est["photons"], 1), "photons_p10": r(est["photons_p10"], 1),
+                "photons_p90": r(est["photons_p90"], 1),
+                "n_spots": int(est["n_spots"]), "n_isolated": int(est["n_isolated"]),
+                "n_candidates": int(est["n_candidates"]),
+            },
+            # keys of the training configs' data section (train/configs/*.yaml)
+            "data": {
+                "sigma_px": r(est["sigma_px"], 3), "pixel_size_nm": float(camera.pixel_size_nm),
+                "camera_offset": float(camera.offset), "camera_gain": float(camera.gain),
+                "read_noise": float(camera.read_noise),
+            },
+        }
+        try:
+            Path(args.out).write_text(
+                "# smlm-diffusers estimate: PSF, background and brightness of isolated spots\n"
+                + yaml.safe_dump(doc, sort_keys=False))
+        except OSError as err:
+            raise CLIError(f"cannot write {args.out}: {err}") from None
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # ``accelerate launch -m smlm_diffusers.cli`` and ``python -m``
+    sys.exit(main())

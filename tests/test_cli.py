@@ -1,0 +1,260 @@
+"""The smlm-diffusers command line, run in-process on a small simulated movie and a tiny random model."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import yaml
+
+import smlm_diffusers as sd
+from smlm_diffusers import cli
+from smlm_diffusers.io import read_thunderstorm_csv
+
+TS_HEADER = '"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","uncertainty [nm]","kde_mass"'
+# the tiny random DeepSTORM's KDE peaks at about 1e-5; its DDPM samples are noise of order 0.1
+DEEPSTORM = ["--mode", "deepstorm", "--threshold", "3e-6", "-q"]
+DDPM = ["--mode", "ddpm", "--samples", "2", "--steps", "2", "--threshold", "0.1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """40 frames of 24 x 24 pixels, uint16 ADU, as a camera writes them."""
+    frames, _ = sd.simulate(n_frames=40, shape=(24, 24), density=1.0, seed=0)
+    path = tmp_path_factory.mktemp("stack") / "movie.tif"
+    tifffile.imwrite(path, np.round(frames).clip(0, 65535).astype(np.uint16))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_stack(tmp_path_factory):
+    """10 frames of 16 x 16 pixels for the (slower) DDPM runs."""
+    frames, _ = sd.simulate(n_frames=10, shape=(16, 16), density=2.0, seed=1)
+    path = tmp_path_factory.mktemp("small") / "small.tif"
+    tifffile.imwrite(path, frames)
+    return path
+
+
+def localize(stack, csv, model, *extra):
+    return cli.main(["localize", str(stack), "-o", str(csv), "--model", str(model), *extra])
+
+
+def outputs(csv):
+    """Bytes of the CSV and render PNGs, arrays of the render TIFFs, of one run."""
+    base = csv.with_name(csv.stem + "_render")
+    out = {"csv": csv.read_bytes(), "png": base.with_suffix(".png").read_bytes(),
+           "tif": tifffile.imread(base.with_suffix(".tif"))}
+    var = base.with_name(base.name + "_uncertainty")
+    if var.with_suffix(".tif").exists():
+        out |= {"var_png": var.with_suffix(".png").read_bytes(), "var_tif": tifffile.imread(var.with_suffix(".tif"))}
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+def test_deepstorm_mode_writes_table_and_render(stack, tiny_model_dir, tmp_path):
+    csv = tmp_path / "run" / "locs.csv"  # the folder is created
+    assert localize(stack, csv, tiny_model_dir, *DEEPSTORM, "--batch-size", "16") == 0
+    lines = csv.read_text().splitlines()
+    assert lines[0] == TS_HEADER
+    locs = read_thunderstorm_csv(csv)
+    raw = pd.read_csv(csv)
+    assert len(locs) > 0 and raw["frame"].min() >= 1 and raw["frame"].max() <= 40
+    assert (raw["frame"] - 1 == locs["frame"]).all()
+    assert locs["frame"].is_monotonic_increasing and locs["frame"].nunique() > 30
+    assert np.isnan(raw["intensity [photon]"]).all()  # the KDE mass is not photons
+    # nm, inside the field (up to one KDE pixel: the random model's peaks sit on the border too)
+    assert locs["x_nm"].between(-27, 24 * 108 + 27).all() and locs["y_nm"].between(-27, 24 * 108 + 27).all()
+    # render: the DeepSTORM KDE summed over all frames, float32 TIFF + PNG
+    render = tifffile.imread(tmp_path / "run" / "locs_render.tif")
+    assert render.dtype == np.float32 and render.shape == (96, 96)
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(tiny_model_dir)
+    expected = pipe(tifffile.imread(stack), num_samples=0, threshold=1.0).kde_mean.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(render, expected, rtol=1e-4, atol=1e-9)
+    assert (tmp_path / "run" / "locs_render.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "run" / "locs_render_uncertainty.tif").exists()
+    assert not (tmp_path / "run" / "locs.csv.partial").exists()  # cleaned up once the stack is done
+
+
+def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_path, capsys):
+    full = tmp_path / "full.csv"
+    localize(stack, full, tiny_model_dir, *DEEPSTORM, "--batch-size", "8")
+    part = tmp_path / "part.csv"
+    # 20 frames: batches [0, 8) and [8, 16) are committed, [16, 20) is a tail redone later
+    localize(stack, part, tiny_model_dir, *DEEPSTORM, "--batch-size", "8", "--max-frames", "20")
+    progress = json.loads((tmp_path / "part.csv.partial" / "progress.json").read_text())
+    assert progress["frames_done"] == 16 and progress["signature"]["options"]["mode"] == "deepstorm"
+    assert read_thunderstorm_csv(part)["frame"].max() == 19
+    localize(stack, part, tiny_model_dir, "--mode", "deepstorm", "--threshold", "3e-6", "--batch-size", "8")
+    assert "resuming" in capsys.readouterr().err
+    assert_same(outputs(full), outputs(part))
+    assert not (tmp_path / "part.csv.partial").exists()
+
+    # a changed option discards the partial results, with a message
+    other = tmp_path / "other.csv"
+    localize(stack, other, tiny_model_dir, *DEEPSTORM, "--batch-size", "8", "--max-frames", "10")
+    localize(stack, other, tiny_model_dir, "--mode", "deepstorm", "--threshold", "2e-6", "--batch-size", "8")
+    err = capsys.readouterr().err
+    assert "starting from scratch" in err and "threshold" in err
+
+
+def test_ddpm_resume_after_failure_is_identical(small_stack, tiny_model_dir, tmp_path, monkeypatch):
+    full = tmp_path / "full.csv"
+    localize(small_stack, full, tiny_model_dir, *DDPM, "--batch-size", "4")
+    out = outputs(full)
+    assert "var_tif" in out and out["var_tif"].shape == (64, 64) and out["var_tif"].max() > 0
+    raw = pd.read_csv(full)
+    assert list(raw.columns[-3:]) == ["kde_mass", "probability", "n_samples"]
+    assert raw["probability"].between(0, 1).all() and raw["frame"].min() >= 1
+
+    # the second batch fails: the first stays committed, a re-run continues after it
+    calls = {"n": 0}
+    original = sd.SMLMDiffusionPipeline.__call__
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated failure")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sd.SMLMDiffusionPipeline, "__call__", failing)
+    resumed = tmp_path / "resumed.csv"
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        localize(small_stack, resumed, tiny_model_dir, *DDPM, "--batch-size", "4")
+    state = json.loads((tmp_path / "resumed.csv.partial" / "rank0.json").read_text())
+    assert state["batches"] == [0] and state["frames_done"] == 4
+    monkeypatch.setattr(sd.SMLMDiffusionPipeline, "__call__", original)
+    calls["n"] = 0
+    localize(small_stack, resumed, tiny_model_dir, *DDPM, "--batch-size", "4")
+    assert_same(out, outputs(resumed))
+
+
+class FakeState:
+    """Two 'processes' as threads: accelerate.PartialState's interface used by the command."""
+
+    barrier = None
+
+    def __init__(self, cpu=False, **kwargs):
+        self.process_index = int(threading.current_thread().name[-1])
+        self.num_processes = 2
+        self.is_main_process = self.process_index == 0
+        self.device = "cpu"
+
+    def wait_for_everyone(self):
+        FakeState.barrier.wait(timeout=120)
+
+    def split_between_processes(self, items):
+        import contextlib
+
+        n, r = divmod(len(items), self.num_processes)
+        start = self.process_index * n + min(self.process_index, r)
+        return contextlib.nullcontext(items[start:start + n + (self.process_index < r)])
+
+
+def test_frames_split_between_processes(stack, tiny_model_dir, tmp_path, monkeypatch):
+    import accelerate
+
+    single = tmp_path / "single.csv"
+    localize(stack, single, tiny_model_dir, *DEEPSTORM, "--batch-size", "8")
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    FakeState.barrier = threading.Barrier(2)
+    multi = tmp_path / "multi.csv"
+    errors = []
+
+    def run():
+        try:
+            localize(stack, multi, tiny_model_dir, *DEEPSTORM, "--batch-size", "8")
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+            FakeState.barrier.abort()
+
+    threads = [threading.Thread(target=run, name=f"rank{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    a, b = outputs(single), outputs(multi)
+    assert a["csv"] == b["csv"]  # same rows in frame order
+    np.testing.assert_allclose(a["tif"], b["tif"], rtol=1e-6)
+
+
+def test_estimate_subcommand(tmp_path, capsys):
+    cam = sd.Camera(pixel_size_nm=100.0, offset=200.0, gain=2.0, read_noise=2.0)
+    frames, _ = sd.simulate(n_frames=60, shape=(48, 48), density=0.1, photons=1500, background=30, sigma_px=1.3,
+                            seed=3, camera=cam)
+    path = tmp_path / "beads.tiff"
+    tifffile.imwrite(path, frames)
+    out = tmp_path / "psf.yaml"
+    assert cli.main(["estimate", str(path), "--pixel-size", "100", "--offset", "200", "--gain", "2",
+                     "--read-noise", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PSF sigma" in text and "nm" in text and "photons per emitter" in text
+    doc = yaml.safe_load(out.read_text())
+    est = doc["estimate"]
+    assert est["psf_sigma_px"] == pytest.approx(1.3, rel=0.05)
+    assert est["psf_sigma_nm"] == pytest.approx(130, rel=0.05)
+    assert est["background_photons_per_px"] == pytest.approx(30, rel=0.05)
+    assert est["photons_median"] == pytest.approx(1500, rel=0.1)
+    assert est["n_spots"] >= 30
+    assert doc["data"]["camera_offset"] == 200 and doc["data"]["sigma_px"] == pytest.approx(1.3, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["localize", "{missing}", "-o", "{tmp}/l.csv", "--model", "{model}"], "input file not found"),
+        (["localize", "{text}", "-o", "{tmp}/l.csv", "--model", "{model}"], "must be a TIFF"),
+        (["localize", "{fake_tif}", "-o", "{tmp}/l.csv", "--model", "{model}"], "not a readable TIFF"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{tmp}/nowhere"], "cannot load the model"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--steps", "5000"], "--steps must be"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--samples", "0"], "must be >= 1"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--gain", "-1"], "must be > 0"),
+        (["localize", "{stack}", "--model", "{model}"], "required: -o"),
+        (["estimate", "{missing}"], "input file not found"),
+        (["estimate", "{stack}", "--max-frames", "x"], "whole number"),
+    ],
+)
+def test_errors_exit_with_a_message(argv, message, stack, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.tif").write_text("not a tiff")
+    fill = {"missing": tmp_path / "missing.tif", "text": tmp_path / "notes.txt", "fake_tif": tmp_path / "fake.tif",
+            "tmp": tmp_path, "model": tiny_model_dir, "stack": stack}
+    with pytest.raises(SystemExit) as exc:
+        cli.main([a.format(**fill) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_default_model(stack, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["localize", str(stack), "-o", "l.csv"])
+    assert "--model" in capsys.readouterr().err
+
+
+def _console_script():
+    beside = Path(sys.executable).with_name("smlm-diffusers")
+    return str(beside) if beside.is_file() else shutil.which("smlm-diffusers")
+
+
+@pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")
+def test_console_script_help():
+    res = subprocess.run([_console_script(), "localize", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "resume" in res.stdout and "accelerate launch" in res.stdout and "--max-frames" in res.stdout
