@@ -8,6 +8,7 @@ the benchmark scenarios never select their parameters.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -32,12 +33,15 @@ def _camera_kwargs(camera: sd.Camera) -> dict:
 
 @register_localizer("DeepSTORM")
 def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64):
-    """DeepSTORM KDE + sub-pixel Gaussian refinement (``pipe(num_samples=0)``)."""
-    pipe = _pipeline(model)
+    """DeepSTORM KDE + sub-pixel Gaussian refinement (what ``pipe(num_samples=0)`` returns).
+
+    ``model`` is a pipeline folder (its ``kde_net`` is used) or a DeepSTORM folder.
+    """
+    path = Path(model)
+    net = sd.DeepSTORM.from_pretrained(path / "kde_net" if (path / "kde_net").is_dir() else path).eval()
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
-        out = pipe(frames_adu, num_samples=0, batch_size=batch_size, **_camera_kwargs(camera))
-        return out.localizations[["frame", "x_nm", "y_nm"]]
+        return net.localize(frames_adu, camera=camera, batch_size=batch_size)[["frame", "x_nm", "y_nm"]]
 
     return localize
 

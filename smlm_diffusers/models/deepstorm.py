@@ -151,6 +151,25 @@ class DeepSTORM(ModelMixin, ConfigMixin):
             out = F.hardtanh(out, *self.config.clamp_range)
         return out
 
+    def localize_density(self, kde, pixel_size_nm: float | None = None, threshold: float | None = None,
+                         frame_offset: int = 0):
+        """Localizations (DataFrame in nm) of a KDE in density units, with this model's tuned
+        peak threshold and refinement (``localize_kde``); ``pixel_size_nm`` defaults to the config."""
+        from ..localization.peaks import localize_kde
+
+        c = self.config
+        return localize_kde(kde, pixel_size_nm=c.pixel_size_nm if pixel_size_nm is None else pixel_size_nm,
+                            upsampling=c.upsampling, threshold=c.threshold if threshold is None else threshold,
+                            refine=c.refine, window=c.refine_window, kernel_sigma=c.kde_sigma,
+                            frame_offset=frame_offset)
+
+    def localize(self, frames_adu, camera: Camera | None = None, batch_size: int = 64, threshold: float | None = None):
+        """Frames (ADU) -> localizations (frame, x_nm, y_nm, kde_mass, peak): DeepSTORM alone."""
+        from ..kde import KDEScaling
+
+        kde = KDEScaling(self.config.kde_sigma).from_unit(self.predict(frames_adu, batch_size, camera))
+        return self.localize_density(kde, camera.pixel_size_nm if camera is not None else None, threshold)
+
     @torch.no_grad()
     def predict(
         self,

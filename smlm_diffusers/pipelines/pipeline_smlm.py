@@ -25,7 +25,6 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from torch.nn import functional as F
 
 from ..kde import KDEScaling
-from ..localization.peaks import localize_kde
 from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
@@ -123,11 +122,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             read_noise=c.read_noise if read_noise is None else read_noise,
         )
 
-    def _localize(self, kde, camera: Camera, threshold: float, frame_offset: int = 0) -> pd.DataFrame:
-        c = self.kde_net.config
-        return localize_kde(kde, pixel_size_nm=camera.pixel_size_nm, upsampling=c.upsampling, threshold=threshold,
-                            refine=c.refine, window=c.refine_window, kernel_sigma=c.kde_sigma,
-                            frame_offset=frame_offset)
+    def _localize(self, kde, camera: Camera, threshold: float) -> pd.DataFrame:
+        return self.kde_net.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
 
     def conditioning(self, y_hat: torch.Tensor, frames: torch.Tensor, camera: Camera) -> torch.Tensor:
         """UNet conditioning channels [F, C-1, uH, uW]: the KDE estimate (+ upsampled frame)."""
