@@ -357,6 +357,8 @@ def main(argv=None) -> int:
                         help="scored frames per density (default 100, quick 5)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                         help="keyword argument for a method's factory, e.g. DDPM.num_samples=8 (repeatable)")
+    parser.add_argument("--warmup-frames", type=int, default=2,
+                        help="untimed frames run before each timed call (0 for slow methods)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--tolerance-nm", type=float, default=250.0)
     parser.add_argument("--border-px", type=float, default=0.0,
@@ -376,7 +378,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     results = run_benchmark(methods, scenarios, tolerance_nm=args.tolerance_nm, border_px=args.border_px,
-                            method_options=parse_options(args.option), verbose=True)
+                            method_options=parse_options(args.option), warmup_frames=args.warmup_frames,
+                            verbose=True)
     total = time.perf_counter() - t0
     csv = out / "results.csv"
     if args.merge and csv.exists():

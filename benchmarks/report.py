@@ -1,0 +1,73 @@
+"""Write the benchmark tables into README.md (between the results markers) and the model card.
+
+    python -m benchmarks.report [--results benchmarks/results] [--readme README.md] [--model pretrained/smlm-ddpm-2d]
+
+Nothing is retyped: the tables come from ``results.csv`` (``python -m benchmarks.run``),
+``ddpm_sweep.csv`` (``python -m benchmarks.ddpm_sweep``) and ``simulator.json``, formatted by
+the same code as the model card (``smlm_diffusers.hub``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from smlm_diffusers.hub import benchmark_tables, markdown_table, write_model_card
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+SWEEP_COLUMNS = [("method", "method", "s"), ("steps", "steps", "g"), ("samples", "samples", "g"),
+                 ("jaccard", "Jaccard", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
+                 ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("z_std", "std z", ".2f"),
+                 ("s_per_frame", "s per 64x64 frame", ".2f")]
+
+
+def results_markdown(folder: Path) -> str:
+    parts = []
+    csv = folder / "results.csv"
+    if csv.is_file():
+        for t in benchmark_tables(pd.read_csv(csv)):
+            parts += [f"**{t['title']}**" + (f" ({t['settings']})" if t["settings"] else ""), "", t["table"], ""]
+    sweep = folder / "ddpm_sweep.csv"
+    if sweep.is_file():
+        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep`; density 2 per "
+                  "square micrometre, 2000 photons, background 20)", "",
+                  markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
+    sim = folder / "simulator.json"
+    if sim.is_file():
+        s = json.loads(sim.read_text())
+        parts += [f"Simulator: {s['frames_per_s']:.0f} frames/s of 64x64 frames with {s['emitters_per_frame']:.1f} "
+                  "emitters each.", ""]
+    if not parts:
+        return "(no results yet: run `python -m benchmarks.run` first)"
+    return "\n".join(parts).rstrip()
+
+
+def update_readme(readme: Path, body: str) -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} block")
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{body}\n{END}", text, flags=re.S)
+    readme.write_text(new)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--model", default="pretrained/smlm-ddpm-2d", help="pipeline folder whose card is regenerated")
+    args = p.parse_args(argv)
+    folder = Path(args.results)
+    update_readme(Path(args.readme), results_markdown(folder))
+    print(f"updated {args.readme}")
+    if (Path(args.model) / "model_index.json").is_file():
+        csv = folder / "results.csv"
+        print(f"wrote {write_model_card(args.model, results=csv if csv.is_file() else None)}")
+
+
+if __name__ == "__main__":
+    main()
