@@ -310,28 +310,10 @@ def load_plugins(modules=()) -> None:
 
 
 def crlb_at_truth(camera: sd.Camera, sigma_px: float, roi_size: int | None = None) -> Callable:
-    """Callable for ``evaluate(crlb_nm2=...)``: per-emitter CRLB (nm^2) at its true parameters.
+    """Callable for ``evaluate(crlb_nm2=...)``: :func:`smlm_diffusers.fisher.crlb_at_truth` of the matched rows."""
+    from smlm_diffusers.fisher import crlb_at_truth as bound
 
-    The emitter sits in the central pixel of a square ROI of ``roi_size`` pixels (default
-    :func:`smlm_diffusers.fisher.default_roi_size`, 9 px for sigma 1) at its true sub-pixel
-    offset, with its true photons and background (x, y, photons, background estimated).
-    """
-    from smlm_diffusers.fisher import default_roi_size
-
-    roi = default_roi_size(sigma_px) if roi_size is None else int(roi_size)
-    a = float(camera.pixel_size_nm)
-
-    def fn(gt_rows: pd.DataFrame):
-        x = gt_rows["x_nm"].to_numpy(np.float64) / a
-        y = gt_rows["y_nm"].to_numpy(np.float64) / a
-        centre = roi // 2
-        bg = gt_rows["background"].to_numpy(np.float64) if "background" in gt_rows else 0.0
-        return sd.crlb(
-            gt_rows["photons"].to_numpy(np.float64), bg, sigma_px,
-            x_px=centre + np.mod(x, 1.0), y_px=centre + np.mod(y, 1.0), roi_size=roi, camera=camera,
-        )
-
-    return fn
+    return lambda gt_rows: bound(gt_rows, sigma_px, camera, roi_size)
 
 
 __all__ = [

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import smlm_diffusers as sd
+from smlm_diffusers.fisher import crlb_position_averaged
 
 from .localizers import check_localizations, crlb_at_truth, get_localizer, load_plugins
 from .scenarios import Scenario, default_scenarios, density_scenarios, isolated_scenarios, simulate_scenario
@@ -254,19 +255,6 @@ def format_table(results: pd.DataFrame, group: str) -> str:
     return t.to_string(index=False, formatters=fmt, na_rep="-")
 
 
-def _crlb_curve(photons, background: float, sigma_px: float, camera: sd.Camera, n_sub: int = 8):
-    """sqrt(CRLB_x + CRLB_y) (nm) averaged over a uniform grid of sub-pixel positions."""
-    from smlm_diffusers.fisher import default_roi_size
-
-    roi = default_roi_size(sigma_px)
-    off = (np.arange(n_sub) + 0.5) / n_sub
-    ox, oy = np.meshgrid(off, off)
-    p = np.asarray(photons, dtype=np.float64)[:, None]
-    cx, cy = sd.crlb(p, background, sigma_px, x_px=roi // 2 + ox.ravel()[None], y_px=roi // 2 + oy.ravel()[None],
-                     roi_size=roi, camera=camera)
-    return np.sqrt(np.mean(cx, axis=1) + np.mean(cy, axis=1))
-
-
 def make_plots(results: pd.DataFrame, out: Path, camera: sd.Camera | None = None) -> list[Path]:
     """PNG plots of the isolated and density sweeps; returns the written paths."""
     import matplotlib
@@ -282,7 +270,7 @@ def make_plots(results: pd.DataFrame, out: Path, camera: sd.Camera | None = None
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         for (bg, sig), part in iso.groupby(["background", "sigma_px"]):
             p = np.geomspace(iso["photons"].min() * 0.8, iso["photons"].max() * 1.25, 60)
-            ax.plot(p, _crlb_curve(p, bg, sig, camera), "k-", lw=1.2, label=f"sqrt(CRLB), bg {bg:g}")
+            ax.plot(p, crlb_position_averaged(p, bg, sig, camera), "k-", lw=1.2, label=f"sqrt(CRLB), bg {bg:g}")
         for method, part in iso.groupby("method", sort=False):
             part = part.sort_values("photons")
             ax.plot(part["photons"], part["rmse_nm"], "o--", label=method)

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-import torch
 
 import smlm_diffusers as sd
-from smlm_diffusers.simulation import Emitters, FrameSimulator, emitters_to_dataframe
 
 PHOTON_LEVELS = (200, 500, 1000, 2000, 5000)
 DENSITIES = (0.1, 0.5, 1.0, 2.0, 4.0)
@@ -203,43 +201,6 @@ def simulate_scenario(
     return simulate_grid(n_frames=n_frames, seed=seed, camera=camera, **kw)
 
 
-def simulate_grid(
-    n_frames: int,
-    shape=(64, 64),
-    photons: float = 2000.0,
-    background: float = 20.0,
-    sigma_px: float = 1.0,
-    spacing_px: float = 16.0,
-    jitter_px: float = 3.0,
-    seed: int = 0,
-    camera: sd.Camera | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Isolated emitters: one per ``spacing_px`` grid cell, uniform within +-``jitter_px`` of its centre.
-
-    Neighbours are at least ``spacing_px - 2 * jitter_px`` pixels apart. Rendered with the
-    package's :class:`~smlm_diffusers.simulation.FrameSimulator` (same PSF and noise model as
-    :func:`smlm_diffusers.simulate`).
-    """
-    camera = camera or sd.Camera()
-    h, w = int(shape[0]), int(shape[1])
-    if spacing_px - 2 * jitter_px <= 0:
-        raise ValueError("spacing_px must exceed 2 * jitter_px")
-    gen = torch.Generator().manual_seed(int(seed))
-    cy = (np.arange(int(h // spacing_px)) + 0.5) * spacing_px
-    cx = (np.arange(int(w // spacing_px)) + 0.5) * spacing_px
-    gy, gx = np.meshgrid(cy, cx, indexing="ij")
-    centres_x = torch.as_tensor(gx.ravel(), dtype=torch.float32)
-    centres_y = torch.as_tensor(gy.ravel(), dtype=torch.float32)
-    e = centres_x.numel()
-    jx = (2 * torch.rand((n_frames, e), generator=gen) - 1) * jitter_px
-    jy = (2 * torch.rand((n_frames, e), generator=gen) - 1) * jitter_px
-    em = Emitters(
-        x_px=centres_x.unsqueeze(0) + jx,
-        y_px=centres_y.unsqueeze(0) + jy,
-        photons=torch.full((n_frames, e), float(photons)),
-        mask=torch.ones((n_frames, e), dtype=torch.bool),
-    )
-    sim = FrameSimulator((h, w), camera, float(sigma_px), float(background))
-    batch = sim.render(em, generator=gen)
-    gt = emitters_to_dataframe(em, (h, w), camera.pixel_size_nm, batch.background)
-    return batch.frames_adu.numpy().astype(np.float32), gt
+def simulate_grid(n_frames: int, seed: int = 0, camera: sd.Camera | None = None, **kwargs):
+    """Isolated emitters on a jittered grid: ``smlm_diffusers.simulate(structure="grid")``."""
+    return sd.simulate(n_frames=n_frames, seed=seed, camera=camera, structure="grid", **kwargs)

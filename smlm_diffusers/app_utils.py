@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .fisher import crlb, default_roi_size
+from .fisher import crlb_at_truth, crlb_position_averaged
 from .io import read_tiff_stack, write_thunderstorm_csv, write_tiff
 from .localization import evaluate
-from .simulation import Camera, Emitters, FrameSimulator, emitters_to_dataframe, simulate
+from .simulation import Camera, simulate
 
 # -- configuration ----------------------------------------------------------------------------
 MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
@@ -490,50 +490,6 @@ def write_outputs(result: RunResult, folder: str | os.PathLike | None = None) ->
 
 
 # -- RMSE against the CRLB ---------------------------------------------------------------------
-def simulate_isolated(
-    n_frames: int,
-    photons: float,
-    background: float,
-    sigma_px: float = 1.0,
-    size: int = 64,
-    spacing_px: float = 16.0,
-    jitter_px: float = 3.0,
-    seed: int = 0,
-    camera: Camera | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Isolated emitters: one per ``spacing_px`` grid cell, jittered by up to +-``jitter_px``.
-
-    Neighbours stay at least ``spacing_px - 2 jitter_px`` pixels apart (10 PSF sigmas by
-    default), so RMSE/sqrt(CRLB) is meaningful. Same model as :func:`simulate`.
-    """
-    camera = camera or Camera()
-    gen = torch.Generator().manual_seed(int(seed))
-    centres = (np.arange(int(size // spacing_px)) + 0.5) * spacing_px
-    gy, gx = np.meshgrid(centres, centres, indexing="ij")
-    cx = torch.as_tensor(gx.ravel(), dtype=torch.float32)
-    cy = torch.as_tensor(gy.ravel(), dtype=torch.float32)
-    e = cx.numel()
-    jx = (2 * torch.rand((n_frames, e), generator=gen) - 1) * jitter_px
-    jy = (2 * torch.rand((n_frames, e), generator=gen) - 1) * jitter_px
-    em = Emitters(x_px=cx + jx, y_px=cy + jy, photons=torch.full((n_frames, e), float(photons)),
-                  mask=torch.ones((n_frames, e), dtype=torch.bool))
-    sim = FrameSimulator((size, size), camera, float(sigma_px), float(background))
-    batch = sim.render(em, generator=gen)
-    gt = emitters_to_dataframe(em, (size, size), camera.pixel_size_nm, batch.background)
-    return batch.frames_adu.numpy().astype(np.float32), gt
-
-
-def crlb_at_truth(gt: pd.DataFrame, sigma_px: float, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """CRLB_x, CRLB_y (nm^2) of each ground-truth emitter at its true (x, y, photons, background)."""
-    roi = default_roi_size(sigma_px)
-    a = camera.pixel_size_nm
-    x = gt["x_nm"].to_numpy(np.float64) / a
-    y = gt["y_nm"].to_numpy(np.float64) / a
-    c = roi // 2
-    return crlb(gt["photons"].to_numpy(np.float64), gt["background"].to_numpy(np.float64), sigma_px,
-                x_px=c + np.mod(x, 1.0), y_px=c + np.mod(y, 1.0), roi_size=roi, camera=camera)
-
-
 def rmse_crlb_sweep(
     pipe,
     photon_levels=SWEEP_PHOTONS,
@@ -554,7 +510,8 @@ def rmse_crlb_sweep(
     rows = []
     levels = [float(p) for p in photon_levels]
     for i, p in enumerate(levels):
-        frames, gt = simulate_isolated(n_frames, p, background, sigma_px, seed=int(seed) + 1000 * i, camera=camera)
+        frames, gt = simulate(n_frames=n_frames, shape=(64, 64), photons=p, background=background, sigma_px=sigma_px,
+                              seed=int(seed) + 1000 * i, camera=camera, structure="grid")
         res = run_pipeline(pipe, frames, num_samples, num_inference_steps, seed=seed, camera=camera,
                            ground_truth=gt)
         cx, cy = crlb_at_truth(gt, sigma_px, camera)
@@ -571,10 +528,4 @@ def crlb_curve(background: float, sigma_px: float, camera: Camera, lo: float, hi
                n_sub: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """(photons, sqrt(CRLB_x + CRLB_y) nm) on a log grid, averaged over sub-pixel positions."""
     photons = np.geomspace(lo, hi, n)
-    roi = default_roi_size(sigma_px)
-    off = (np.arange(n_sub) + 0.5) / n_sub
-    ox, oy = np.meshgrid(off, off)
-    c = roi // 2
-    cx, cy = crlb(photons[:, None], background, sigma_px, x_px=c + ox.ravel()[None], y_px=c + oy.ravel()[None],
-                  roi_size=roi, camera=camera)
-    return photons, np.sqrt(np.mean(cx + cy, axis=1))
+    return photons, crlb_position_averaged(photons, background, sigma_px, camera, n_sub)

@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from huggingface_hub import ModelCard
 
-import smlm_diffusers as sd
 from hub_server import MockHub
 from tiny_models import tiny_pipeline
 from smlm_diffusers import GammaDDPMScheduler
