@@ -297,9 +297,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             dets = [d for _, d in det.groupby("sample")] + [empty] * (k - det["sample"].nunique())
             mol = aggregate_samples(dets, ref_by_frame.get(f, reference.iloc[:0]), self.config.link_radius_nm,
                                     min_probability)
-            tables.append(mol.assign(frame=f))
+            if len(mol):
+                tables.append(mol.assign(frame=f))
         if not tables:
-            return pd.DataFrame(columns=MOLECULE_COLUMNS)
+            return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
+                                 for c in MOLECULE_COLUMNS})
         return pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
 
 
