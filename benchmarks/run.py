@@ -179,7 +179,7 @@ def run_benchmark(
             rows.append(row)
             if verbose:
                 print(f"  {name:>12s} {sc.name:<16s} J={row['jaccard']:.3f} RMSE={row['rmse_nm']:.2f} nm "
-                      f"ratio={row['rmse_crlb_ratio']:.3f} {row['frames_per_s']:.0f} frames/s tuned={row['tuned']}",
+                      f"ratio={row['rmse_crlb_ratio']:.3f} {row['frames_per_s']:.3g} frames/s tuned={row['tuned']}",
                       flush=True)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 

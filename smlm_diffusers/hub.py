@@ -324,11 +324,11 @@ _EVAL_COLUMNS = {
     "isolated": [("method", "method", "s"), ("photons", "photons", "g"), ("jaccard", "Jaccard", ".3f"),
                  ("rmse_nm", "RMSE (nm)", ".2f"), ("crlb_nm", "sqrt(CRLB) (nm)", ".2f"),
                  ("rmse_crlb_ratio", "RMSE / sqrt(CRLB)", ".2f"), ("coverage_1sigma", "coverage of 1 sigma", ".3f"),
-                 ("z_std", "std(z)", ".2f"), ("frames_per_s", "frames/s", ".0f")],
+                 ("z_std", "std(z)", ".2f"), ("frames_per_s", "frames/s", ".3g")],
     "density": [("method", "method", "s"), ("density", "density (per um^2)", "g"), ("jaccard", "Jaccard", ".3f"),
                 ("precision", "precision", ".3f"), ("recall", "recall", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"),
                 ("efficiency", "efficiency", ".1f"), ("coverage_1sigma", "coverage of 1 sigma", ".3f"),
-                ("z_std", "std(z)", ".2f"), ("frames_per_s", "frames/s", ".0f")],
+                ("z_std", "std(z)", ".2f"), ("frames_per_s", "frames/s", ".3g")],
 }
 _GROUP_TITLES = {"isolated": "Isolated emitters: photon sweep", "density": "Density sweep"}
 
@@ -342,7 +342,7 @@ def benchmark_tables(results) -> list[dict]:
     tables = []
     generic = [("method", "method", "s"), ("scenario", "scenario", "s"), ("jaccard", "Jaccard", ".3f"),
                ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
-               ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("frames_per_s", "frames/s", ".0f")]
+               ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("frames_per_s", "frames/s", ".3g")]
     group_col = "group" if "group" in results.columns else None
     groups = list(dict.fromkeys(results[group_col])) if group_col else [None]
     for group in groups:
