@@ -34,7 +34,7 @@ from smlm_diffusers.simulation import FrameSimulator, sample_uniform
 from smlm_diffusers.training import (
     CSVLogger,
     SimulationRanges,
-    latest_checkpoint,
+    resume_from_checkpoint,
     load_config,
     make_validation_set,
     plot_log,
@@ -176,15 +176,7 @@ def main(argv=None):
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     accelerator.register_for_checkpointing(ema)
 
-    step = 0
-    if args.resume_from_checkpoint:
-        path = latest_checkpoint(ckpt_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-        if path is None:
-            accelerator.print(f"no checkpoint in {ckpt_dir}; starting from scratch")
-        else:
-            accelerator.load_state(str(path))
-            step = int(path.name.split("-")[1])
-            accelerator.print(f"resumed from {path} at step {step}")
+    step = resume_from_checkpoint(accelerator, ckpt_dir, args.resume_from_checkpoint)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train_config.yaml", "w") as fh:

@@ -29,7 +29,7 @@ from smlm_diffusers.models import DeepSTORM
 from smlm_diffusers.training import (
     CSVLogger,
     SimulationRanges,
-    latest_checkpoint,
+    resume_from_checkpoint,
     load_config,
     make_training_batch,
     make_validation_set,
@@ -121,15 +121,7 @@ def main(argv=None):
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     kde_scaling = KDEScaling(ranges.kde_sigma)
 
-    step = 0
-    if args.resume_from_checkpoint:
-        path = latest_checkpoint(ckpt_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-        if path is None:
-            accelerator.print(f"no checkpoint in {ckpt_dir}; starting from scratch")
-        else:
-            accelerator.load_state(str(path))
-            step = int(path.name.split("-")[1])
-            accelerator.print(f"resumed from {path} at step {step}")
+    step = resume_from_checkpoint(accelerator, ckpt_dir, args.resume_from_checkpoint)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train_config.yaml", "w") as fh:

@@ -2,7 +2,7 @@
 
 from .config import load_config
 from .data import SimulationRanges, TrainingBatch, make_training_batch, make_validation_set
-from .utils import CSVLogger, latest_checkpoint, plot_log, save_checkpoint, seeded_generator
+from .utils import CSVLogger, latest_checkpoint, plot_log, resume_from_checkpoint, save_checkpoint, seeded_generator
 
 __all__ = [
     "CSVLogger",
@@ -13,6 +13,7 @@ __all__ = [
     "make_training_batch",
     "make_validation_set",
     "plot_log",
+    "resume_from_checkpoint",
     "save_checkpoint",
     "seeded_generator",
 ]

@@ -86,3 +86,20 @@ def save_checkpoint(accelerator, ckpt_dir: Path, step: int, keep: int):
         for p in old[: max(len(old) - keep + 1, 0)]:
             shutil.rmtree(p)
     accelerator.save_state(str(Path(ckpt_dir) / f"checkpoint-{step}"))
+
+
+def resume_from_checkpoint(accelerator, ckpt_dir: Path, which: str | None) -> int:
+    """Load ``which`` (a checkpoint folder, or "latest" in ``ckpt_dir``) into the accelerator.
+
+    Returns the step to continue from (0 without a checkpoint).
+    """
+    if not which:
+        return 0
+    path = latest_checkpoint(ckpt_dir) if which == "latest" else Path(which)
+    if path is None:
+        accelerator.print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+        return 0
+    accelerator.load_state(str(path))
+    step = int(path.name.split("-")[1])
+    accelerator.print(f"resumed from {path} at step {step}")
+    return step
