@@ -33,6 +33,7 @@ from smlm_diffusers.localization import evaluate
 from smlm_diffusers.simulation import FrameSimulator, sample_uniform
 from smlm_diffusers.training import (
     CSVLogger,
+    finish_step,
     SimulationRanges,
     resume_from_checkpoint,
     load_config,
@@ -221,17 +222,9 @@ def main(argv=None):
             ema.step(unet.parameters())
         step += 1
         progress.update(1)
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(f"loss is {running[-1]} at step {step}")
-        row = None
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            row = {"step": step, "loss": sum(running) / len(running), "lr": lr_scheduler.get_last_lr()[0],
-                   "elapsed_s": round(time.time() - t0, 1)}
-            progress.set_postfix(loss=f"{row['loss']:.4f}")
-            running = []
-        if accelerator.is_main_process and (step % cfg.validate_every == 0 or step == cfg.max_steps):
-            row = (row or {"step": step}) | validate(pipeline(use_ema=True), cfg, val_set, out / "samples", step)
-            progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        validation = ((lambda: validate(pipeline(use_ema=True), cfg, val_set, out / "samples", step))
+                      if accelerator.is_main_process else None)
+        row = finish_step(step, cfg, running, lr_scheduler.get_last_lr()[0], t0, progress, validation)
         if row and logger:
             logger.log(row)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:

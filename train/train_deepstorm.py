@@ -10,7 +10,6 @@ only say where to write, whether to resume and whether to push to the Hub.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from smlm_diffusers.localization import evaluate, localize_kde
 from smlm_diffusers.models import DeepSTORM
 from smlm_diffusers.training import (
     CSVLogger,
+    finish_step,
     SimulationRanges,
     resume_from_checkpoint,
     load_config,
@@ -155,18 +155,9 @@ def main(argv=None):
             running.append(loss.item())
         step += 1
         progress.update(1)
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(f"loss is {running[-1]} at step {step}")
-        row = None
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            row = {"step": step, "loss": sum(running) / len(running), "lr": lr_scheduler.get_last_lr()[0],
-                   "elapsed_s": round(time.time() - t0, 1)}
-            progress.set_postfix(loss=f"{row['loss']:.4f}")
-            running = []
-        if step % cfg.validate_every == 0 or step == cfg.max_steps:
-            row = (row or {"step": step}) | validate(accelerator.unwrap_model(model), kde_scaling, val_set,
-                                                     threshold, ranges, accelerator.device)
-            progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        validation = (lambda: validate(accelerator.unwrap_model(model), kde_scaling, val_set, threshold, ranges,
+                                       accelerator.device)) if accelerator.is_main_process else None
+        row = finish_step(step, cfg, running, lr_scheduler.get_last_lr()[0], t0, progress, validation)
         if row and logger:
             logger.log(row)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:

@@ -2,10 +2,11 @@
 
 from .config import load_config
 from .data import SimulationRanges, TrainingBatch, make_training_batch, make_validation_set
-from .utils import CSVLogger, latest_checkpoint, plot_log, resume_from_checkpoint, save_checkpoint, seeded_generator
+from .utils import CSVLogger, finish_step, latest_checkpoint, plot_log, resume_from_checkpoint, save_checkpoint, seeded_generator
 
 __all__ = [
     "CSVLogger",
+    "finish_step",
     "SimulationRanges",
     "TrainingBatch",
     "latest_checkpoint",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
+import time
 import shutil
 from pathlib import Path
 
@@ -103,3 +105,24 @@ def resume_from_checkpoint(accelerator, ckpt_dir: Path, which: str | None) -> in
     step = int(path.name.split("-")[1])
     accelerator.print(f"resumed from {path} at step {step}")
     return step
+
+
+def finish_step(step: int, cfg, losses: list[float], lr: float, t0: float, progress, validate=None) -> dict | None:
+    """Bookkeeping after an optimizer step, shared by the training scripts.
+
+    Raises on a non-finite loss; every ``cfg.log_every`` steps returns the mean loss since the
+    last row (and empties ``losses``); every ``cfg.validate_every`` steps adds ``validate()``
+    (pass None on processes that do not validate). Returns the row to log, or None.
+    """
+    if not math.isfinite(losses[-1]):
+        raise FloatingPointError(f"loss is {losses[-1]} at step {step}")
+    last = step == cfg.max_steps
+    row = None
+    if step % cfg.log_every == 0 or last:
+        row = {"step": step, "loss": sum(losses) / len(losses), "lr": lr, "elapsed_s": round(time.time() - t0, 1)}
+        progress.set_postfix(loss=f"{row['loss']:.4f}")
+        losses.clear()
+    if validate is not None and (step % cfg.validate_every == 0 or last):
+        row = (row or {"step": step}) | validate()
+        progress.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return row
