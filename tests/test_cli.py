@@ -171,6 +171,16 @@ def test_frames_split_between_processes(stack, tiny_model_dir, tmp_path, monkeyp
     localize(stack, single, tiny_model_dir, *DEEPSTORM, "--batch-size", "8")
     monkeypatch.setattr(accelerate, "PartialState", FakeState)
     FakeState.barrier = threading.Barrier(2)
+    # Real ranks are processes. These are threads of one process, and loading a model patches
+    # torch.nn.Module globally (accelerate's init_empty_weights): two loads at once would leave
+    # every later module on the meta device, so the fake ranks load one at a time.
+    lock, load = threading.Lock(), cli.load_model
+
+    def load_one_at_a_time(location):
+        with lock:
+            return load(location)
+
+    monkeypatch.setattr(cli, "load_model", load_one_at_a_time)
     multi = tmp_path / "multi.csv"
     errors = []
 
