@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--min-probability", type=_non_negative_float, metavar="P",
                      help="ddpm: drop molecules found in fewer than this fraction of samples (default: the model's)")
     loc.add_argument("--mixed-precision", choices=("bf16", "no"), default="bf16",
-                     help="run the UNet under bfloat16 autocast (default) or in float32")
+                     help="run the networks under bfloat16 autocast (default) or in float32")
     loc.add_argument("--render", metavar="PNG", help="render PNG path (a .tif of the same name is written too); "
                                                      "default <csv stem>_render.png")
     loc.add_argument("--max-frames", type=_positive_int, metavar="N",
@@ -606,9 +606,9 @@ def cmd_localize(args) -> int:
     upsampling = int(cfg.upsampling)
     call = dict(num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps, batch_size=bs,
                 camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
-                pixel_size_nm=camera.pixel_size_nm, threshold=args.threshold)
+                pixel_size_nm=camera.pixel_size_nm, threshold=args.threshold, mixed_precision=args.mixed_precision)
     if ddpm:
-        call |= dict(min_probability=args.min_probability, mixed_precision=args.mixed_precision)
+        call |= dict(min_probability=args.min_probability)
     where = f" [process {state.process_index + 1}/{state.num_processes}]" if state.num_processes > 1 else ""
     bar = tqdm(total=sum(b - a for a, b in ranges), unit="frame", desc=f"localize ({args.mode}){where}",
                disable=quiet, file=sys.stderr, dynamic_ncols=True)

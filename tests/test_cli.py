@@ -18,8 +18,9 @@ from smlm_diffusers import cli
 from smlm_diffusers.io import read_thunderstorm_csv
 
 TS_HEADER = '"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","uncertainty [nm]","kde_mass"'
-# the tiny random DeepSTORM's KDE peaks at about 1e-5; its DDPM samples are noise of order 0.1
-DEEPSTORM = ["--mode", "deepstorm", "--threshold", "3e-6", "-q"]
+# the tiny random DeepSTORM's KDE peaks at about 1e-5, below a bfloat16 step of its output, so it runs in
+# float32 here; its DDPM samples are noise of order 0.1
+DEEPSTORM = ["--mode", "deepstorm", "--threshold", "3e-6", "--mixed-precision", "no", "-q"]
 DDPM = ["--mode", "ddpm", "--samples", "2", "--steps", "2", "--threshold", "0.1", "-q"]
 
 
@@ -82,7 +83,7 @@ def test_deepstorm_mode_writes_table_and_render(stack, tiny_model_dir, tmp_path)
     render = tifffile.imread(tmp_path / "run" / "locs_render.tif")
     assert render.dtype == np.float32 and render.shape == (96, 96)
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(tiny_model_dir)
-    expected = pipe(tifffile.imread(stack), num_samples=0, threshold=1.0).kde_mean.astype(np.float64).sum(axis=0)
+    expected = pipe(tifffile.imread(stack), num_samples=0, threshold=1.0, mixed_precision="no").kde_mean.astype(np.float64).sum(axis=0)
     np.testing.assert_allclose(render, expected, rtol=1e-4, atol=1e-9)
     assert (tmp_path / "run" / "locs_render.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "run" / "locs_render_uncertainty.tif").exists()
@@ -98,7 +99,8 @@ def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_pa
     progress = json.loads((tmp_path / "part.csv.partial" / "progress.json").read_text())
     assert progress["frames_done"] == 16 and progress["signature"]["options"]["mode"] == "deepstorm"
     assert read_thunderstorm_csv(part)["frame"].max() == 19
-    localize(stack, part, tiny_model_dir, "--mode", "deepstorm", "--threshold", "3e-6", "--batch-size", "8")
+    localize(stack, part, tiny_model_dir, "--mode", "deepstorm", "--threshold", "3e-6", "--mixed-precision", "no",
+             "--batch-size", "8")
     assert "resuming" in capsys.readouterr().err
     assert_same(outputs(full), outputs(part))
     assert not (tmp_path / "part.csv.partial").exists()
@@ -106,7 +108,8 @@ def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_pa
     # a changed option discards the partial results, with a message
     other = tmp_path / "other.csv"
     localize(stack, other, tiny_model_dir, *DEEPSTORM, "--batch-size", "8", "--max-frames", "10")
-    localize(stack, other, tiny_model_dir, "--mode", "deepstorm", "--threshold", "2e-6", "--batch-size", "8")
+    localize(stack, other, tiny_model_dir, "--mode", "deepstorm", "--threshold", "2e-6", "--mixed-precision", "no",
+             "--batch-size", "8")
     err = capsys.readouterr().err
     assert "starting from scratch" in err and "threshold" in err
 

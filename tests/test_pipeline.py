@@ -98,8 +98,9 @@ def test_tile_layout_is_balanced():
 
 
 def test_camera_override_changes_the_estimate(pipe, frames):
-    a = pipe(frames, num_samples=0).deepstorm_kde
-    b = pipe(frames, num_samples=0, camera_offset=50.0).deepstorm_kde
+    # float32: the tiny random network's output differs from -1 by less than a bfloat16 step
+    a = pipe(frames, num_samples=0, mixed_precision="no").deepstorm_kde
+    b = pipe(frames, num_samples=0, camera_offset=50.0, mixed_precision="no").deepstorm_kde
     assert np.abs(a - b).max() > 0
 
 

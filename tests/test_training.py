@@ -98,3 +98,42 @@ def test_config_rejects_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="learning_rat"):
         load_config(DeepSTORMTrainConfig, bad)
 
+
+
+def _config(tmp_path: Path, base: str, **changes) -> str:
+    """A copy of a training config with top-level keys changed (a nested dict replaces its key's)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "train" / "configs" / base).read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        elif isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = cfg[key] | value
+        else:
+            cfg[key] = value
+    path = tmp_path / f"changed_{base}"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_fine_tuning_starts_from_the_saved_weights_with_the_new_optics(deepstorm_run, tmp_path):
+    source = deepstorm_run / "kde_net"
+    # learning rate 0: the fine-tuned weights must be exactly the saved ones, the camera the new one
+    config = _config(tmp_path, "deepstorm_tiny.yaml", model=None, init_from=str(source), learning_rate=0.0,
+                     max_steps=1, data={"pixel_size_nm": 100.0, "sigma_px": [1.0, 1.2], "read_noise": 3.0})
+    launch("train_deepstorm.py", "--config", config, "--output_dir", str(tmp_path / "ft"))
+    tuned = sd.DeepSTORM.from_pretrained(tmp_path / "ft" / "kde_net")
+    saved = sd.DeepSTORM.from_pretrained(source)
+    assert tuned.config.pixel_size_nm == 100.0 and tuned.config.read_noise == 3.0
+    assert tuned.config.psf_sigma_px == pytest.approx(1.1) and tuned.config.context_channels == 8
+    # (the BatchNorm running statistics do move: they are buffers, not trained weights)
+    for (name, a), b in zip(saved.named_parameters(), tuned.parameters()):
+        assert torch.equal(a, b), name
+
+    both = _config(tmp_path, "deepstorm_tiny.yaml", init_from=str(source))
+    cmd = [sys.executable, str(ROOT / "train" / "train_deepstorm.py"), "--config", both, "--output_dir",
+           str(tmp_path / "both")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode != 0 and "either model" in res.stderr

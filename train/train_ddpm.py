@@ -53,6 +53,7 @@ class DDPMTrainConfig:
     data: SimulationRanges = field(default_factory=lambda: SimulationRanges(patch_size=24))
     crop_size: int = 64  # KDE pixels of the UNet training patches
     unet: dict = field(default_factory=dict)  # UNet2DModel keyword arguments
+    init_from: str | None = None  # fine-tune: start from a saved UNet (a pipeline folder or its unet/ folder)
     condition_on_frame: bool = False  # third UNet channel: bicubic-upsampled frame
     scheduler: dict = field(default_factory=dict)  # GammaDDPMScheduler keyword arguments
     pipeline: dict = field(default_factory=dict)  # SMLMDiffusionPipeline settings
@@ -71,6 +72,8 @@ class DDPMTrainConfig:
     val_frames: int = 2
     val_shape: tuple = (32, 32)
     val_densities: tuple = (1.0, 4.0)
+    val_photons: float = 2000.0
+    val_background: float = 20.0
     val_samples: int = 4
     val_steps: int = 20
     log_every: int = 25
@@ -168,7 +171,16 @@ def main(argv=None):
             raise ValueError(f"data.{key}={getattr(cfg.data, key)} differs from the DeepSTORM config "
                              f"({getattr(kde_net.config, attr)}): retrain DeepSTORM or fix the config")
     in_channels = 3 if cfg.condition_on_frame else 2
-    unet = UNet2DModel(sample_size=cfg.crop_size, in_channels=in_channels, out_channels=1, **cfg.unet)
+    if cfg.init_from:
+        if cfg.unet:
+            raise ValueError("give either unet (a new network) or init_from (fine-tune a saved one), not both")
+        source = Path(cfg.init_from)
+        unet = UNet2DModel.from_pretrained(source / "unet" if (source / "unet").is_dir() else source)
+        if unet.config.in_channels != in_channels:
+            raise ValueError(f"{cfg.init_from} has {unet.config.in_channels} input channels; "
+                             f"condition_on_frame={cfg.condition_on_frame} needs {in_channels}")
+    else:
+        unet = UNet2DModel(sample_size=cfg.crop_size, in_channels=in_channels, out_channels=1, **cfg.unet)
     scheduler = GammaDDPMScheduler(**cfg.scheduler)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -186,7 +198,7 @@ def main(argv=None):
         accelerator.print(f"training schedule: gamma_T = {gt_T:.3g}, L_T = {scheduler.prior_kl_bits():.3g} bits/dim")
     logger = CSVLogger(out / "train_log.csv", resume=step > 0) if accelerator.is_main_process else None
     val_set = make_validation_set(cfg.data, cfg.val_densities, cfg.val_frames, shape=cfg.val_shape,
-                                  seed=cfg.seed + 10_000)
+                                  photons=cfg.val_photons, background=cfg.val_background, seed=cfg.seed + 10_000)
 
     def pipeline(use_ema: bool) -> SMLMDiffusionPipeline:
         net = accelerator.unwrap_model(unet)

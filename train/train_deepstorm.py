@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -46,6 +47,7 @@ class DeepSTORMTrainConfig:
     seed: int = 0
     data: SimulationRanges = field(default_factory=SimulationRanges)
     model: dict = field(default_factory=dict)  # DeepSTORM.__init__ keyword arguments
+    init_from: str | None = None  # fine-tune: start from the weights (and architecture) of a saved DeepSTORM
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
@@ -60,6 +62,8 @@ class DeepSTORMTrainConfig:
     validate_every: int = 250
     val_frames: int = 16
     val_densities: tuple = (1.0, 2.0, 4.0)
+    val_photons: float = 2000.0
+    val_background: float = 20.0
     log_every: int = 25
     mixed_precision: str = "no"
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -109,12 +113,16 @@ def main(argv=None):
         project_config=ProjectConfiguration(project_dir=str(out)),
     )
     ranges = cfg.data
-    model = DeepSTORM(
-        camera_offset=ranges.camera_offset, camera_gain=ranges.camera_gain, read_noise=ranges.read_noise,
-        kde_sigma=ranges.kde_sigma, pixel_size_nm=ranges.pixel_size_nm,
-        psf_sigma_px=float(ranges.sigma_px if isinstance(ranges.sigma_px, (int, float)) else sum(ranges.sigma_px) / 2),
-        **cfg.model,
-    )
+    camera = dict(camera_offset=ranges.camera_offset, camera_gain=ranges.camera_gain, read_noise=ranges.read_noise,
+                  kde_sigma=ranges.kde_sigma, pixel_size_nm=ranges.pixel_size_nm,
+                  psf_sigma_px=float(np.mean(ranges.sigma_px)))
+    if cfg.init_from:
+        if cfg.model:
+            raise ValueError("give either model (a new network) or init_from (fine-tune a saved one), not both")
+        model = DeepSTORM.from_pretrained(cfg.init_from)
+        model.register_to_config(**camera)  # the new optics; the architecture and weights are the saved ones
+    else:
+        model = DeepSTORM(**camera, **cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
@@ -127,7 +135,8 @@ def main(argv=None):
         with open(out / "train_config.yaml", "w") as fh:
             yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
     logger = CSVLogger(out / "train_log.csv", resume=step > 0) if accelerator.is_main_process else None
-    val_set = make_validation_set(ranges, cfg.val_densities, cfg.val_frames, seed=cfg.seed + 10_000)
+    val_set = make_validation_set(ranges, cfg.val_densities, cfg.val_frames, photons=cfg.val_photons,
+                                  background=cfg.val_background, seed=cfg.seed + 10_000)
     threshold = accelerator.unwrap_model(model).config.threshold
 
     model.train()
