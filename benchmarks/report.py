@@ -3,8 +3,9 @@
     python -m benchmarks.report [--results benchmarks/results] [--readme README.md] [--model pretrained/smlm-ddpm-2d]
 
 Nothing is retyped: the tables come from ``results.csv`` (``python -m benchmarks.run``),
-``ddpm_sweep.csv`` (``python -m benchmarks.ddpm_sweep``) and ``simulator.json``, formatted by
-the same code as the model card (``smlm_diffusers.hub``).
+``ddpm_sweep.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json`` and, between the
+public markers, ``public.csv`` (``python -m benchmarks.public``), formatted by the same code as the
+model card (``smlm_diffusers.hub``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from smlm_diffusers.hub import benchmark_tables, markdown_table, write_model_card
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+PUBLIC_START, PUBLIC_END = "<!-- public:start -->", "<!-- public:end -->"
 
 SWEEP_COLUMNS = [("method", "method", "s"), ("steps", "steps", "g"), ("samples", "samples", "g"),
                  ("jaccard", "Jaccard", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
@@ -47,11 +49,20 @@ def results_markdown(folder: Path) -> str:
     return "\n".join(parts).rstrip()
 
 
-def update_readme(readme: Path, body: str) -> None:
+def public_markdown(folder: Path) -> str:
+    csv = folder / "public.csv"
+    if not csv.is_file():
+        return "(no results yet: run `python -m benchmarks.public` first)"
+    from benchmarks.public import public_table
+
+    return public_table(pd.read_csv(csv))
+
+
+def update_readme(readme: Path, body: str, start: str = START, end: str = END) -> None:
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} block")
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{body}\n{END}", text, flags=re.S)
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} block")
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
     readme.write_text(new)
 
 
@@ -63,6 +74,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     folder = Path(args.results)
     update_readme(Path(args.readme), results_markdown(folder))
+    if PUBLIC_START in Path(args.readme).read_text():
+        update_readme(Path(args.readme), public_markdown(folder), PUBLIC_START, PUBLIC_END)
     print(f"updated {args.readme}")
     if (Path(args.model) / "model_index.json").is_file():
         csv = folder / "results.csv"

@@ -161,3 +161,14 @@ def test_from_pretrained_errors(tmp_path):
         sd.SMLMDiffusionPipeline.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither"):
         sd.SMLMDiffusionPipeline.from_pretrained(tmp_path / "missing" / "deep" / "path")
+
+
+def test_sigma_scale_multiplies_the_sigmas_only(frames):
+    plain = run(tiny_pipeline(threshold=0.1), frames).localizations
+    scaled = run(tiny_pipeline(threshold=0.1, sigma_scale=2.5), frames).localizations
+    assert plain["sigma_x_nm"].notna().any()
+    pd.testing.assert_frame_equal(plain.drop(columns=["sigma_x_nm", "sigma_y_nm"]),
+                                  scaled.drop(columns=["sigma_x_nm", "sigma_y_nm"]))
+    np.testing.assert_allclose(scaled[["sigma_x_nm", "sigma_y_nm"]], 2.5 * plain[["sigma_x_nm", "sigma_y_nm"]])
+    with pytest.raises(ValueError, match="sigma_scale"):
+        tiny_pipeline(sigma_scale=0.0)

@@ -1,10 +1,11 @@
 """Tune DeepSTORM's localization settings (peak threshold, refinement window) on a validation set.
 
     python train/tune_localization.py pretrained/smlm-ddpm-2d/kde_net
+    python train/tune_localization.py runs/deepstorm_100nm/kde_net --densities 0.5,1,3,5.5 --backgrounds 20,500
 
 The validation movies are simulated with their own seeds (9000+), never the benchmark's, over
-the training optics: densities 0.5 to 4 per square micrometre and 1000 to 5000 photons. The
-setting with the best mean efficiency is written into the model's config.json.
+the training optics: by default densities 0.5 to 4 per square micrometre, 1000 to 5000 photons
+and background 20. The setting with the best mean efficiency is written into the model's config.json.
 """
 
 from __future__ import annotations
@@ -26,10 +27,17 @@ THRESHOLDS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08)
 WINDOWS = (5, 7)
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a DeepSTORM folder (e.g. .../kde_net)")
     p.add_argument("--frames", type=int, default=20, help="frames per (density, photons) setting")
+    p.add_argument("--densities", type=_floats, default=DENSITIES, help="emitters per um^2, comma separated")
+    p.add_argument("--photons", type=_floats, default=PHOTONS, help="photons per emitter, comma separated")
+    p.add_argument("--backgrounds", type=_floats, default=(20.0,), help="photons per pixel, comma separated")
     p.add_argument("--dry-run", action="store_true", help="print the table, do not write the config")
     args = p.parse_args(argv)
 
@@ -38,8 +46,8 @@ def main(argv=None):
     camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
     scaling = KDEScaling(cfg.kde_sigma)
     sets = []
-    for k, (d, ph) in enumerate(itertools.product(DENSITIES, PHOTONS)):
-        frames, gt = sd.simulate(n_frames=args.frames, density=d, photons=ph, background=20.0,
+    for k, (d, ph, bg) in enumerate(itertools.product(args.densities, args.photons, args.backgrounds)):
+        frames, gt = sd.simulate(n_frames=args.frames, density=d, photons=ph, background=bg,
                                  sigma_px=cfg.psf_sigma_px, seed=9000 + k, camera=camera)
         kde = scaling.from_unit(model.predict(frames))
         sets.append((d, ph, kde, gt))

@@ -49,6 +49,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     tile_size, tile_overlap : int
         Largest UNet tile and the margin each tile drops on inner edges, in upsampled pixels
         (see :meth:`tile_layout`).
+    sigma_scale : float
+        Multiplier of the per-molecule sigmas from the sample spread: 1 reports the small-sample
+        corrected spread as it is; ``train/calibrate_uncertainty.py`` measures the value that
+        gives 68.3% 1-sigma coverage on simulated validation movies (recalibration, at the
+        ``calibration_samples`` x ``calibration_steps`` it was measured for) and stores it here.
     """
 
     model_cpu_offload_seq = "kde_net->unet"
@@ -70,11 +75,17 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         min_probability: float = 0.5,
         tile_size: int = 160,
         tile_overlap: int = 16,
+        sigma_scale: float = 1.0,
+        calibration_samples: int | None = None,
+        calibration_steps: int | None = None,
     ):
         super().__init__()
+        if not (math.isfinite(sigma_scale) and sigma_scale > 0):
+            raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
-                                tile_size=tile_size, tile_overlap=tile_overlap)
+                                tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
+                                calibration_samples=calibration_samples, calibration_steps=calibration_steps)
 
     # -- saving and loading -----------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
@@ -299,7 +310,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             mol = aggregate_samples(dets, ref_by_frame.get(f, reference.iloc[:0]), self.config.link_radius_nm,
                                     min_probability)
             if len(mol):
-                tables.append(mol.assign(frame=f))
+                scale = self.config.sigma_scale
+                tables.append(mol.assign(frame=f, sigma_x_nm=mol["sigma_x_nm"] * scale,
+                                         sigma_y_nm=mol["sigma_y_nm"] * scale))
         if not tables:
             return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
                                  for c in MOLECULE_COLUMNS})
