@@ -340,10 +340,12 @@ def benchmark_tables(results) -> list[dict]:
     photon sweep); the scenario settings constant over a group are returned as ``setting``.
     """
     tables = []
-    generic = [("method", "method", "s"), ("scenario", "scenario", "s"), ("jaccard", "Jaccard", ".3f"),
+    generic = [("method", "method", "s"), ("scenario", "scenario", "s"), ("n_frames", "frames", "g"),
+               ("jaccard", "Jaccard", ".3f"),
                ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
                ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("frames_per_s", "frames/s", ".3g")]
-    group_col = "group" if "group" in results.columns else None
+    # results.csv of benchmarks/run.py has scenario groups; public.csv of benchmarks/public.py has datasets
+    group_col = next((c for c in ("group", "dataset") if c in results.columns), None)
     groups = list(dict.fromkeys(results[group_col])) if group_col else [None]
     for group in groups:
         df = results[results[group_col] == group] if group_col else results
@@ -360,7 +362,8 @@ def benchmark_tables(results) -> list[dict]:
                 if key == "border_px" and not value:
                     continue
                 settings.append(label.format(fmt(value)))
-        tables.append({"title": _GROUP_TITLES.get(group, f"Scenario group `{group}`" if group else "Results"),
+        title = f"Public data: `{group}`" if group_col == "dataset" else f"Scenario group `{group}`"
+        tables.append({"title": _GROUP_TITLES.get(group, title if group else "Results"),
                        "table": markdown_table(df.to_dict("records"), cols), "settings": ", ".join(settings)})
     return tables
 
@@ -461,6 +464,7 @@ def card_context(folder: str | Path, results: str | Path | None = None, repo_id:
         df = _read_csv(results_path)
         if df is not None and len(df):
             evaluation = {"tables": benchmark_tables(df), "source": results_path.as_posix(),
+                          "public": "dataset" in df.columns,
                           "methods": list(dict.fromkeys(df["method"])) if "method" in df.columns else []}
     params = {name: _count_parameters(folder / name) for name in ("kde_net", "unet")}
     sched = schedule_comparison(scheduler)

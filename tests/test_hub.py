@@ -367,3 +367,17 @@ def test_offline_uses_cache_and_fails_clearly_without_it(pushed):
     assert report["same"]
     for err in report["errors"]:
         assert err is not None and err.startswith("OSError") and "not cached locally" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_card_with_public_data_results(tiny_dir, tmp_path):
+    folder = shutil.copytree(tiny_dir, tmp_path / "public")
+    rows = [{"dataset": "nairr_ld", "method": m, "subset": sub, "n_frames": n, "n_gt": 100, "n_pred": 90,
+             "jaccard": j, "rmse_nm": 20.0, "efficiency": 70.0, "coverage_1sigma": cov, "z_std": 1.0,
+             "frames_per_s": 50.0}
+            for m, sub, n, j, cov in [("picasso", "all", 500, 0.7, 0.4), ("DDPM", "ddpm", 4, 0.9, 0.68)]]
+    csv = tmp_path / "public.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    text = write_model_card(folder, results=csv, out=tmp_path / "card.md").read_text()
+    assert "benchmarks.public" in text and "Bundled Tubes" in text and "### Public data: `nairr_ld`" in text
+    assert "| picasso | 500 | 0.700 | 20.00 | 70.0 | 0.400 | 50 |" in text
+    assert "| DDPM | 4 | 0.900 | 20.00 | 70.0 | 0.680 | 50 |" in text
