@@ -1,12 +1,15 @@
 """Accuracy against time of the DDPM: steps x samples x schedule, per 64x64 frame.
 
     python -m benchmarks.ddpm_sweep --out benchmarks/results
+    python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch \
+        --steps 20 --samples 8 --csv channels.csv      # several models on the same frames
 
 For every (steps, samples, schedule) it samples the same simulated 64x64 frames (density 2
 per square micrometre, 2000 photons, background 20; seeds 5000+, not the main benchmark's)
 and reports Jaccard, RMSE and efficiency of the molecules, their 1-sigma coverage and std of
 z, and seconds per frame (wall time of the pipeline call / frames). DeepSTORM alone is the
-first row. Writes ``ddpm_sweep.csv``.
+first row. Writes ``ddpm_sweep.csv`` (``--csv``); with several models (comma separated) each
+gets its rows, marked in a ``model`` column, all on the same frames.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def _metrics(gt, locs) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="pipeline folder(s) or Hub id(s), comma separated")
     p.add_argument("--steps", default="5,10,20,50,100")
     p.add_argument("--samples", default="4,8")
     p.add_argument("--schedules", default="logsnr")
@@ -63,15 +66,21 @@ def main(argv=None):
     p.add_argument("--density", type=float, default=2.0)
     p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--csv", default="ddpm_sweep.csv", help="file name of the table in --out")
     args = p.parse_args(argv)
     ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
-    table = sweep(args.model, ints(args.steps), ints(args.samples), tuple(args.schedules.split(",")), args.frames,
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    tables = []
+    for model in models:
+        t = sweep(model, ints(args.steps), ints(args.samples), tuple(args.schedules.split(",")), args.frames,
                   args.density, mixed_precision=args.mixed_precision)
+        tables.append(t.assign(model=Path(model).name) if len(models) > 1 else t)
+    table = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "ddpm_sweep.csv", index=False)
+    table.to_csv(out / args.csv, index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / 'ddpm_sweep.csv'}")
+    print(f"wrote {out / args.csv}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Write the benchmark tables into README.md (between the results markers) and the model card.
 
     python -m benchmarks.report [--results benchmarks/results] [--readme README.md] [--model pretrained/smlm-ddpm-2d]
+                                [--public-model pretrained/smlm-ddpm-2d-100nm]
 
 Nothing is retyped: the tables come from ``results.csv`` (``python -m benchmarks.run``),
 ``ddpm_sweep.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json`` and, between the
@@ -71,6 +72,8 @@ def main(argv=None):
     p.add_argument("--results", default="benchmarks/results")
     p.add_argument("--readme", default="README.md")
     p.add_argument("--model", default="pretrained/smlm-ddpm-2d", help="pipeline folder whose card is regenerated")
+    p.add_argument("--public-model", default="pretrained/smlm-ddpm-2d-100nm",
+                   help="pipeline folder whose card gets the public-data table (public.csv)")
     args = p.parse_args(argv)
     folder = Path(args.results)
     update_readme(Path(args.readme), results_markdown(folder))
@@ -80,6 +83,9 @@ def main(argv=None):
     if (Path(args.model) / "model_index.json").is_file():
         csv = folder / "results.csv"
         print(f"wrote {write_model_card(args.model, results=csv if csv.is_file() else None)}")
+    if (Path(args.public_model) / "model_index.json").is_file():
+        csv = folder / "public.csv"
+        print(f"wrote {write_model_card(args.public_model, results=csv if csv.is_file() else None)}")
 
 
 if __name__ == "__main__":
