@@ -40,6 +40,14 @@ def results_markdown(folder: Path) -> str:
         parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep`; density 2 per "
                   "square micrometre, 2000 photons, background 20)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
+    channels = folder / "channels.csv"
+    if channels.is_file():
+        parts += ["**DDPM: the frame as a third conditioning channel against the paper's two** "
+                  "(`python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch "
+                  "--steps 20 --samples 8 --frames 2 --csv channels.csv`; same training config and seed, "
+                  "same frames as the sweep)", "",
+                  markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
+                  ""]
     sim = folder / "simulator.json"
     if sim.is_file():
         s = json.loads(sim.read_text())
