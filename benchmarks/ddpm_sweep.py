@@ -2,7 +2,7 @@
 
     python -m benchmarks.ddpm_sweep --out benchmarks/results
     python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch \
-        --steps 20 --samples 8 --csv channels.csv      # several models on the same frames
+        --steps 20 --samples 8 --raw-sigmas --csv channels.csv    # several models on the same frames
 
 For every (steps, samples, schedule) it samples the same simulated 64x64 frames (density 2
 per square micrometre, 2000 photons, background 20; seeds 5000+, not the main benchmark's)
@@ -28,8 +28,9 @@ from .model_localizers import DEFAULT_MODEL
 
 
 def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("logsnr",), n_frames: int = 2,
-          density: float = 2.0, seed: int = 5000, mixed_precision: str = "bf16") -> pd.DataFrame:
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
+          density: float = 2.0, seed: int = 5000, mixed_precision: str = "bf16", raw_sigmas: bool = False
+          ) -> pd.DataFrame:
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **({"sigma_scale": 1.0} if raw_sigmas else {}))
     pipe.set_progress_bar_config(disable=True)
     cfg = pipe.kde_net.config
     camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
@@ -67,13 +68,15 @@ def main(argv=None):
     p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--csv", default="ddpm_sweep.csv", help="file name of the table in --out")
+    p.add_argument("--raw-sigmas", action="store_true",
+                   help="ignore the folders' sigma_scale (compare the sample spread itself)")
     args = p.parse_args(argv)
     ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     tables = []
     for model in models:
         t = sweep(model, ints(args.steps), ints(args.samples), tuple(args.schedules.split(",")), args.frames,
-                  args.density, mixed_precision=args.mixed_precision)
+                  args.density, mixed_precision=args.mixed_precision, raw_sigmas=args.raw_sigmas)
         tables.append(t.assign(model=Path(model).name) if len(models) > 1 else t)
     table = pd.concat(tables, ignore_index=True)
     out = Path(args.out)

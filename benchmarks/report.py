@@ -37,15 +37,16 @@ def results_markdown(folder: Path) -> str:
             parts += [f"**{t['title']}**" + (f" ({t['settings']})" if t["settings"] else ""), "", t["table"], ""]
     sweep = folder / "ddpm_sweep.csv"
     if sweep.is_file():
-        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep`; density 2 per "
-                  "square micrometre, 2000 photons, background 20)", "",
+        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep --raw-sigmas`; density 2 "
+                  "per square micrometre, 2000 photons, background 20; coverage of the uncalibrated sigmas, "
+                  "sigma_scale = 1)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
     channels = folder / "channels.csv"
     if channels.is_file():
         parts += ["**DDPM: the frame as a third conditioning channel against the paper's two** "
                   "(`python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch "
-                  "--steps 20 --samples 8 --frames 2 --csv channels.csv`; same training config and seed, "
-                  "same frames as the sweep)", "",
+                  "--steps 20 --samples 8 --frames 2 --raw-sigmas --csv channels.csv`; same training config "
+                  "and seed, same frames as the sweep; coverage of the uncalibrated sigmas, sigma_scale = 1)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
     sim = folder / "simulator.json"
