@@ -46,7 +46,8 @@ def results_markdown(folder: Path) -> str:
         parts += ["**DDPM: the frame as a third conditioning channel against the paper's two** "
                   "(`python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch "
                   "--steps 20 --samples 8 --frames 2 --raw-sigmas --csv channels.csv`; same training config "
-                  "and seed, the same two simulated frames for both (seed 5000, density 2); uncalibrated sigmas, sigma_scale = 1)", "",
+                  "and seed, the same two simulated frames for both (seed 5000, density 2); "
+                  "uncalibrated sigmas, sigma_scale = 1)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
     sim = folder / "simulator.json"

@@ -83,7 +83,8 @@ def test_deepstorm_mode_writes_table_and_render(stack, tiny_model_dir, tmp_path)
     render = tifffile.imread(tmp_path / "run" / "locs_render.tif")
     assert render.dtype == np.float32 and render.shape == (96, 96)
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(tiny_model_dir)
-    expected = pipe(tifffile.imread(stack), num_samples=0, threshold=1.0, mixed_precision="no").kde_mean.astype(np.float64).sum(axis=0)
+    expected = pipe(tifffile.imread(stack), num_samples=0, threshold=1.0, mixed_precision="no").kde_mean
+    expected = expected.astype(np.float64).sum(axis=0)
     np.testing.assert_allclose(render, expected, rtol=1e-4, atol=1e-9)
     assert (tmp_path / "run" / "locs_render.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "run" / "locs_render_uncertainty.tif").exists()

@@ -169,6 +169,7 @@ def test_sigma_scale_multiplies_the_sigmas_only(frames):
     assert plain["sigma_x_nm"].notna().any()
     pd.testing.assert_frame_equal(plain.drop(columns=["sigma_x_nm", "sigma_y_nm"]),
                                   scaled.drop(columns=["sigma_x_nm", "sigma_y_nm"]))
-    np.testing.assert_allclose(scaled[["sigma_x_nm", "sigma_y_nm"]], 2.5 * plain[["sigma_x_nm", "sigma_y_nm"]])
+    sigmas = ["sigma_x_nm", "sigma_y_nm"]
+    np.testing.assert_allclose(scaled[sigmas], 2.5 * plain[sigmas])
     with pytest.raises(ValueError, match="sigma_scale"):
         tiny_pipeline(sigma_scale=0.0)
