@@ -32,8 +32,18 @@ from smlm_diffusers.localization import match
 COVERAGE = 0.6827
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def floats(text: str) -> tuple[float, ...]:
+    """A comma-separated command-line list of numbers."""
     return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def load_uncalibrated(folder: Path):
+    """The pipeline with ``sigma_scale = 1`` (the raw sample spread), quiet, and the camera of its
+    DeepSTORM config (the optics the validation movies are simulated with)."""
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = pipe.kde_net.config
+    return pipe, sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
 
 
 def z_values(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFrame:
@@ -54,19 +64,17 @@ def main(argv=None):
     p.add_argument("pipeline", help="a pipeline folder (written by train_ddpm.py or save_pretrained)")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--densities", type=_floats, default=(0.5, 2.0, 4.0), help="emitters per um^2")
-    p.add_argument("--photons", type=_floats, default=(1000.0, 3000.0), help="photons per emitter")
-    p.add_argument("--backgrounds", type=_floats, default=(20.0,), help="photons per pixel")
+    p.add_argument("--densities", type=floats, default=(0.5, 2.0, 4.0), help="emitters per um^2")
+    p.add_argument("--photons", type=floats, default=(1000.0, 3000.0), help="photons per emitter")
+    p.add_argument("--backgrounds", type=floats, default=(20.0,), help="photons per pixel")
     p.add_argument("--frames", type=int, default=3, help="frames per setting")
     p.add_argument("--shape", type=int, default=32, help="frame side, camera pixels (32: one UNet tile)")
     p.add_argument("--dry-run", action="store_true", help="print the table, do not write the folder")
     args = p.parse_args(argv)
 
     folder = Path(args.pipeline)
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, camera = load_uncalibrated(folder)
     cfg = pipe.kde_net.config
-    camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
     settings = list(itertools.product(args.densities, args.photons, args.backgrounds))
     rows, zs = [], []
     for k, (d, ph, bg) in enumerate(settings):

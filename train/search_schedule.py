@@ -29,9 +29,8 @@ import torch
 
 import smlm_diffusers as sd
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
+# the sibling script (train/ is on sys.path when a script of it runs)
+from calibrate_uncertainty import floats, load_uncalibrated
 
 
 def candidate_gammas(steps: int, lo: float, hi: float, power: float) -> list[float]:
@@ -55,10 +54,10 @@ def main(argv=None):
     p.add_argument("pipeline", help="a pipeline folder")
     p.add_argument("--steps", type=int, default=8, help="K, the schedule's number of steps (default 8)")
     p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--lo", type=_floats, default=(-10.0,), help="log-SNR of the first step(s), comma separated")
-    p.add_argument("--hi", type=_floats, default=(4.0, 7.0, 10.0), help="log-SNR of the last step(s)")
-    p.add_argument("--power", type=_floats, default=(0.5, 1.0, 2.0), help="spacing exponent(s) p")
-    p.add_argument("--densities", type=_floats, default=(2.0, 4.0))
+    p.add_argument("--lo", type=floats, default=(-10.0,), help="log-SNR of the first step(s), comma separated")
+    p.add_argument("--hi", type=floats, default=(4.0, 7.0, 10.0), help="log-SNR of the last step(s)")
+    p.add_argument("--power", type=floats, default=(0.5, 1.0, 2.0), help="spacing exponent(s) p")
+    p.add_argument("--densities", type=floats, default=(2.0, 4.0))
     p.add_argument("--photons", type=float, default=2000.0)
     p.add_argument("--background", type=float, default=20.0)
     p.add_argument("--frames", type=int, default=1, help="frames per density")
@@ -67,10 +66,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     folder = Path(args.pipeline)
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, camera = load_uncalibrated(folder)
     cfg = pipe.kde_net.config
-    camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
     movies = [sd.simulate(n_frames=args.frames, shape=(args.shape, args.shape), density=d, photons=args.photons,
                           background=args.background, sigma_px=cfg.psf_sigma_px, seed=9700 + k, camera=camera)
               for k, d in enumerate(args.densities)]
