@@ -33,7 +33,7 @@ def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("lo
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **({"sigma_scale": 1.0} if raw_sigmas else {}))
     pipe.set_progress_bar_config(disable=True)
     cfg = pipe.kde_net.config
-    camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
+    camera = pipe.kde_net.camera
     frames, gt = sd.simulate(n_frames=n_frames, density=density, photons=2000.0, background=20.0,
                              sigma_px=cfg.psf_sigma_px, seed=seed, camera=camera)
     rows = []

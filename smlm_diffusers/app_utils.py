@@ -122,8 +122,7 @@ def warmup(pipe) -> None:
 
 def pipeline_camera(pipe) -> Camera:
     """The camera of the pipeline's config (pixel size, offset, gain, read noise)."""
-    c = pipe.kde_net.config
-    return Camera(pixel_size_nm=c.pixel_size_nm, offset=c.camera_offset, gain=c.camera_gain, read_noise=c.read_noise)
+    return pipe.kde_net.camera
 
 
 def max_inference_steps(pipe) -> int:

@@ -551,11 +551,7 @@ def cmd_localize(args) -> int:
 
     pipe, model = load_model(args.model)
     cfg = pipe.kde_net.config
-    from .simulation import Camera
-
-    model_camera = Camera(pixel_size_nm=cfg.pixel_size_nm, offset=cfg.camera_offset, gain=cfg.camera_gain,
-                          read_noise=cfg.read_noise)
-    camera = camera_from_args(args, model_camera)
+    camera = camera_from_args(args, pipe.kde_net.camera)
     ddpm = args.mode == "ddpm"
     if ddpm:
         max_steps = int(getattr(pipe.scheduler.config, "max_inference_steps", 0) or 1000)

@@ -42,8 +42,7 @@ def load_uncalibrated(folder: Path):
     DeepSTORM config (the optics the validation movies are simulated with)."""
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0)
     pipe.set_progress_bar_config(disable=True)
-    cfg = pipe.kde_net.config
-    return pipe, sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
+    return pipe, pipe.kde_net.camera
 
 
 def z_values(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFrame:

@@ -43,7 +43,7 @@ def main(argv=None):
 
     model = sd.DeepSTORM.from_pretrained(args.model).eval()
     cfg = model.config
-    camera = sd.Camera(cfg.pixel_size_nm, cfg.camera_offset, cfg.camera_gain, cfg.read_noise)
+    camera = model.camera
     scaling = KDEScaling(cfg.kde_sigma)
     sets = []
     for k, (d, ph, bg) in enumerate(itertools.product(args.densities, args.photons, args.backgrounds)):

@@ -112,6 +112,13 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         nn.init.normal_(self.prediction[-1].weight, std=0.01)
         nn.init.constant_(self.prediction[-1].bias, -1.0)
 
+    @property
+    def camera(self) -> Camera:
+        """The camera of the config: what :meth:`normalize` assumes unless told otherwise."""
+        c = self.config
+        return Camera(pixel_size_nm=c.pixel_size_nm, offset=c.camera_offset, gain=c.camera_gain,
+                      read_noise=c.read_noise)
+
     # -- input normalization: the one place where ADU become network input ------------------
     def normalize(
         self,

@@ -13,6 +13,7 @@ on a tile border sees the same context as one in the middle of a tile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -125,13 +126,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return KDEScaling(self.kde_net.config.kde_sigma)
 
     def _camera(self, camera_offset, camera_gain, read_noise, pixel_size_nm) -> Camera:
-        c = self.kde_net.config
-        return Camera(
-            pixel_size_nm=c.pixel_size_nm if pixel_size_nm is None else pixel_size_nm,
-            offset=c.camera_offset if camera_offset is None else camera_offset,
-            gain=c.camera_gain if camera_gain is None else camera_gain,
-            read_noise=c.read_noise if read_noise is None else read_noise,
-        )
+        """The model's camera with the per-call overrides that are given."""
+        given = dict(pixel_size_nm=pixel_size_nm, offset=camera_offset, gain=camera_gain, read_noise=read_noise)
+        return dataclasses.replace(self.kde_net.camera, **{k: v for k, v in given.items() if v is not None})
 
     def _localize(self, kde, camera: Camera, threshold: float) -> pd.DataFrame:
         return self.kde_net.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
@@ -310,13 +307,13 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             mol = aggregate_samples(dets, ref_by_frame.get(f, reference.iloc[:0]), self.config.link_radius_nm,
                                     min_probability)
             if len(mol):
-                scale = self.config.sigma_scale
-                tables.append(mol.assign(frame=f, sigma_x_nm=mol["sigma_x_nm"] * scale,
-                                         sigma_y_nm=mol["sigma_y_nm"] * scale))
+                tables.append(mol.assign(frame=f))
         if not tables:
             return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
                                  for c in MOLECULE_COLUMNS})
-        return pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
+        out = pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
+        out[["sigma_x_nm", "sigma_y_nm"]] *= self.config.sigma_scale
+        return out
 
 
 _BASES = {"_class_name": "DiffusionPipeline", "kde_net": "ModelMixin", "scheduler": "SchedulerMixin"}
