@@ -32,16 +32,19 @@ def _camera_kwargs(camera: sd.Camera) -> dict:
 
 
 @register_localizer("DeepSTORM")
-def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64):
+def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_precision: str = "bf16"):
     """DeepSTORM KDE + sub-pixel Gaussian refinement (what ``pipe(num_samples=0)`` returns).
 
-    ``model`` is a pipeline folder (its ``kde_net`` is used) or a DeepSTORM folder.
+    ``model`` is a pipeline folder (its ``kde_net`` is used) or a DeepSTORM folder;
+    ``mixed_precision="no"`` runs it in float32 (``--option 'DeepSTORM.mixed_precision="no"'``,
+    quoted: YAML reads a bare no as false).
     """
     path = Path(model)
     net = sd.DeepSTORM.from_pretrained(path / "kde_net" if (path / "kde_net").is_dir() else path).eval()
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
-        return net.localize(frames_adu, camera=camera, batch_size=batch_size)[["frame", "x_nm", "y_nm"]]
+        return net.localize(frames_adu, camera=camera, batch_size=batch_size,
+                            mixed_precision=mixed_precision)[["frame", "x_nm", "y_nm"]]
 
     return localize
 
