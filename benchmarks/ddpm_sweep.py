@@ -26,11 +26,13 @@ import smlm_diffusers as sd
 
 from .model_localizers import DEFAULT_MODEL
 
+RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0}  # the sigma model off: the sample spread as it is
+
 
 def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("logsnr",), n_frames: int = 2,
           density: float = 2.0, seed: int = 5000, mixed_precision: str = "bf16", raw_sigmas: bool = False
           ) -> pd.DataFrame:
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **({"sigma_scale": 1.0} if raw_sigmas else {}))
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **(RAW_SIGMAS if raw_sigmas else {}))
     pipe.set_progress_bar_config(disable=True)
     cfg = pipe.kde_net.config
     camera = pipe.kde_net.camera
@@ -69,7 +71,7 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--csv", default="ddpm_sweep.csv", help="file name of the table in --out")
     p.add_argument("--raw-sigmas", action="store_true",
-                   help="ignore the folders' sigma_scale (compare the sample spread itself)")
+                   help="ignore the folders' sigma model (compare the sample spread itself)")
     args = p.parse_args(argv)
     ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
     models = [m.strip() for m in args.model.split(",") if m.strip()]

@@ -38,8 +38,8 @@ def results_markdown(folder: Path) -> str:
     sweep = folder / "ddpm_sweep.csv"
     if sweep.is_file():
         parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep --raw-sigmas`; density 2 "
-                  "per square micrometre, 2000 photons, background 20; coverage of the uncalibrated sigmas, "
-                  "sigma_scale = 1)", "",
+                  "per square micrometre, 2000 photons, background 20; coverage of the uncalibrated sigmas: "
+                  "the sample spread alone)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
     channels = folder / "channels.csv"
     if channels.is_file():
@@ -47,7 +47,7 @@ def results_markdown(folder: Path) -> str:
                   "(`python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch "
                   "--steps 20 --samples 8 --frames 2 --raw-sigmas --csv channels.csv`; same training config "
                   "and seed, the same two simulated frames for both (seed 5000, density 2); "
-                  "uncalibrated sigmas, sigma_scale = 1)", "",
+                  "uncalibrated sigmas: the sample spread alone)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
     sim = folder / "simulator.json"

@@ -11,15 +11,19 @@ import pytest
 import torch
 
 import smlm_diffusers as sd
+from smlm_diffusers.fisher import crlb_at_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 import calibrate_uncertainty  # noqa: E402
 import search_schedule  # noqa: E402
 
 
-class OverconfidentPipeline:
-    """Returns the ground truth moved by N(0, 12 nm) per axis, with a reported sigma of 5 nm: the
-    scale that restores 68.3% coverage is 12 / 5 = 2.4."""
+class MiscalibratedPipeline:
+    """Reports the raw sample spread ``s`` (random, 2-10 nm) while its true errors have the variance
+    ``(2 s)^2 + 1.5^2 CRLB``: the sigma model the calibration fits, with ``(a, b) = (2, 1.5)``. The
+    photons and background it reports are the truth, so the CRLB is exact."""
+
+    A, B = 2.0, 1.5
 
     def __init__(self):
         self.kde_net = sd.DeepSTORM(context_channels=4, dilations=(1,), upsample_channels=(4, 4),
@@ -31,14 +35,18 @@ class OverconfidentPipeline:
         pass
 
     def __call__(self, frames, **kwargs):
-        gt = self.gt
-        locs = gt.assign(x_nm=gt["x_nm"] + self.rng.normal(0, 12.0, len(gt)),
-                         y_nm=gt["y_nm"] + self.rng.normal(0, 12.0, len(gt)), sigma_x_nm=5.0, sigma_y_nm=5.0)
+        gt = self.gt.reset_index(drop=True)
+        camera = self.kde_net.camera
+        cx, cy = crlb_at_truth(gt, self.kde_net.config.psf_sigma_px, camera)
+        sx, sy = self.rng.uniform(2, 10, len(gt)), self.rng.uniform(2, 10, len(gt))
+        ex = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sx) ** 2 + self.B**2 * cx)
+        ey = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sy) ** 2 + self.B**2 * cy)
+        locs = gt.assign(x_nm=gt["x_nm"] + ex, y_nm=gt["y_nm"] + ey, sigma_x_nm=sx, sigma_y_nm=sy)
         return type("Out", (), {"localizations": locs})()
 
 
-def test_scale_restores_coverage_and_is_written(tmp_path, monkeypatch):
-    fake = OverconfidentPipeline()
+def test_fit_recovers_the_sigma_model_and_is_written(tmp_path, monkeypatch):
+    fake = MiscalibratedPipeline()
     simulate = sd.simulate
 
     def simulate_and_remember(*args, **kwargs):
@@ -49,15 +57,22 @@ def test_scale_restores_coverage_and_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(sd.SMLMDiffusionPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: fake))
     monkeypatch.setattr(sd, "simulate", simulate_and_remember)
     (tmp_path / "model_index.json").write_text(json.dumps({"sigma_scale": 1.0, "tile_size": 160}))
-    scale = calibrate_uncertainty.main([str(tmp_path), "--samples", "6", "--steps", "7", "--densities", "2,4",
-                                        "--photons", "2000", "--frames", "4"])
-    assert scale == pytest.approx(2.4, rel=0.08)
+    a, b = calibrate_uncertainty.main([str(tmp_path), "--samples", "6", "--steps", "7", "--densities", "2,4",
+                                       "--photons", "300,1000,5000", "--molecules", "400"])
+    assert a == pytest.approx(MiscalibratedPipeline.A, rel=0.1)
+    assert b == pytest.approx(MiscalibratedPipeline.B, rel=0.25)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index == {"sigma_scale": scale, "calibration_samples": 6, "calibration_steps": 7, "tile_size": 160}
+    assert index == {"sigma_scale": a, "crlb_scale": b, "calibration_samples": 6, "calibration_steps": 7,
+                     "tile_size": 160}
     table = pd.read_csv(tmp_path / "uncertainty_calibration.csv")
-    assert len(table) == 2 and (table["coverage_uncalibrated"] < 0.45).all()
-    assert table["coverage_calibrated"].between(0.6, 0.76).all()
-
+    assert len(table) == 6 and (table["coverage_uncalibrated"] < 0.45).all()
+    assert table["coverage_calibrated"].between(0.62, 0.75).all()
+    assert table["z_std_calibrated"].between(0.85, 1.15).all()
+    # one factor on the spread cannot follow the photons: it over-covers the bright, under-covers the dim
+    dim, bright = table[table["photons"] == 300], table[table["photons"] == 5000]
+    assert (dim["coverage_spread_only"].to_numpy() < bright["coverage_spread_only"].to_numpy() - 0.05).all()
+    molecules = pd.read_csv(tmp_path / "uncertainty_calibration_molecules.csv")
+    assert len(molecules) == table["n_molecules"].sum()
 
 
 def test_schedule_candidates():

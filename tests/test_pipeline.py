@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import smlm_diffusers as sd
+from smlm_diffusers.fisher import crlb_at_truth
+from smlm_diffusers.localization.photometry import PHOTOMETRY_COLUMNS
 from smlm_diffusers.localization.uncertainty import MOLECULE_COLUMNS
 from tiny_models import tiny_pipeline
 
@@ -33,7 +35,8 @@ def test_output_contract(pipe, frames):
     np.testing.assert_allclose(out.kde_mean, out.samples.mean(axis=1), atol=1e-5)
     np.testing.assert_allclose(out.kde_var, out.samples.var(axis=1, ddof=1), rtol=1e-4, atol=1e-7)
     locs = out.localizations
-    assert isinstance(locs, pd.DataFrame) and list(locs.columns) == MOLECULE_COLUMNS
+    assert isinstance(locs, pd.DataFrame) and list(locs.columns) == MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS
+    assert (locs[PHOTOMETRY_COLUMNS] >= 0).all().all()
     assert len(locs) > 0 and locs["frame"].isin([0, 1]).all()
     assert locs["probability"].between(0, 1).all()
     # return_dict=False gives the same arrays as a tuple
@@ -163,13 +166,22 @@ def test_from_pretrained_errors(tmp_path):
         sd.SMLMDiffusionPipeline.from_pretrained(tmp_path / "missing" / "deep" / "path")
 
 
-def test_sigma_scale_multiplies_the_sigmas_only(frames):
+def test_sigma_model_changes_the_sigmas_only(frames):
+    """sigma^2 = (sigma_scale * spread)^2 + crlb_scale^2 * CRLB(fitted photons, background)."""
     plain = run(tiny_pipeline(threshold=0.1), frames).localizations
     scaled = run(tiny_pipeline(threshold=0.1, sigma_scale=2.5), frames).localizations
+    both = run(tiny_pipeline(threshold=0.1, sigma_scale=0.5, crlb_scale=2.0), frames).localizations
     assert plain["sigma_x_nm"].notna().any()
-    pd.testing.assert_frame_equal(plain.drop(columns=["sigma_x_nm", "sigma_y_nm"]),
-                                  scaled.drop(columns=["sigma_x_nm", "sigma_y_nm"]))
     sigmas = ["sigma_x_nm", "sigma_y_nm"]
+    for other in (scaled, both):
+        pd.testing.assert_frame_equal(plain.drop(columns=sigmas), other.drop(columns=sigmas))
     np.testing.assert_allclose(scaled[sigmas], 2.5 * plain[sigmas])
+    pipe = tiny_pipeline()
+    cx, cy = crlb_at_truth(plain.assign(photons=plain["photons"].clip(lower=1.0)),
+                           pipe.kde_net.config.psf_sigma_px, pipe.kde_net.camera)
+    np.testing.assert_allclose(both["sigma_x_nm"] ** 2, (0.5 * plain["sigma_x_nm"]) ** 2 + 4.0 * cx, rtol=1e-9)
+    np.testing.assert_allclose(both["sigma_y_nm"] ** 2, (0.5 * plain["sigma_y_nm"]) ** 2 + 4.0 * cy, rtol=1e-9)
     with pytest.raises(ValueError, match="sigma_scale"):
         tiny_pipeline(sigma_scale=0.0)
+    with pytest.raises(ValueError, match="crlb_scale"):
+        tiny_pipeline(crlb_scale=-1.0)

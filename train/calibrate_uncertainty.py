@@ -1,18 +1,30 @@
-"""Recalibrate the DDPM's per-molecule sigmas on simulated validation movies.
+"""Fit the DDPM's per-molecule sigma model on simulated validation movies.
 
     python train/calibrate_uncertainty.py pretrained/smlm-ddpm-2d [--samples 8 --steps 20]
-    python train/calibrate_uncertainty.py runs/ddpm_100nm/pipeline --photons 2000,3000 --backgrounds 20,500
+    python train/calibrate_uncertainty.py runs/ddpm_100nm/pipeline --photons 1000,3000 --backgrounds 20,500
 
-The pipeline's sigma per molecule is the small-sample-corrected spread of its positions across
-the K samples. If the samples were draws of the true posterior, 68.3% of the errors would fall
-within one sigma; a DDPM trained briefly is over- or under-dispersed, and the spread shrinks
-with fewer steps. This script runs the pipeline at ``--samples`` x ``--steps`` on validation
-movies (seeds 9500+, never the benchmark's; the optics of the model's DeepSTORM config), matches
-the molecules to the ground truth, and finds the factor ``s`` for which
-``|error| <= s * sigma`` holds for 68.3% of the matched molecules (per axis): the 68.27%
-quantile of ``|error| / sigma``. It writes ``sigma_scale = s`` with the samples and steps it
-holds for into the folder's ``model_index.json`` and the per-setting table to
-``uncertainty_calibration.csv`` (coverage before and after).
+The pipeline reports, per molecule and axis (:class:`smlm_diffusers.SMLMDiffusionPipeline`),
+
+    sigma^2 = (a * s)^2 + b^2 * CRLB(photons, background)
+
+with ``s`` the small-sample corrected spread of its positions across the K samples and CRLB the
+bound of an isolated emitter with the photons and background fitted on the frame. If the
+samples were draws of the true posterior, ``(a, b) = (1, 0)`` would do; a DDPM trained briefly
+is over- or under-dispersed, its spread shrinks with fewer steps, and it does not follow the
+photon count, which the CRLB term does.
+
+This script runs the pipeline at ``--samples`` x ``--steps`` on validation movies (seeds 9500+,
+never the benchmark's; the optics of the model's DeepSTORM config) over a grid of densities,
+photon counts and backgrounds, matches the molecules to the ground truth, and picks ``(a, b)``
+on a grid to meet the benchmark's calibration targets in every setting: it minimizes
+
+    sum over settings of ((coverage - 0.683) / 0.05)^2 + ((std(z) - 1) / 0.15)^2,
+
+z = error / sigma over both axes. For comparison it also fits the spread alone (``b = 0``, ``a``
+the 68.27% quantile of ``|error| / s``). It writes ``sigma_scale = a``, ``crlb_scale = b`` and the
+samples and steps they hold for into the folder's ``model_index.json``, the per-setting table
+to ``uncertainty_calibration.csv`` and the per-molecule errors to
+``uncertainty_calibration_molecules.csv``.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +40,12 @@ import pandas as pd
 import torch
 
 import smlm_diffusers as sd
+from smlm_diffusers.fisher import crlb_at_truth
 from smlm_diffusers.localization import match
 
 COVERAGE = 0.6827
+COVERAGE_TOLERANCE = 0.05  # the benchmark's targets (issue 4): coverage 0.683 +- 0.05, std(z) 1 +- 0.15
+Z_STD_TOLERANCE = 0.15
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -38,24 +54,70 @@ def floats(text: str) -> tuple[float, ...]:
 
 
 def load_uncalibrated(folder: Path):
-    """The pipeline with ``sigma_scale = 1`` (the raw sample spread), quiet, and the camera of its
-    DeepSTORM config (the optics the validation movies are simulated with)."""
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0)
+    """The pipeline with ``sigma_scale = 1, crlb_scale = 0`` (the raw sample spread), quiet, and the
+    camera of its DeepSTORM config (the optics the validation movies are simulated with)."""
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0, crlb_scale=0.0)
     pipe.set_progress_bar_config(disable=True)
     return pipe, pipe.kde_net.camera
 
 
-def z_values(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFrame:
-    """Errors over sigma, per axis, of the molecules matched to the ground truth (sigma_scale 1)."""
+def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFrame:
+    """Per matched molecule: errors ``dx, dy`` (nm), raw spreads ``sx, sy`` (nm) and the CRLBs
+    ``cx, cy`` (nm^2) at the photons and background the pipeline fitted on the frame."""
     out = pipe(frames, num_samples=samples, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
                pixel_size_nm=camera.pixel_size_nm)
     mol = out.localizations.reset_index(drop=True)
     pairs = match(gt.reset_index(drop=True), mol)
-    m = mol.iloc[pairs["pred_index"].to_numpy()]
-    z = pd.DataFrame({"zx": pairs["dx"].to_numpy() / m["sigma_x_nm"].to_numpy(),
-                      "zy": pairs["dy"].to_numpy() / m["sigma_y_nm"].to_numpy()})
-    return z[np.isfinite(z).all(axis=1)]
+    m = mol.iloc[pairs["pred_index"].to_numpy()].reset_index(drop=True)
+    cx, cy = crlb_at_truth(m.assign(photons=m["photons"].clip(lower=1.0)), pipe.kde_net.config.psf_sigma_px, camera)
+    table = pd.DataFrame({"dx": pairs["dx"].to_numpy(), "dy": pairs["dy"].to_numpy(),
+                          "sx": m["sigma_x_nm"].to_numpy(), "sy": m["sigma_y_nm"].to_numpy(),
+                          "cx": np.asarray(cx), "cy": np.asarray(cy), "photons": m["photons"].to_numpy()})
+    return table[np.isfinite(table).all(axis=1)].reset_index(drop=True)
+
+
+def z_scores(errors: pd.DataFrame, a, b) -> np.ndarray:
+    """z = error / sigma for sigma^2 = (a s)^2 + b^2 CRLB, both axes; ``a``, ``b`` may be arrays [G]
+    (result [G, 2n])."""
+    a, b = np.asarray(a, np.float64)[..., None], np.asarray(b, np.float64)[..., None]
+    err = np.concatenate([errors["dx"], errors["dy"]])
+    s2 = np.concatenate([errors["sx"], errors["sy"]]) ** 2
+    c = np.concatenate([errors["cx"], errors["cy"]])
+    return err / np.sqrt(a**2 * s2 + b**2 * c)
+
+
+def calibration_loss(groups: list[pd.DataFrame], a, b) -> np.ndarray:
+    """Sum over settings of the squared misses of both targets in units of their tolerance."""
+    loss = 0.0
+    for errors in groups:
+        z = z_scores(errors, a, b)
+        coverage = np.mean(np.abs(z) <= 1.0, axis=-1)
+        loss = loss + ((coverage - COVERAGE) / COVERAGE_TOLERANCE) ** 2 + ((z.std(axis=-1) - 1.0) / Z_STD_TOLERANCE) ** 2
+    return loss
+
+
+def fit_sigma_model(groups: list[pd.DataFrame], grid_max: float = 4.0, grid_step: float = 0.02) -> tuple[float, float]:
+    """``(a, b)`` minimizing :func:`calibration_loss` on a grid of ``[0, grid_max]^2`` (not both 0)."""
+    values = np.arange(0.0, grid_max + grid_step / 2, grid_step)
+    best = (math.inf, 1.0, 0.0)
+    for a in values:
+        b = values[1:] if a == 0 else values
+        loss = calibration_loss(groups, np.full(b.shape, a), b)
+        i = int(np.argmin(loss))
+        if loss[i] < best[0]:
+            best = (float(loss[i]), float(a), float(b[i]))
+    return best[1], best[2]
+
+
+def spread_only_scale(groups: list[pd.DataFrame]) -> float:
+    """The single factor on the spread that gives 68.27% coverage over all molecules (``b = 0``)."""
+    return float(np.quantile(np.abs(np.concatenate([z_scores(g, 1.0, 0.0) for g in groups])), COVERAGE))
+
+
+def summary(errors: pd.DataFrame, a: float, b: float) -> tuple[float, float]:
+    z = z_scores(errors, a, b)
+    return float(np.mean(np.abs(z) <= 1.0)), float(np.std(z))
 
 
 def main(argv=None):
@@ -64,9 +126,11 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--densities", type=floats, default=(0.5, 2.0, 4.0), help="emitters per um^2")
-    p.add_argument("--photons", type=floats, default=(1000.0, 3000.0), help="photons per emitter")
+    p.add_argument("--photons", type=floats, default=(500.0, 1500.0, 4000.0), help="photons per emitter")
     p.add_argument("--backgrounds", type=floats, default=(20.0,), help="photons per pixel")
-    p.add_argument("--frames", type=int, default=3, help="frames per setting")
+    p.add_argument("--molecules", type=int, default=50,
+                   help="expected emitters per setting: sets the number of frames (at least --min-frames)")
+    p.add_argument("--min-frames", type=int, default=2, help="frames per setting at least")
     p.add_argument("--shape", type=int, default=32, help="frame side, camera pixels (32: one UNet tile)")
     p.add_argument("--dry-run", action="store_true", help="print the table, do not write the folder")
     args = p.parse_args(argv)
@@ -74,36 +138,49 @@ def main(argv=None):
     folder = Path(args.pipeline)
     pipe, camera = load_uncalibrated(folder)
     cfg = pipe.kde_net.config
+    area_um2 = (args.shape * camera.pixel_size_nm / 1000.0) ** 2
     settings = list(itertools.product(args.densities, args.photons, args.backgrounds))
-    rows, zs = [], []
+    rows, groups = [], []
     for k, (d, ph, bg) in enumerate(settings):
-        frames, gt = sd.simulate(n_frames=args.frames, shape=(args.shape, args.shape), density=d, photons=ph,
+        n_frames = max(args.min_frames, math.ceil(args.molecules / (d * area_um2)))
+        frames, gt = sd.simulate(n_frames=n_frames, shape=(args.shape, args.shape), density=d, photons=ph,
                                  background=bg, sigma_px=cfg.psf_sigma_px, seed=9500 + k, camera=camera)
-        z = z_values(pipe, frames, gt, camera, args.samples, args.steps, seed=k)
-        zs.append(z)
-        rows.append({"density": d, "photons": ph, "background": bg, "n_molecules": len(z),
-                     "coverage_uncalibrated": float((z.abs() <= 1).to_numpy().mean())})
-        print(f"density {d:g}, {ph:g} photons, background {bg:g}: {len(z)} molecules, "
-              f"coverage {rows[-1]['coverage_uncalibrated']:.3f}", flush=True)
-    allz = np.abs(pd.concat(zs).to_numpy().ravel())
-    if len(allz) < 50:
-        raise SystemExit(f"only {len(allz)} matched molecules with a sigma: simulate more frames (--frames)")
-    scale = float(np.quantile(allz, COVERAGE))
+        errors = molecule_errors(pipe, frames, gt, camera, args.samples, args.steps, seed=k)
+        groups.append(errors.assign(density=d, photons_true=ph, background_true=bg))
+        cov, zstd = summary(errors, 1.0, 0.0)
+        rows.append({"density": d, "photons": ph, "background": bg, "frames": n_frames, "n_molecules": len(errors),
+                     "coverage_uncalibrated": cov, "z_std_uncalibrated": zstd})
+        print(f"density {d:g}, {ph:g} photons, background {bg:g}: {len(errors)} molecules in {n_frames} frames, "
+              f"coverage {cov:.3f}, std(z) {zstd:.2f}", flush=True)
+    if sum(len(g) for g in groups) < 50 or min(len(g) for g in groups) < 5:
+        raise SystemExit("too few matched molecules with a sigma: raise --molecules")
+    a, b = fit_sigma_model(groups)
+    a_only = spread_only_scale(groups)
     table = pd.DataFrame(rows)
-    table["coverage_calibrated"] = [float((z.abs() <= scale).to_numpy().mean()) for z in zs]
-    table["sigma_scale"] = scale
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\nsigma_scale = {scale:.3f} (coverage {float(np.mean(allz <= 1)):.3f} -> "
-          f"{float(np.mean(allz <= scale)):.3f} over {len(allz) // 2} molecules, "
-          f"{args.samples} samples x {args.steps} steps)")
+    for name, (aa, bb) in {"spread_only": (a_only, 0.0), "calibrated": (a, b)}.items():
+        stats = [summary(g, aa, bb) for g in groups]
+        table[f"coverage_{name}"] = [s[0] for s in stats]
+        table[f"z_std_{name}"] = [s[1] for s in stats]
+    table["sigma_scale"], table["crlb_scale"], table["spread_only_scale"] = a, b, a_only
+    print(table.drop(columns=["sigma_scale", "crlb_scale", "spread_only_scale"]).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}"))
+    all_errors = pd.concat(groups, ignore_index=True)
+    cov0, std0 = summary(all_errors, 1.0, 0.0)
+    cov1, std1 = summary(all_errors, a_only, 0.0)
+    cov2, std2 = summary(all_errors, a, b)
+    print(f"\nsigma_scale = {a:.2f}, crlb_scale = {b:.2f} over {len(all_errors)} molecules, "
+          f"{args.samples} samples x {args.steps} steps. Coverage / std(z) over all settings: "
+          f"spread {cov0:.3f} / {std0:.2f}; spread x {a_only:.2f} {cov1:.3f} / {std1:.2f}; "
+          f"fitted model {cov2:.3f} / {std2:.2f}")
     if not args.dry_run:
         index_path = folder / "model_index.json"
         index = json.loads(index_path.read_text())
-        index.update(sigma_scale=scale, calibration_samples=args.samples, calibration_steps=args.steps)
+        index.update(sigma_scale=a, crlb_scale=b, calibration_samples=args.samples, calibration_steps=args.steps)
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         table.to_csv(folder / "uncertainty_calibration.csv", index=False)
+        all_errors.to_csv(folder / "uncertainty_calibration_molecules.csv", index=False, float_format="%.5g")
         print(f"wrote {index_path}")
-    return scale
+    return a, b
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ class SMLMPipelineOutput(BaseOutput):
 
     localizations : DataFrame
         frame (0-based), x_nm, y_nm, sigma_x_nm, sigma_y_nm, probability, n_samples,
-        kde_mass (KDE mass around the molecule, in emitters; not photons). From DeepSTORM
-        alone (sigmas NaN, probability 1) when ``num_samples=0``.
+        kde_mass (KDE mass around the molecule, in emitters; not photons), and with samples
+        photons (per emitter) and background (photons per pixel) fitted on the frame at the
+        molecule's position (:mod:`~smlm_diffusers.localization.photometry`). From DeepSTORM
+        alone (sigmas NaN, probability 1, no photometry) when ``num_samples=0``.
     kde_mean : array [F, uH, uW]
         Mean of the DDPM samples (the DeepSTORM KDE when ``num_samples=0``).
     kde_var : array [F, uH, uW] or None

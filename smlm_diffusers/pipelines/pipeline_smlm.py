@@ -26,6 +26,8 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from torch.nn import functional as F
 
 from ..kde import KDEScaling
+from ..fisher import crlb_at_truth
+from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry
 from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
@@ -50,11 +52,19 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     tile_size, tile_overlap : int
         Largest UNet tile and the margin each tile drops on inner edges, in upsampled pixels
         (see :meth:`tile_layout`).
-    sigma_scale : float
-        Multiplier of the per-molecule sigmas from the sample spread: 1 reports the small-sample
-        corrected spread as it is; ``train/calibrate_uncertainty.py`` measures the value that
-        gives 68.3% 1-sigma coverage on simulated validation movies (recalibration, at the
-        ``calibration_samples`` x ``calibration_steps`` it was measured for) and stores it here.
+    sigma_scale, crlb_scale : float
+        The per-molecule sigma model, per axis:
+
+            sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB(photons, background)
+
+        ``s`` is the small-sample corrected spread of the molecule's positions across the
+        samples (:func:`~smlm_diffusers.localization.uncertainty.aggregate_samples`); CRLB is the
+        Cramer-Rao bound of an isolated emitter with the photons and background fitted on the
+        frame at the molecule's position (:mod:`~smlm_diffusers.localization.photometry`). The
+        spread alone does not follow the photon count; the CRLB term does.
+        ``(1, 0)`` reports the spread as it is. ``train/calibrate_uncertainty.py`` fits both on
+        simulated validation movies at ``calibration_samples`` x ``calibration_steps`` and
+        stores them here.
     """
 
     model_cpu_offload_seq = "kde_net->unet"
@@ -77,15 +87,19 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         tile_size: int = 160,
         tile_overlap: int = 16,
         sigma_scale: float = 1.0,
+        crlb_scale: float = 0.0,
         calibration_samples: int | None = None,
         calibration_steps: int | None = None,
     ):
         super().__init__()
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
             raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
+        if not (math.isfinite(crlb_scale) and crlb_scale >= 0):
+            raise ValueError(f"crlb_scale must be a number >= 0, got {crlb_scale}")
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
+                                crlb_scale=float(crlb_scale),
                                 calibration_samples=calibration_samples, calibration_steps=calibration_steps)
 
     # -- saving and loading -----------------------------------------------------------------
@@ -240,7 +254,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             samples = scaling.from_unit(y_hat + residuals)
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-            locs = self.molecules(samples, kde_mean, camera, threshold, min_probability)
+            locs = self.molecules(samples, kde_mean, frames, camera, threshold, min_probability)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
@@ -289,9 +303,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                 bar.update()
         return r.float()
 
-    def molecules(self, samples: torch.Tensor, kde_mean: torch.Tensor, camera: Camera, threshold: float,
-                  min_probability: float) -> pd.DataFrame:
-        """Localize every sample and the mean; aggregate per frame into molecules with sigmas."""
+    def molecules(self, samples: torch.Tensor, kde_mean: torch.Tensor, frames: torch.Tensor, camera: Camera,
+                  threshold: float, min_probability: float) -> pd.DataFrame:
+        """Localize every sample and the mean; aggregate per frame into molecules; fit their photons
+        and background on the frames (ADU); form the sigmas (class docstring)."""
         n_frames, k = samples.shape[:2]
         per_sample = self._localize(samples.reshape(n_frames * k, *samples.shape[2:]), camera, threshold)
         per_sample["sample"] = per_sample["frame"] % k
@@ -308,11 +323,17 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                     min_probability)
             if len(mol):
                 tables.append(mol.assign(frame=f))
+        columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS
         if not tables:
             return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
-                                 for c in MOLECULE_COLUMNS})
-        out = pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
-        out[["sigma_x_nm", "sigma_y_nm"]] *= self.config.sigma_scale
+                                 for c in columns})
+        out = pd.concat(tables, ignore_index=True)
+        sigma_px = self.kde_net.config.psf_sigma_px
+        out = out.join(estimate_photometry(frames.cpu().numpy(), out, camera, sigma_px))[columns]
+        crlb_x, crlb_y = crlb_at_truth(out.assign(photons=out["photons"].clip(lower=1.0)), sigma_px, camera)
+        a, b = self.config.sigma_scale, self.config.crlb_scale
+        out["sigma_x_nm"] = np.sqrt((a * out["sigma_x_nm"]) ** 2 + b**2 * crlb_x)
+        out["sigma_y_nm"] = np.sqrt((a * out["sigma_y_nm"]) ** 2 + b**2 * crlb_y)
         return out
 
 
