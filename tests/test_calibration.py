@@ -41,7 +41,8 @@ class MiscalibratedPipeline:
         sx, sy = self.rng.uniform(2, 10, len(gt)), self.rng.uniform(2, 10, len(gt))
         ex = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sx) ** 2 + self.B**2 * cx)
         ey = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sy) ** 2 + self.B**2 * cy)
-        locs = gt.assign(x_nm=gt["x_nm"] + ex, y_nm=gt["y_nm"] + ey, sigma_x_nm=sx, sigma_y_nm=sy)
+        locs = gt.assign(x_nm=gt["x_nm"] + ex, y_nm=gt["y_nm"] + ey, sigma_x_nm=sx, sigma_y_nm=sy, kde_mass=1.0,
+                         probability=1.0)
         return type("Out", (), {"localizations": locs})()
 
 

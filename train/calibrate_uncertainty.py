@@ -73,7 +73,8 @@ def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFr
     cx, cy = crlb_at_truth(m.assign(photons=m["photons"].clip(lower=1.0)), pipe.kde_net.config.psf_sigma_px, camera)
     table = pd.DataFrame({"dx": pairs["dx"].to_numpy(), "dy": pairs["dy"].to_numpy(),
                           "sx": m["sigma_x_nm"].to_numpy(), "sy": m["sigma_y_nm"].to_numpy(),
-                          "cx": np.asarray(cx), "cy": np.asarray(cy), "photons": m["photons"].to_numpy()})
+                          "cx": np.asarray(cx), "cy": np.asarray(cy), "photons": m["photons"].to_numpy(),
+                          "kde_mass": m["kde_mass"].to_numpy(), "probability": m["probability"].to_numpy()})
     return table[np.isfinite(table).all(axis=1)].reset_index(drop=True)
 
 

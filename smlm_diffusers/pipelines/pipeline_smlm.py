@@ -296,7 +296,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         r = torch.randn(shape, generator=generator, device=gen_device).to(cond.device, self.unet.dtype)
         cond = cond.to(self.unet.dtype)
         for i, tstep in enumerate(self.scheduler.timesteps):
-            model_in = torch.cat([r, cond], dim=1)
+            # channels-last input: oneDNN's convolutions run about 10% faster on CPU (benchmarks/ddpm_sweep.py)
+            model_in = torch.cat([r, cond], dim=1).contiguous(memory_format=torch.channels_last)
             pred = self.unet(model_in, tstep.expand(shape[0]).to(cond.device)).sample.float()
             r = self.scheduler.step(pred, i, r, generator=generator, sampler=sampler).prev_sample
             if bar is not None:
