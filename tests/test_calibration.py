@@ -74,6 +74,10 @@ def test_fit_recovers_the_sigma_model_and_is_written(tmp_path, monkeypatch):
     assert (dim["coverage_spread_only"].to_numpy() < bright["coverage_spread_only"].to_numpy() - 0.05).all()
     molecules = pd.read_csv(tmp_path / "uncertainty_calibration_molecules.csv")
     assert len(molecules) == table["n_molecules"].sum()
+    # a refit of the saved molecules needs no pipeline and gives the same answer
+    monkeypatch.setattr(sd.SMLMDiffusionPipeline, "from_pretrained", None)
+    assert calibrate_uncertainty.main([str(tmp_path), "--refit"]) == (a, b)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "uncertainty_calibration.csv"), table)
 
 
 def test_schedule_candidates():

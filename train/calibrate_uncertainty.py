@@ -121,6 +121,24 @@ def summary(errors: pd.DataFrame, a: float, b: float) -> tuple[float, float]:
     return float(np.mean(np.abs(z) <= 1.0)), float(np.std(z))
 
 
+def simulate_errors(folder: Path, args) -> list[pd.DataFrame]:
+    """Run the uncalibrated pipeline on validation movies; per-molecule errors of each setting."""
+    pipe, camera = load_uncalibrated(folder)
+    cfg = pipe.kde_net.config
+    area_um2 = (args.shape * camera.pixel_size_nm / 1000.0) ** 2
+    groups = []
+    for k, (d, ph, bg) in enumerate(itertools.product(args.densities, args.photons, args.backgrounds)):
+        n_frames = max(args.min_frames, math.ceil(args.molecules / (d * area_um2)))
+        frames, gt = sd.simulate(n_frames=n_frames, shape=(args.shape, args.shape), density=d, photons=ph,
+                                 background=bg, sigma_px=cfg.psf_sigma_px, seed=9500 + k, camera=camera)
+        errors = molecule_errors(pipe, frames, gt, camera, args.samples, args.steps, seed=k)
+        groups.append(errors.assign(density=d, photons_true=ph, background_true=bg, frames=n_frames))
+        cov, zstd = summary(errors, 1.0, 0.0)
+        print(f"density {d:g}, {ph:g} photons, background {bg:g}: {len(errors)} molecules in {n_frames} frames, "
+              f"coverage {cov:.3f}, std(z) {zstd:.2f}", flush=True)
+    return groups
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pipeline", help="a pipeline folder (written by train_ddpm.py or save_pretrained)")
@@ -133,38 +151,36 @@ def main(argv=None):
                    help="expected emitters per setting: sets the number of frames (at least --min-frames)")
     p.add_argument("--min-frames", type=int, default=2, help="frames per setting at least")
     p.add_argument("--shape", type=int, default=32, help="frame side, camera pixels (32: one UNet tile)")
+    p.add_argument("--refit", action="store_true",
+                   help="no sampling: refit the folder's uncertainty_calibration_molecules.csv (written by a run)")
     p.add_argument("--dry-run", action="store_true", help="print the table, do not write the folder")
     args = p.parse_args(argv)
 
     folder = Path(args.pipeline)
-    pipe, camera = load_uncalibrated(folder)
-    cfg = pipe.kde_net.config
-    area_um2 = (args.shape * camera.pixel_size_nm / 1000.0) ** 2
-    settings = list(itertools.product(args.densities, args.photons, args.backgrounds))
-    rows, groups = [], []
-    for k, (d, ph, bg) in enumerate(settings):
-        n_frames = max(args.min_frames, math.ceil(args.molecules / (d * area_um2)))
-        frames, gt = sd.simulate(n_frames=n_frames, shape=(args.shape, args.shape), density=d, photons=ph,
-                                 background=bg, sigma_px=cfg.psf_sigma_px, seed=9500 + k, camera=camera)
-        errors = molecule_errors(pipe, frames, gt, camera, args.samples, args.steps, seed=k)
-        groups.append(errors.assign(density=d, photons_true=ph, background_true=bg))
-        cov, zstd = summary(errors, 1.0, 0.0)
-        rows.append({"density": d, "photons": ph, "background": bg, "frames": n_frames, "n_molecules": len(errors),
-                     "coverage_uncalibrated": cov, "z_std_uncalibrated": zstd})
-        print(f"density {d:g}, {ph:g} photons, background {bg:g}: {len(errors)} molecules in {n_frames} frames, "
-              f"coverage {cov:.3f}, std(z) {zstd:.2f}", flush=True)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    molecules_path = folder / "uncertainty_calibration_molecules.csv"
+    if args.refit:
+        if not molecules_path.is_file():
+            raise SystemExit(f"--refit needs {molecules_path}: run without --refit first")
+        keys = ["density", "photons_true", "background_true"]
+        groups = [g.reset_index(drop=True) for _, g in pd.read_csv(molecules_path).groupby(keys, sort=False)]
+        args.samples, args.steps = index.get("calibration_samples"), index.get("calibration_steps")
+    else:
+        groups = simulate_errors(folder, args)
     if sum(len(g) for g in groups) < 50 or min(len(g) for g in groups) < 5:
         raise SystemExit("too few matched molecules with a sigma: raise --molecules")
     a, b = fit_sigma_model(groups)
     a_only = spread_only_scale(groups)
-    table = pd.DataFrame(rows)
-    for name, (aa, bb) in {"spread_only": (a_only, 0.0), "calibrated": (a, b)}.items():
+    table = pd.DataFrame([{"density": float(g["density"].iloc[0]), "photons": float(g["photons_true"].iloc[0]),
+                           "background": float(g["background_true"].iloc[0]), "frames": int(g["frames"].iloc[0]),
+                           "n_molecules": len(g)} for g in groups])
+    for name, (aa, bb) in {"uncalibrated": (1.0, 0.0), "spread_only": (a_only, 0.0), "calibrated": (a, b)}.items():
         stats = [summary(g, aa, bb) for g in groups]
         table[f"coverage_{name}"] = [s[0] for s in stats]
         table[f"z_std_{name}"] = [s[1] for s in stats]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     table["sigma_scale"], table["crlb_scale"], table["spread_only_scale"] = a, b, a_only
-    print(table.drop(columns=["sigma_scale", "crlb_scale", "spread_only_scale"]).to_string(
-        index=False, float_format=lambda v: f"{v:.3f}"))
     all_errors = pd.concat(groups, ignore_index=True)
     cov0, std0 = summary(all_errors, 1.0, 0.0)
     cov1, std1 = summary(all_errors, a_only, 0.0)
@@ -174,12 +190,11 @@ def main(argv=None):
           f"spread {cov0:.3f} / {std0:.2f}; spread x {a_only:.2f} {cov1:.3f} / {std1:.2f}; "
           f"fitted model {cov2:.3f} / {std2:.2f}")
     if not args.dry_run:
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text())
         index.update(sigma_scale=a, crlb_scale=b, calibration_samples=args.samples, calibration_steps=args.steps)
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         table.to_csv(folder / "uncertainty_calibration.csv", index=False)
-        all_errors.to_csv(folder / "uncertainty_calibration_molecules.csv", index=False, float_format="%.5g")
+        if not args.refit:
+            all_errors.to_csv(molecules_path, index=False, float_format="%.5g")
         print(f"wrote {index_path}")
     return a, b
 
