@@ -37,7 +37,8 @@ def results_markdown(folder: Path) -> str:
             parts += [f"**{t['title']}**" + (f" ({t['settings']})" if t["settings"] else ""), "", t["table"], ""]
     sweep = folder / "ddpm_sweep.csv"
     if sweep.is_file():
-        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep --raw-sigmas`; density 2 "
+        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep --steps 5,10,20,50,100 "
+                  "--samples 4,8 --frames 1 --raw-sigmas`, one thread; the same 64x64 frame for every row: density 2 "
                   "per square micrometre, 2000 photons, background 20; coverage of the uncalibrated sigmas: "
                   "the sample spread alone)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]

@@ -108,7 +108,7 @@ def fit_sigma_model(groups: list[pd.DataFrame], grid_max: float = 4.0, grid_step
         i = int(np.argmin(loss))
         if loss[i] < best[0]:
             best = (float(loss[i]), float(a), float(b[i]))
-    return best[1], best[2]
+    return round(best[1], 6), round(best[2], 6)
 
 
 def spread_only_scale(groups: list[pd.DataFrame]) -> float:
