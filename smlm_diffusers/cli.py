@@ -43,9 +43,12 @@ class CLIError(Exception):
 LOCALIZE_EPILOG = f"""\
 outputs:
   CSV                  ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm],
-                       intensity [photon], uncertainty [nm], then kde_mass (KDE mass of the
-                       molecule, in emitters) and, in ddpm mode, probability (fraction of
-                       samples that found it) and n_samples. x is the column axis, the outer
+                       intensity [photon], uncertainty [nm], in ddpm mode offset [photon],
+                       then kde_mass (KDE mass of the molecule, in emitters) and, in ddpm
+                       mode, probability (fraction of samples that found it) and n_samples.
+                       In ddpm mode, intensity and offset are the photons and the background
+                       (photons per pixel) fitted on the frame at each molecule; NaN in
+                       deepstorm mode. x is the column axis, the outer
                        top-left corner of the image is (0, 0) nm (ThunderSTORM's convention).
                        uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) from the DDPM
                        samples (NaN in deepstorm mode or for molecules seen once).
@@ -507,7 +510,7 @@ def _describe_changes(old: dict, new: dict, prefix: str = "") -> str:
 
 
 def write_localizations(locs, path: Path, ddpm: bool) -> None:
-    """ThunderSTORM CSV (1-based frames) plus kde_mass [, probability, n_samples] columns."""
+    """ThunderSTORM CSV (1-based frames) [plus offset [photon]] plus kde_mass [, probability, n_samples] columns."""
     import pandas as pd
 
     from .io import write_thunderstorm_csv
@@ -516,6 +519,8 @@ def write_localizations(locs, path: Path, ddpm: bool) -> None:
     write_thunderstorm_csv(locs, buf)
     buf.seek(0)
     table = pd.read_csv(buf, float_precision="round_trip")
+    if ddpm:  # ThunderSTORM's name for the fitted background level
+        table["offset [photon]"] = locs["background"].to_numpy(np.float64)
     table["kde_mass"] = locs["kde_mass"].to_numpy(np.float64)
     if ddpm:
         table["probability"] = locs["probability"].to_numpy(np.float64)

@@ -121,7 +121,11 @@ def test_ddpm_resume_after_failure_is_identical(small_stack, tiny_model_dir, tmp
     out = outputs(full)
     assert "var_tif" in out and out["var_tif"].shape == (64, 64) and out["var_tif"].max() > 0
     raw = pd.read_csv(full)
-    assert list(raw.columns[-3:]) == ["kde_mass", "probability", "n_samples"]
+    assert list(raw.columns[-4:]) == ["offset [photon]", "kde_mass", "probability", "n_samples"]
+    # photons and background fitted on the frame, as ThunderSTORM's intensity and offset (their accuracy:
+    # test_photometry.py; this random model's positions are arbitrary)
+    assert (raw["intensity [photon]"] >= 0).all() and (raw["offset [photon]"] >= 0).all()
+    assert raw["intensity [photon]"].notna().all() and raw["offset [photon]"].notna().all()
     assert raw["probability"].between(0, 1).all() and raw["frame"].min() >= 1
 
     # the second batch fails: the first stays committed, a re-run continues after it
