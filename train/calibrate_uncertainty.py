@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 import smlm_diffusers as sd
-from smlm_diffusers.fisher import crlb_at_truth
+from smlm_diffusers.localization.photometry import molecule_crlb
 from smlm_diffusers.localization import match
 
 COVERAGE = 0.6827
@@ -70,7 +70,7 @@ def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFr
     mol = out.localizations.reset_index(drop=True)
     pairs = match(gt.reset_index(drop=True), mol)
     m = mol.iloc[pairs["pred_index"].to_numpy()].reset_index(drop=True)
-    cx, cy = crlb_at_truth(m.assign(photons=m["photons"].clip(lower=1.0)), pipe.kde_net.config.psf_sigma_px, camera)
+    cx, cy = molecule_crlb(m, pipe.kde_net.config.psf_sigma_px, camera)
     table = pd.DataFrame({"dx": pairs["dx"].to_numpy(), "dy": pairs["dy"].to_numpy(),
                           "sx": m["sigma_x_nm"].to_numpy(), "sy": m["sigma_y_nm"].to_numpy(),
                           "cx": np.asarray(cx), "cy": np.asarray(cy), "photons": m["photons"].to_numpy(),

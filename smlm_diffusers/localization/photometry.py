@@ -22,22 +22,24 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import sparse
+import torch
 from scipy.optimize import lsq_linear
-from scipy.special import erf
 
+from ..fisher import crlb_at_truth
 from ..simulation.camera import Camera
+from ..simulation.psf import integrated_gaussian_1d
 
 PHOTOMETRY_COLUMNS = ["photons", "background"]
 _DENSE_LIMIT = 4_000_000  # design-matrix entries up to which the least squares is solved densely
 
 
 def _pixel_fractions(centre: float, n: int, sigma: float, half: int) -> tuple[int, np.ndarray]:
-    """First pixel index and the PSF fractions of the pixels ``[lo, hi)`` around ``centre``."""
+    """First pixel index and the PSF fractions of the pixels ``[lo, hi)`` around ``centre`` (the
+    simulator's pixel-integrated Gaussian)."""
     c = int(math.floor(centre))
     lo, hi = max(c - half, 0), min(c + half + 1, n)
-    edges = np.arange(lo, hi + 1, dtype=np.float64)
-    cdf = 0.5 * erf((edges - centre) / (math.sqrt(2.0) * sigma))
-    return lo, np.diff(cdf)
+    local = torch.tensor([centre - lo], dtype=torch.float64)
+    return lo, integrated_gaussian_1d(local, hi - lo, sigma)[0].numpy()
 
 
 def _tent_basis(n: int, spacing: float) -> np.ndarray:
@@ -86,7 +88,7 @@ def fit_frame(
     if x_px.shape != y_px.shape:
         raise ValueError("x_px and y_px must have the same length")
     half = int(math.ceil(3.0 * sigma_px)) + 1
-    rows, cols, vals = [], [], []
+    rows, cols, vals = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
     for k, (x, y) in enumerate(zip(x_px, y_px)):
         c0, fx = _pixel_fractions(x, w, sigma_px, half)
         r0, fy = _pixel_fractions(y, h, sigma_px, half)
@@ -95,8 +97,7 @@ def fit_frame(
         cols.append(np.full(rr.size, k))
         vals.append(np.outer(fy, fx).ravel())
     n_mol = len(x_px)
-    psf = sparse.csr_matrix((np.concatenate(vals) if vals else [], (np.concatenate(rows) if rows else [],
-                            np.concatenate(cols) if cols else [])), shape=(h * w, n_mol))
+    psf = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, n_mol))
     by, bx = _tent_basis(h, background_spacing), _tent_basis(w, background_spacing)
     bg_basis = sparse.csr_matrix(np.kron(by, bx))
     design = sparse.hstack([psf, bg_basis], format="csr")
@@ -157,3 +158,9 @@ def estimate_photometry(
         out.loc[mol.index, "photons"] = n / camera.qe
         out.loc[mol.index, "background"] = b / camera.qe
     return out
+
+
+def molecule_crlb(molecules: pd.DataFrame, sigma_px: float, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """CRLB_x, CRLB_y (nm^2) of each molecule as an isolated emitter at its fitted ``photons`` (at least
+    one) and ``background``: the CRLB term of the pipeline's sigma model."""
+    return crlb_at_truth(molecules.assign(photons=molecules["photons"].clip(lower=1.0)), sigma_px, camera)

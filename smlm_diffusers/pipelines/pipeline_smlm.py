@@ -26,8 +26,7 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from torch.nn import functional as F
 
 from ..kde import KDEScaling
-from ..fisher import crlb_at_truth
-from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry
+from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry, molecule_crlb
 from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
@@ -331,7 +330,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         out = pd.concat(tables, ignore_index=True)
         sigma_px = self.kde_net.config.psf_sigma_px
         out = out.join(estimate_photometry(frames.cpu().numpy(), out, camera, sigma_px))[columns]
-        crlb_x, crlb_y = crlb_at_truth(out.assign(photons=out["photons"].clip(lower=1.0)), sigma_px, camera)
+        crlb_x, crlb_y = molecule_crlb(out, sigma_px, camera)
         a, b = self.config.sigma_scale, self.config.crlb_scale
         out["sigma_x_nm"] = np.sqrt((a * out["sigma_x_nm"]) ** 2 + b**2 * crlb_x)
         out["sigma_y_nm"] = np.sqrt((a * out["sigma_y_nm"]) ** 2 + b**2 * crlb_y)
