@@ -3,8 +3,8 @@
 Simulate or upload SMLM frames; see the DeepSTORM KDE, conditional-DDPM posterior samples,
 their mean and variance, per-molecule localizations with uncertainty, and, for simulated
 data, Jaccard/RMSE and RMSE against the Cramer-Rao bound. The pipeline is loaded once at
-start from ``$SMLM_DIFFUSERS_MODEL`` (a folder or Hub repo id), default
-``pretrained/smlm-ddpm-2d``. All the science lives in ``smlm_diffusers`` (``app_utils``,
+start from ``$SMLM_DIFFUSERS_MODEL`` (a folder or Hub repo id), default the shipped
+``pretrained/smlm-ddpm-2d`` next to the package (whatever the working directory). All the science lives in ``smlm_diffusers`` (``app_utils``,
 ``visualization``); this file only builds the page.
 """
 
@@ -23,7 +23,6 @@ import pandas as pd
 from smlm_diffusers import app_utils as au
 from smlm_diffusers.visualization import Markers, percentile_range, placeholder, plot_rmse_vs_crlb, render_image
 
-ROOT = Path(__file__).resolve().parent
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the app
 logger = logging.getLogger("smlm_diffusers.app")
 
@@ -189,9 +188,9 @@ def _progress_fn(progress, desc):
 def build_demo(pipe=None, model_name: str | None = None) -> gr.Blocks:
     """The Gradio app. ``pipe``: an ``SMLMDiffusionPipeline`` (loaded from the default location if None)."""
     if pipe is None:
-        location, is_default = au.model_location(ROOT)
-        pipe = au.load_pipeline(default_root=ROOT)
-        model_name = model_name or (au.DEFAULT_MODEL if is_default else location)
+        location, is_default = au.model_location()
+        pipe = au.load_pipeline()
+        model_name = model_name or (f"pretrained/{au.DEFAULT_MODEL}" if is_default else location)
     au.warmup(pipe)
     # the pipeline's own tqdm bar (one tick per diffusion step) feeds the page's progress bar
     # (gr.Progress(track_tqdm=True)); nothing is printed to the server's terminal

@@ -7,17 +7,17 @@ the benchmark scenarios never select their parameters.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 import smlm_diffusers as sd
+from smlm_diffusers.defaults import resolve_model
 
 from .localizers import register_localizer
 
-DEFAULT_MODEL = os.environ.get("SMLM_DIFFUSERS_MODEL", "pretrained/smlm-ddpm-2d")
+DEFAULT_MODEL = resolve_model()[0] or "pretrained/smlm-ddpm-2d"  # $SMLM_DIFFUSERS_MODEL, else the shipped folder
 
 
 def _pipeline(model: str):

@@ -26,12 +26,11 @@ import torch
 
 from .fisher import crlb_at_truth, crlb_position_averaged
 from .io import read_tiff_stack, write_thunderstorm_csv, write_tiff
+from .defaults import DEFAULT_MODEL, HUB_MODEL_ID, MODEL_ENV, default_model_candidates, default_model_path
 from .localization import evaluate
 from .simulation import Camera, simulate
 
 # -- configuration ----------------------------------------------------------------------------
-MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
-DEFAULT_MODEL = "pretrained/smlm-ddpm-2d"
 MIN_FRAME_SIZE = 8  # camera pixels a side
 MAX_FRAME_SIZE = 256
 MAX_FRAMES = 200
@@ -71,14 +70,16 @@ class InputError(ValueError):
 def model_location(default_root: str | os.PathLike | None = None) -> tuple[str, bool]:
     """(path or Hub repo id of the pipeline, whether it is the default).
 
-    ``$SMLM_DIFFUSERS_MODEL`` wins; otherwise :data:`DEFAULT_MODEL`, relative to
-    ``default_root`` (the repository root) when given.
+    ``$SMLM_DIFFUSERS_MODEL`` wins; otherwise the shipped ``pretrained/smlm-ddpm-2d``, found
+    next to the package (:mod:`smlm_diffusers.defaults`, whatever the working directory), or
+    under ``default_root`` when given.
     """
     env = os.environ.get(MODEL_ENV, "").strip()
     if env:
         return env, False
-    root = Path(default_root) if default_root is not None else Path.cwd()
-    return str(root / DEFAULT_MODEL), True
+    if default_root is not None:
+        return str(Path(default_root) / "pretrained" / DEFAULT_MODEL), True
+    return str(default_model_path() or default_model_candidates()[0]), True
 
 
 def load_pipeline(location: str | os.PathLike | None = None, default_root=None):
@@ -99,9 +100,9 @@ def load_pipeline(location: str | os.PathLike | None = None, default_root=None):
     is_default = location is None
     if location is None:
         location, is_default = model_location(default_root)
-    how = (f"The app loads the trained pipeline from '{DEFAULT_MODEL}' (train it with train/train_deepstorm.py "
-           f"and train/train_ddpm.py, or download it), or from the folder or Hugging Face Hub repo id in the "
-           f"environment variable {MODEL_ENV}.")
+    how = (f"The app loads the shipped pipeline 'pretrained/{DEFAULT_MODEL}' (train it with "
+           f"train/train_deepstorm.py and train/train_ddpm.py, or download it), or the folder or Hugging Face "
+           f"Hub repo id (e.g. {HUB_MODEL_ID}) in the environment variable {MODEL_ENV}.")
     if is_default and not Path(location).is_dir():
         raise FileNotFoundError(f"Model folder not found: {location}. {how}")
     if is_default and not (Path(location) / "model_index.json").is_file():

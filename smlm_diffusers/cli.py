@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
+
 PROG = "smlm-diffusers"
-MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
-DEFAULT_MODEL = "pretrained/smlm-ddpm-2d"
 STATE_FORMAT = 1
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -76,9 +76,10 @@ multi-GPU:
   the main process merges them in frame order: the same files as one process. On CPUs,
   torchrun starts several CPU processes (gloo). Resuming works with any number of processes.
 
-The model is a pipeline folder or a Hugging Face Hub repo id: --model, else ${MODEL_ENV},
-else {DEFAULT_MODEL} (relative to the working directory). Camera options default to the
-model's config (the camera it was trained for).
+The model is a pipeline folder or a Hugging Face Hub repo id (--model {HUB_MODEL_ID}):
+--model, else ${MODEL_ENV}, else the shipped folder pretrained/{DEFAULT_MODEL} found next to the
+installed package (from any working directory). Camera options default to the model's config
+(the camera it was trained for).
 """
 
 
@@ -154,14 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("-o", "--output", required=True, metavar="CSV",
                      help="localization table to write (ThunderSTORM CSV)")
     loc.add_argument("--model", metavar="PATH_OR_REPO",
-                     help=f"pipeline folder or Hub repo id (default ${MODEL_ENV}, else {DEFAULT_MODEL})")
+                     help=f"pipeline folder or Hub repo id such as {HUB_MODEL_ID} (default ${MODEL_ENV}, "
+                          f"else the shipped pretrained/{DEFAULT_MODEL})")
     loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default="ddpm",
                      help="ddpm: DeepSTORM + DDPM samples, per-molecule uncertainty (default); "
                           "deepstorm: the CNN alone, fast, no uncertainty")
-    loc.add_argument("--samples", type=_positive_int, default=8, metavar="K",
-                     help="DDPM samples per frame (default 8)")
-    loc.add_argument("--steps", type=_positive_int, default=20, metavar="S",
-                     help="reverse diffusion steps (default 20)")
+    loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
+                     help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
+    loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
+                     help=f"reverse diffusion steps (default {DEFAULT_STEPS})")
     loc.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                      help="frames read and processed per batch; also UNet tiles per forward pass (default 32)")
     loc.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise (default 0)")
@@ -298,11 +300,11 @@ def output_paths(csv_path: str, render: str | None) -> OutputPaths:
 def load_model(location: str | None):
     from .pipelines import SMLMDiffusionPipeline
 
+    from .defaults import missing_model_message, resolve_model
+
+    location, _ = resolve_model(location)
     if location is None:
-        location = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
-        if location == DEFAULT_MODEL and not Path(location).is_dir():
-            raise CLIError(f"no model given and the default folder {DEFAULT_MODEL} does not exist here: "
-                           f"pass --model PATH_OR_REPO or set ${MODEL_ENV}")
+        raise CLIError(missing_model_message("--model"))
     try:
         pipe = SMLMDiffusionPipeline.from_pretrained(location)
     except (FileNotFoundError, OSError, ValueError) as err:

@@ -210,7 +210,7 @@ def test_missing_default_model_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.delenv(au.MODEL_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match="Model folder not found.*SMLM_DIFFUSERS_MODEL"):
         au.load_pipeline(default_root=tmp_path)
-    (tmp_path / au.DEFAULT_MODEL / "kde_net").mkdir(parents=True)  # half-written: DeepSTORM only
+    (tmp_path / "pretrained" / au.DEFAULT_MODEL / "kde_net").mkdir(parents=True)  # half-written: DeepSTORM only
     with pytest.raises(FileNotFoundError, match="incomplete.*SMLM_DIFFUSERS_MODEL"):
         au.load_pipeline(default_root=tmp_path)
 

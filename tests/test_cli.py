@@ -1,6 +1,7 @@
 """The smlm-diffusers command line, run in-process on a small simulated movie and a tiny random model."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -259,16 +260,47 @@ def test_errors_exit_with_a_message(argv, message, stack, tiny_model_dir, tmp_pa
 
 
 def test_missing_default_model(stack, tmp_path, monkeypatch, capsys):
+    from smlm_diffusers import defaults
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    monkeypatch.setattr(defaults, "default_model_candidates", lambda: [tmp_path / "nowhere"])
     with pytest.raises(SystemExit):
         cli.main(["localize", str(stack), "-o", "l.csv"])
-    assert "--model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model" in err and defaults.HUB_MODEL_ID in err and cli.MODEL_ENV in err
+
+
+def test_default_model_is_found_relative_to_the_package(monkeypatch):
+    from smlm_diffusers import defaults
+
+    monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    repo = Path(cli.__file__).resolve().parents[1]
+    assert defaults.default_model_candidates()[0] == repo / "pretrained" / defaults.DEFAULT_MODEL
+    monkeypatch.setenv(cli.MODEL_ENV, "someone/else")
+    assert defaults.resolve_model() == ("someone/else", "env")
+    assert defaults.resolve_model("here") == ("here", "given")
 
 
 def _console_script():
     beside = Path(sys.executable).with_name("smlm-diffusers")
     return str(beside) if beside.is_file() else shutil.which("smlm-diffusers")
+
+
+@pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")
+def test_console_script_localizes_from_another_folder(tmp_path):
+    """The README's command, without --model, from a folder that is not the repository: the shipped weights."""
+    from smlm_diffusers.defaults import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("the shipped pipeline folder is not in this checkout")
+    frames, _ = sd.simulate(n_frames=3, shape=(24, 24), density=1.0, seed=2)
+    tifffile.imwrite(tmp_path / "stack.tif", np.round(frames).astype(np.uint16), photometric="minisblack")
+    env = {k: v for k, v in os.environ.items() if k != cli.MODEL_ENV} | {"HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([_console_script(), "localize", "stack.tif", "-o", "locs.csv", "--mode", "deepstorm", "-q"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(read_thunderstorm_csv(tmp_path / "locs.csv")) > 0 and (tmp_path / "locs_render.png").is_file()
 
 
 @pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")

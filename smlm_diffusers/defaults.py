@@ -1,0 +1,66 @@
+"""Where the shipped model lives, and the sampling defaults the CLI and the app share.
+
+The default pipeline folder is found relative to this package, never to the working
+directory, so ``smlm-diffusers localize`` and ``python app.py`` work from any folder:
+
+1. an explicit location (``--model``, ``load_pipeline(location)``): a folder or a Hub repo id;
+2. else the environment variable :data:`MODEL_ENV` (``SMLM_DIFFUSERS_MODEL``);
+3. else :data:`DEFAULT_MODEL` in the repository that holds this package
+   (``<repo>/pretrained/smlm-ddpm-2d``: a clone, or an editable install of it);
+4. else the copy a wheel installs under ``<sys.prefix>/share/smlm-diffusers/pretrained/``
+   (``pip install .`` from a clone carries the folder, see ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
+DEFAULT_MODEL = "smlm-ddpm-2d"  # name of the shipped pipeline folder under pretrained/
+HUB_MODEL_ID = "smlm-diffusers/smlm-ddpm-2d"  # the Hub id the Space's front matter names (README.md)
+DEFAULT_SAMPLES = 8  # DDPM samples per frame (CLI)
+DEFAULT_STEPS = 20  # reverse diffusion steps (CLI)
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def default_model_candidates() -> list[Path]:
+    """The folders searched, in order, for the shipped pipeline when no model is given."""
+    return [
+        _PACKAGE.parent / "pretrained" / DEFAULT_MODEL,  # a clone or an editable install
+        Path(sys.prefix) / "share" / "smlm-diffusers" / "pretrained" / DEFAULT_MODEL,  # a wheel's data files
+    ]
+
+
+def default_model_path() -> Path | None:
+    """The first folder of :func:`default_model_candidates` that holds a ``model_index.json``, or None."""
+    for folder in default_model_candidates():
+        if (folder / "model_index.json").is_file():
+            return folder
+    return None
+
+
+def resolve_model(location: str | os.PathLike | None = None) -> tuple[str | None, str]:
+    """(pipeline folder or Hub repo id, where it came from).
+
+    ``where`` is ``"given"``, ``"env"`` or ``"default"``. The location is None only when no
+    model was given, the environment variable is unset and no shipped folder exists:
+    :func:`missing_model_message` says what to do then.
+    """
+    if location is not None and str(location).strip():
+        return str(location), "given"
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return env, "env"
+    found = default_model_path()
+    return (None if found is None else str(found)), "default"
+
+
+def missing_model_message(option: str = "--model") -> str:
+    """What to do when no model is given and the shipped folder is missing."""
+    searched = ", ".join(str(p) for p in default_model_candidates())
+    return (f"no model given and the shipped pipeline folder {DEFAULT_MODEL} was not found (looked in {searched}): "
+            f"pass {option} with a pipeline folder or a Hugging Face Hub repo id (e.g. {option} {HUB_MODEL_ID}), "
+            f"or set ${MODEL_ENV}")
