@@ -20,16 +20,13 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 from scipy.spatial import cKDTree
-from scipy.special import erf
+
+from .kde_fit import erf_profile as _erf_profile
+from .kde_fit import fit_gaussian as _fit_gaussian
 
 COLUMNS = ["frame", "x_nm", "y_nm", "kde_mass", "peak"]
 
-# A fit whose centre leaves the peak pixel's centre by more than this (upsampled pixels, per
-# axis) has latched onto a neighbour or the offset; the centroid is then the safer answer.
-_MAX_SHIFT_PX = 1.0
-_MIN_WIDTH_PX = 0.1
 
 
 def localize_kde(
@@ -169,11 +166,35 @@ def _as_stack(kde):
 
 
 def _candidates_numpy(kde: np.ndarray, threshold: float, window: int):
-    """Local maxima >= threshold and their window patches (NaN outside the image)."""
-    is_max = ndimage.maximum_filter(kde, size=(1, 3, 3), mode="nearest") == kde
-    is_max &= kde >= threshold
-    is_max = _drop_plateau_duplicates(is_max)
-    frame, row, col = np.nonzero(is_max)
+    """Local maxima >= threshold and their window patches (NaN outside the image).
+
+    The same maxima as a 3x3 maximum filter (``mode="nearest"``) plus
+    :func:`_drop_plateau_duplicates`, but only the pixels above ``threshold`` are compared
+    with their neighbours: a few percent of a KDE, so the cost is one pass over the stack.
+    """
+    h, w = kde.shape[1:]
+    flat = np.flatnonzero(kde >= threshold)
+    frame, rest = np.divmod(flat, h * w)
+    row, col = np.divmod(rest, w)
+    if flat.size:
+        value = kde.reshape(-1)[flat]
+        keep = np.ones(flat.size, dtype=bool)
+        rows = (np.maximum(row - 1, 0), row, np.minimum(row + 1, h - 1))  # "nearest" at the border
+        cols = (np.maximum(col - 1, 0), col, np.minimum(col + 1, w - 1))
+        for i, rr in enumerate(rows):
+            for j, cc in enumerate(cols):
+                if i != 1 or j != 1:
+                    keep &= kde[frame, rr, cc] <= value
+        frame, row, col, flat = frame[keep], row[keep], col[keep], flat[keep]
+        # flat maxima: drop a maximum whose earlier neighbour in raster order (left, up-left,
+        # up, up-right) is also one, as _drop_plateau_duplicates does; ``flat`` is ascending
+        drop = np.zeros(flat.size, dtype=bool)
+        for di, dj in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
+            inside = (row + di >= 0) & (col + dj >= 0) & (col + dj < w)
+            other = flat + di * w + dj
+            pos = np.minimum(np.searchsorted(flat, other), flat.size - 1)
+            drop |= inside & (flat[pos] == other)
+        frame, row, col = frame[~drop], row[~drop], col[~drop]
     return frame, row, col, _gather(kde, frame, row, col, window)
 
 
@@ -256,105 +277,12 @@ def centroid(patches: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.n
     return np.where(ok, x, w / 2.0), np.where(ok, y, w / 2.0)
 
 
-def _erf_profile(centre: np.ndarray, width: np.ndarray, w: int):
-    """Integrated unit Gaussian over pixels [k, k+1), k < w, and its derivatives.
-
-    Returns (E, dE/dcentre, dE/dwidth), each [N, w]. ``g(d) = exp(-d^2 / 2s^2) / (sqrt(2 pi) s)``
-    gives dE/dc = g(k - c) - g(k + 1 - c) and dE/ds = (d0 g(d0) - d1 g(d1)) / s.
-    """
-    d = np.arange(w + 1)[None, :] - centre[:, None]  # distances to the pixel edges
-    s = width[:, None]
-    cdf = 0.5 * erf(d / (math.sqrt(2.0) * s))
-    g = np.exp(-0.5 * (d / s) ** 2) / (math.sqrt(2.0 * math.pi) * s)
-    e = cdf[:, 1:] - cdf[:, :-1]
-    de_dc = g[:, :-1] - g[:, 1:]
-    dg = d * g
-    de_ds = (dg[:, :-1] - dg[:, 1:]) / s
-    return e, de_dc, de_ds
-
-
-def _gaussian_model(theta: np.ndarray, w: int, with_jacobian: bool = True):
-    """``A * Ey[i] * Ex[j] + b`` on a ``w x w`` patch, theta = (A, b, x, y, s) per row.
-
-    Returns the model [N, w*w] and, if asked, its Jacobian [N, w*w, 5].
-    """
-    amp, off, x, y, s = theta.T
-    ex, dex_dx, dex_ds = _erf_profile(x, s, w)
-    ey, dey_dy, dey_ds = _erf_profile(y, s, w)
-    n = len(theta)
-    shape = (ey[:, :, None] * ex[:, None, :]).reshape(n, w * w)
-    model = amp[:, None] * shape + off[:, None]
-    if not with_jacobian:
-        return model, None
-    a = amp[:, None, None]
-    jac = np.stack(
-        [
-            shape,
-            np.ones_like(shape),
-            (a * ey[:, :, None] * dex_dx[:, None, :]).reshape(n, w * w),
-            (a * dey_dy[:, :, None] * ex[:, None, :]).reshape(n, w * w),
-            (a * (dey_ds[:, :, None] * ex[:, None, :] + ey[:, :, None] * dex_ds[:, None, :])).reshape(n, w * w),
-        ],
-        axis=2,
-    )
-    return model, jac
-
-
 def _initial_theta(patches, valid, x0, y0, sigma0: float) -> np.ndarray:
     """Start of the fit: centroid position, kernel width, offset <= 0, mass above it."""
     low = np.where(valid, patches, np.inf).min(axis=(1, 2), initial=np.inf)
     off = np.where(np.isfinite(low), np.minimum(low, 0.0), 0.0)
     amp = patches.sum(axis=(1, 2)) - off * valid.sum(axis=(1, 2))
     return np.stack([amp, off, x0, y0, np.full(len(patches), float(sigma0))], axis=1)
-
-
-def _fit_gaussian(patches, valid, theta, n_iter: int, tol: float = 1e-8):
-    """Vectorized Levenberg-Marquardt fit of :func:`_gaussian_model` to every patch.
-
-    Pixels outside the image (``valid`` False) carry no weight. Each fit stops when its
-    step falls below ``tol`` (patch pixels / emitters); only unconverged fits are computed.
-    Returns the fitted theta [N, 5] and whether each fit is trustworthy (finite, centre
-    within ``_MAX_SHIFT_PX`` of the peak pixel's centre per axis).
-    """
-    n, w, _ = patches.shape
-    theta = theta.copy()
-    data = patches.reshape(n, w * w)
-    weight = valid.reshape(n, w * w).astype(np.float64)
-    cost = (((data - _gaussian_model(theta, w, False)[0]) * weight) ** 2).sum(1)
-    lam = np.full(n, 1e-3)
-    active = np.isfinite(theta).all(1)
-    eye = np.eye(5)
-    for _ in range(n_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        th, m, d = theta[idx], weight[idx], data[idx]
-        model, jac = _gaussian_model(th, w)
-        res = (d - model) * m
-        jac = jac * m[:, :, None]
-        jtj = np.einsum("npk,npl->nkl", jac, jac)
-        grad = np.einsum("npk,np->nk", jac, res)
-        # Marquardt scaling by diag(J^T J); the tiny identity keeps flat directions solvable
-        a = jtj + lam[idx, None, None] * (jtj * eye) + 1e-12 * eye
-        step = np.linalg.solve(a, grad[:, :, None])[:, :, 0]
-        trial = th + step
-        ok = np.isfinite(trial).all(1) & (trial[:, 4] > _MIN_WIDTH_PX)
-        trial = np.where(ok[:, None], trial, th)
-        cost_t = (((d - _gaussian_model(trial, w, False)[0]) * m) ** 2).sum(1)
-        better = ok & (cost_t < cost[idx])
-        theta[idx] = np.where(better[:, None], trial, th)
-        cost[idx] = np.where(better, cost_t, cost[idx])
-        lam[idx] = np.where(better, lam[idx] * 0.1, lam[idx] * 10.0).clip(1e-9, 1e9)
-        done = (better & (np.abs(step).max(1) < tol)) | (lam[idx] >= 1e9)
-        active[idx[done]] = False
-
-    centre = (w // 2) + 0.5
-    good = (
-        np.isfinite(theta).all(1)
-        & (np.abs(theta[:, 2] - centre) <= _MAX_SHIFT_PX)
-        & (np.abs(theta[:, 3] - centre) <= _MAX_SHIFT_PX)
-    )
-    return theta, good
 
 
 def _neighbour_light(frame, row, col, theta, w: int, reach: int) -> np.ndarray:
