@@ -28,7 +28,6 @@ from .kde_fit import fit_gaussian as _fit_gaussian
 COLUMNS = ["frame", "x_nm", "y_nm", "kde_mass", "peak"]
 
 
-
 def localize_kde(
     kde,
     pixel_size_nm: float = 108.0,
