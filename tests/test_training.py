@@ -70,6 +70,42 @@ def test_ddpm_training_runs_and_resumes(deepstorm_run, tmp_path):
     assert o.samples.shape == (1, 2, 48, 48)
 
 
+def test_camera_layout_ddpm_trains_through_accelerate_and_resumes(deepstorm_run, tmp_path):
+    """v2: the UNet at camera resolution (pixel-unshuffled KDE, 16 + 16 + 1 channels in, 16 out), pooled pairs."""
+    out = tmp_path / "ddpm_v2"
+    common = ["--config", "train/configs/ddpm_v2_tiny.yaml", "--output_dir", str(out),
+              "--kde_net_path", str(deepstorm_run / "kde_net")]
+    launch("train_ddpm.py", *common)
+    res = launch("train_ddpm.py", *common, "--max_steps", "6", "--resume_from_checkpoint", "latest")
+    assert "resumed from" in res.stdout + res.stderr and "checkpoint-4" in res.stdout + res.stderr
+    assert list(pd.read_csv(out / "train_log.csv")["step"]) == [1, 2, 3, 4, 5, 6]
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(out / "pipeline")
+    assert (pipe.unet.config.in_channels, pipe.unet.config.out_channels) == (33, 16)
+    assert pipe.config.default_inference_steps == 2
+    pipe.set_progress_bar_config(disable=True)
+    frames, _ = sd.simulate(n_frames=1, shape=(12, 20), density=3.0, seed=0)
+    o = pipe(frames, num_samples=2, generator=torch.Generator().manual_seed(0))
+    assert o.samples.shape == (1, 2, 48, 80)
+
+
+def test_pair_pool_crops_are_consistent_across_grids():
+    """Crops of the pair pool cut the KDEs and the frame at the same place, with every symmetry."""
+    from smlm_diffusers.training.pairs import crop_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    frame = torch.rand(5, 1, 10, 10)
+    # a KDE that is the frame repeated 4x4: any crop or symmetry must keep it so
+    kde = frame.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+    y, y_hat, f = crop_pairs(kde, kde.clone(), frame, crop_px=8, factor=4, edge_px=2, generator=gen, augment=True)
+    assert y.shape == (5, 1, 32, 32) and f.shape == (5, 1, 8, 8)
+    expanded = f.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+    inside = y > -1.0  # outside the patch the KDE is padded with the empty level, the frame with 0
+    assert torch.equal(y[inside], expanded[inside]) and torch.equal(y, y_hat)
+    assert torch.all(f[~inside[..., ::4, ::4]] == 0.0)
+    with pytest.raises(ValueError, match="does not fit"):
+        crop_pairs(kde, kde, frame, crop_px=16, factor=4, edge_px=2, generator=gen)
+
+
 def test_training_data_matches_the_simulator_and_kde():
     ranges = SimulationRanges(patch_size=16, density=(2.0, 2.0), background=(20.0, 20.0),
                               photons=(1000.0, 1000.0), background_variation=0.0)

@@ -4,17 +4,26 @@ import torch
 from diffusers import UNet2DModel
 
 import smlm_diffusers as sd
+from smlm_diffusers.models.layout import unet_channels
 
 
-def tiny_pipeline(in_channels: int = 2, threshold: float = 0.0, **settings) -> sd.SMLMDiffusionPipeline:
-    """DeepSTORM with 8 channels and a two-level UNet of (8, 16) channels, 32-pixel tiles."""
+def tiny_pipeline(in_channels: int = 2, threshold: float = 0.0, layout: str = "kde", **settings) -> sd.SMLMDiffusionPipeline:
+    """DeepSTORM with 8 channels and a two-level UNet of (8, 16) channels.
+
+    ``layout="kde"`` (v1): the UNet at the KDE resolution, ``in_channels`` 2 or 3, 32-pixel tiles.
+    ``layout="camera"`` (v2): the UNet at camera resolution on the pixel-unshuffled KDE
+    (``in_channels`` 2 or 3 says whether the frame is a channel), 16-pixel tiles.
+    """
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=32, in_channels=in_channels, out_channels=1, block_out_channels=(8, 16),
+    c_in, c_out = unet_channels(layout, 4, condition_on_frame=in_channels == 3)
+    unet = UNet2DModel(sample_size=32, in_channels=c_in, out_channels=c_out, block_out_channels=(8, 16),
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                        layers_per_block=1, norm_num_groups=4, attention_head_dim=8)
     net = sd.DeepSTORM(context_channels=8, dilations=(1, 2), upsample_channels=(8, 4), prediction_channels=4,
                        threshold=threshold)
-    settings = {"tile_size": 32, "tile_overlap": 4} | settings
-    pipe = sd.SMLMDiffusionPipeline(net.eval(), unet.eval(), sd.GammaDDPMScheduler(), **settings)
+    # lift the random KDE off the empty level (-1): the pipeline skips tiles whose estimate is empty
+    torch.nn.init.constant_(net.prediction[-1].bias, -0.5)
+    tiles = {"tile_size": 32, "tile_overlap": 4} if layout == "kde" else {"tile_size": 16, "tile_overlap": 2}
+    pipe = sd.SMLMDiffusionPipeline(net.eval(), unet.eval(), sd.GammaDDPMScheduler(), **(tiles | settings))
     pipe.set_progress_bar_config(disable=True)
     return pipe

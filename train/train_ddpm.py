@@ -5,8 +5,12 @@
 
 DeepSTORM is loaded from ``kde_net_path`` and frozen. The UNet learns the residual
 ``r = y - y_hat`` around its estimate (v- or epsilon-prediction, per the scheduler config),
-conditioned on ``y_hat`` by channel concatenation and on the continuous noise level gamma.
-The result is a complete pipeline folder (``<output_dir>/pipeline``) with EMA weights.
+conditioned on ``y_hat`` (and the frame) by channel concatenation and on the continuous noise
+level gamma. ``layout: camera`` (v2) runs the UNet at camera resolution on the
+pixel-unshuffled KDE, ``layout: kde`` (v1) at the KDE resolution; the UNet input is built by
+``smlm_diffusers.models.layout``, the functions the pipeline uses, from pairs of
+``smlm_diffusers.training.pairs``. The result is a complete pipeline folder
+(``<output_dir>/pipeline``) with EMA weights.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from smlm_diffusers import DeepSTORM, GammaDDPMScheduler, SMLMDiffusionPipeline
-from smlm_diffusers.kde import KDEScaling, render_kde
 from smlm_diffusers.localization import evaluate
-from smlm_diffusers.simulation import FrameSimulator, sample_uniform
+from smlm_diffusers.models import layout
+from smlm_diffusers.training.pairs import PairPool
 from smlm_diffusers.training import (
     CSVLogger,
     finish_step,
@@ -51,7 +55,12 @@ class DDPMTrainConfig:
     kde_net_path: str = "pretrained/smlm-ddpm-2d/kde_net"
     seed: int = 0
     data: SimulationRanges = field(default_factory=lambda: SimulationRanges(patch_size=24))
-    crop_size: int = 64  # KDE pixels of the UNet training patches
+    layout: str = "kde"  # "camera": the UNet at camera resolution on the pixel-unshuffled KDE (v2)
+    crop_size: int = 64  # UNet training crops, in pixels of its working grid (KDE px for "kde", camera px for "camera")
+    crop_edge_px: int = 0  # crops may reach this many camera pixels past the simulated patch (frame edges)
+    pool_size: int = 0  # pairs kept and reused (training.pairs.PairPool); 0: a fresh batch every step
+    pool_refresh: int = 0  # pairs of the pool renewed every step
+    augment: bool = False  # random symmetry of the square per crop
     unet: dict = field(default_factory=dict)  # UNet2DModel keyword arguments
     init_from: str | None = None  # fine-tune: start from a saved UNet (a pipeline folder or its unet/ folder)
     condition_on_frame: bool = False  # third UNet channel: bicubic-upsampled frame
@@ -91,29 +100,6 @@ def parse_args(argv=None):
     p.add_argument("--push_to_hub", action="store_true")
     p.add_argument("--hub_model_id", default=None)
     return p.parse_args(argv)
-
-
-def make_pairs(cfg: DDPMTrainConfig, kde_net: DeepSTORM, generator: torch.Generator, device):
-    """Simulated frames -> (true KDE, DeepSTORM KDE[, upsampled frame]) crops in [-1, 1] units."""
-    r = cfg.data
-    shape = (r.patch_size, r.patch_size)
-    sim = FrameSimulator(shape, r.camera, r.sigma_px, tuple(r.background), r.background_variation)
-    em = sample_uniform(cfg.batch_size, shape, tuple(r.density), r.pixel_size_nm, tuple(r.photons),
-                        r.margin_px, generator)
-    frames = sim.render(em, generator=generator).frames_adu.to(device)
-    y = KDEScaling(r.kde_sigma).to_unit(render_kde(em.x_px, em.y_px, em.mask, shape, r.upsampling, r.kde_sigma))
-    with torch.no_grad():
-        y_hat = kde_net(kde_net.normalize(frames), clamp=True).float()
-    cond = [y_hat]
-    if cfg.condition_on_frame:
-        up = torch.nn.functional.interpolate(kde_net.normalize(frames), size=y_hat.shape[-2:], mode="bicubic")
-        cond.append(up)
-    # crops away from the patch border: at inference tiles are cut from whole-frame estimates
-    full = y_hat.shape[-1]
-    lo, hi = 2 * r.upsampling, full - cfg.crop_size - 2 * r.upsampling
-    i, j = (int(v) for v in torch.randint(lo, max(hi, lo) + 1, (2,), generator=generator))
-    crop = (slice(None), slice(None), slice(i, i + cfg.crop_size), slice(j, j + cfg.crop_size))
-    return y.to(device)[crop], torch.cat(cond, dim=1)[crop]
 
 
 def validate(pipe: SMLMDiffusionPipeline, cfg: DDPMTrainConfig, val_set, out_dir: Path, step: int) -> dict:
@@ -170,17 +156,18 @@ def main(argv=None):
         if not math.isclose(getattr(cfg.data, key), getattr(kde_net.config, attr)):
             raise ValueError(f"data.{key}={getattr(cfg.data, key)} differs from the DeepSTORM config "
                              f"({getattr(kde_net.config, attr)}): retrain DeepSTORM or fix the config")
-    in_channels = 3 if cfg.condition_on_frame else 2
+    in_channels, out_channels = layout.unet_channels(cfg.layout, cfg.data.upsampling, cfg.condition_on_frame)
     if cfg.init_from:
         if cfg.unet:
             raise ValueError("give either unet (a new network) or init_from (fine-tune a saved one), not both")
         source = Path(cfg.init_from)
         unet = UNet2DModel.from_pretrained(source / "unet" if (source / "unet").is_dir() else source)
-        if unet.config.in_channels != in_channels:
-            raise ValueError(f"{cfg.init_from} has {unet.config.in_channels} input channels; "
-                             f"condition_on_frame={cfg.condition_on_frame} needs {in_channels}")
+        if (unet.config.in_channels, unet.config.out_channels) != (in_channels, out_channels):
+            raise ValueError(f"{cfg.init_from} has {unet.config.in_channels} input and {unet.config.out_channels} "
+                             f"output channels; layout={cfg.layout!r}, condition_on_frame={cfg.condition_on_frame} "
+                             f"needs {in_channels} and {out_channels}")
     else:
-        unet = UNet2DModel(sample_size=cfg.crop_size, in_channels=in_channels, out_channels=1, **cfg.unet)
+        unet = UNet2DModel(sample_size=cfg.crop_size, in_channels=in_channels, out_channels=out_channels, **cfg.unet)
     scheduler = GammaDDPMScheduler(**cfg.scheduler)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -209,14 +196,20 @@ def main(argv=None):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    # the pool is drawn from (seed, step, rank): a resumed run rebuilds one like it
+    pool = PairPool(cfg.data, kde_net, cfg.pool_size, cfg.pool_refresh,
+                    seeded_generator(cfg.seed, step, 10**6, accelerator.process_index))
+    crop_px = cfg.crop_size if cfg.layout == "camera" else cfg.crop_size // cfg.data.upsampling
     unet.train()
     progress = tqdm(total=cfg.max_steps, initial=step, desc="DDPM", disable=not accelerator.is_local_main_process)
     t0, running = time.time(), []
     while step < cfg.max_steps:
         for micro in range(cfg.gradient_accumulation_steps):
             gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
-            y, cond = make_pairs(cfg, kde_net, gen, accelerator.device)
-            r0 = y - cond[:, :1]
+            y, y_hat, frame_norm = pool.batch(cfg.batch_size, crop_px, cfg.crop_edge_px, cfg.augment)
+            net_config = accelerator.unwrap_model(unet).config
+            cond = layout.condition_channels(y_hat, frame_norm, net_config)
+            r0 = layout.to_working(y - y_hat, net_config)
             noise = torch.randn(r0.shape, generator=gen).to(accelerator.device)
             gamma = scheduler.sample_gammas(r0.shape[0], generator=gen, device=accelerator.device)
             r_t = scheduler.add_noise(r0, noise, gamma)

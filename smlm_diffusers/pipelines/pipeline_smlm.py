@@ -28,7 +28,9 @@ from torch.nn import functional as F
 from ..kde import KDEScaling
 from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry, molecule_crlb
 from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
+from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
+from ..models.precision import use_bf16
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
@@ -42,15 +44,20 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     kde_net : DeepSTORM
         Frames (ADU) -> KDE estimate; also holds the camera model and localization settings.
     unet : UNet2DModel
-        Denoiser with ``in_channels`` 2 (noisy residual, KDE estimate) or 3 (+ frame).
+        Denoiser of the residual. Its config says its layout (:mod:`smlm_diffusers.models.layout`):
+        ``out_channels == 1`` runs at the KDE resolution (v1; ``in_channels`` 2 = noisy residual
+        + KDE estimate, 3 = + frame); ``out_channels == 16`` runs at camera resolution on the
+        pixel-unshuffled KDE (v2; ``in_channels`` 32 or 33).
     scheduler : GammaDDPMScheduler
     link_radius_nm : float
         Association radius of detections across samples (per-molecule statistics).
     min_probability : float
         Molecules found in fewer than this fraction of samples are dropped.
     tile_size, tile_overlap : int
-        Largest UNet tile and the margin each tile drops on inner edges, in upsampled pixels
-        (see :meth:`tile_layout`).
+        Largest UNet tile and the margin each tile drops on inner edges, in pixels of the
+        UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (see :meth:`tile_layout`).
+    default_inference_steps : int
+        Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     sigma_scale, crlb_scale : float
         The per-molecule sigma model, per axis:
 
@@ -89,6 +96,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         crlb_scale: float = 0.0,
         calibration_samples: int | None = None,
         calibration_steps: int | None = None,
+        default_inference_steps: int = 20,
     ):
         super().__init__()
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
@@ -99,7 +107,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
                                 crlb_scale=float(crlb_scale),
-                                calibration_samples=calibration_samples, calibration_steps=calibration_steps)
+                                calibration_samples=calibration_samples, calibration_steps=calibration_steps,
+                                default_inference_steps=int(default_inference_steps))
 
     # -- saving and loading -----------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
@@ -147,15 +156,16 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return self.kde_net.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
 
     def conditioning(self, y_hat: torch.Tensor, frames: torch.Tensor, camera: Camera) -> torch.Tensor:
-        """UNet conditioning channels [F, C-1, uH, uW]: the KDE estimate (+ upsampled frame)."""
-        if self.unet.config.in_channels == 2:
-            return y_hat
-        x = self.kde_net.normalize(frames, offset=camera.offset, gain=camera.gain, read_noise=camera.read_noise)
-        up = F.interpolate(x, size=y_hat.shape[-2:], mode="bicubic", align_corners=False)
-        return torch.cat([y_hat, up], dim=1)
+        """UNet conditioning channels in its working layout: the KDE estimate (+ the frame),
+        built by :func:`smlm_diffusers.models.layout.condition_channels` as in training."""
+        frame_norm = None
+        if layout.uses_frame(self.unet.config):
+            frame_norm = self.kde_net.normalize(frames, offset=camera.offset, gain=camera.gain,
+                                                read_noise=camera.read_noise)
+        return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
     def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
-        """How a KDE grid of ``h x w`` pixels is cut for the UNet.
+        """How a working grid of ``h x w`` pixels (KDE or camera pixels, class docstring) is cut for the UNet.
 
         Per axis, the fewest tiles of at most ``tile_size`` pixels whose centres
         (``tile_size - 2 * tile_overlap``) cover the axis, all equal and just large enough
@@ -182,7 +192,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         self,
         frames,
         num_samples: int = 8,
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         output_type: str = "np",
@@ -195,7 +205,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         sampler: str | None = None,
         schedule: str | None = None,
         min_probability: float | None = None,
-        mixed_precision: str = "bf16",
+        mixed_precision: str = "auto",
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -204,8 +214,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         frames : array or tensor, [H, W] or [F, H, W], ADU (integer or float)
         num_samples : int
             Posterior KDE samples per frame; 0 runs DeepSTORM alone.
-        num_inference_steps : int
-            Reverse diffusion steps (at most the scheduler's ``max_inference_steps``).
+        num_inference_steps : int, optional
+            Reverse diffusion steps (at most the scheduler's ``max_inference_steps``); default
+            the pipeline's ``default_inference_steps``.
         generator : torch.Generator, optional
             Seeds the sampling noise: same seed, same result.
         batch_size : int
@@ -221,12 +232,14 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             Inference noise schedule ("logsnr", "cosine", "linear", "searched").
         min_probability : float, optional
             Drop molecules detected in fewer than this fraction of samples.
-        mixed_precision : {"bf16", "no"}
+        mixed_precision : {"auto", "bf16", "no"}
             Run DeepSTORM and the UNet under bfloat16 autocast (2-4x faster on CPUs with
-            AVX512-BF16; the scheduler arithmetic and the outputs stay float32), or in float32.
+            AVX512-BF16, slower without; the scheduler arithmetic and the outputs stay float32),
+            in float32, or (``"auto"``) bf16 only where the device runs it natively.
         """
-        if mixed_precision not in ("bf16", "no"):
-            raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {mixed_precision!r}")
+        bf16 = use_bf16(mixed_precision, self._execution_device)
+        if num_inference_steps is None:
+            num_inference_steps = self.config.get("default_inference_steps", 20)
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if output_type not in ("np", "pt"):
@@ -247,7 +260,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             out = (locs[MOLECULE_COLUMNS].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
                                                   sampler, schedule)  # [F, K, uH, uW]
             samples = scaling.from_unit(y_hat + residuals)
@@ -265,31 +278,41 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                          schedule=None) -> torch.Tensor:
         """Run the reverse diffusion on every (frame, sample, tile) and stitch the tiles.
 
-        Returns residual samples [F, K, uH, uW] in the networks' scale.
+        ``cond`` is the conditioning in the UNet's working layout (:meth:`conditioning`).
+        Tiles whose KDE estimate is empty (background level everywhere, margin included) are
+        not sampled: their residual is zero. Returns residual samples [F, K, uH, uW] on the
+        KDE grid, in the networks' scale.
         """
+        cfg = self.unet.config
         n_frames, _, h, w = cond.shape
         (th, tw), corners, (ph, pw) = self.tile_layout(h, w)
         o = self.config.tile_overlap
         # outside the field the KDE is empty: pad the conditioning with the background level
-        pad_value = [-1.0] + [0.0] * (cond.shape[1] - 1)
+        pad_value = layout.condition_pad_values(cfg)
         padded = torch.cat([F.pad(cond[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
                             for c, v in enumerate(pad_value)], dim=1)
-        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in corners]
-        out = torch.zeros(n_frames, num_samples, ph - 2 * o, pw - 2 * o, device=cond.device)
+        n_kde = len(pad_value) - int(layout.uses_frame(cfg))
+        occupied = {(f, c) for f in range(n_frames) for c in corners
+                    if padded[f, :n_kde, c[0]:c[0] + th, c[1]:c[1] + tw].max() > -1.0 + 1e-3}
+        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in corners
+                 if (f, c) in occupied]
+        out = torch.zeros(n_frames, num_samples, cfg.out_channels, ph - 2 * o, pw - 2 * o, device=cond.device)
         self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
         n_batches = math.ceil(len(items) / batch_size)
+        sy, sx = th - 2 * o, tw - 2 * o
         with self.progress_bar(total=n_batches * len(self.scheduler.timesteps)) as bar:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 c_in = torch.stack([padded[f, :, i:i + th, j:j + tw] for f, _, (i, j) in chunk])
                 r = self.denoise(c_in, generator, sampler, bar)
-                sy, sx = th - 2 * o, tw - 2 * o
                 for (f, k, (i, j)), tile in zip(chunk, r):
-                    out[f, k, i:i + sy, j:j + sx] = tile[0, o:o + sy, o:o + sx]
-        return out[:, :, :h, :w]
+                    out[f, k, :, i:i + sy, j:j + sx] = tile[:, o:o + sy, o:o + sx]
+        kde = layout.to_kde(out[..., :h, :w].flatten(0, 1), cfg)  # [F * K, 1, uH, uW]
+        return kde.reshape(n_frames, num_samples, *kde.shape[-2:])
 
     def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
-        """Reverse diffusion for one batch of conditioning tiles [B, C-1, t, t] -> residual [B, 1, t, t]."""
+        """Reverse diffusion for one batch of conditioning tiles [B, C, t, t] -> residual
+        [B, out_channels, t, t] in the UNet's working layout."""
         shape = (cond.shape[0], self.unet.config.out_channels, *cond.shape[-2:])
         gen_device = generator.device if generator is not None else cond.device
         r = torch.randn(shape, generator=generator, device=gen_device).to(cond.device, self.unet.dtype)

@@ -1,0 +1,122 @@
+"""DDPM training pairs: (true KDE, DeepSTORM KDE, normalized frame) patches, pooled.
+
+Each pair is simulated on the fly and passed through the frozen DeepSTORM with the same
+calls the pipeline makes (:meth:`DeepSTORM.predict` and :meth:`DeepSTORM.normalize`, both
+on the whole simulated patch, as the pipeline does on the whole frame). DeepSTORM costs
+about as much as a UNet step, so pairs are kept in a pool that is partly renewed every step
+(``refresh`` new patches replace the oldest): with a pool of a few thousand patches and a
+few new ones a step, a run of 30,000 steps of batch 8 sees each patch a handful of times.
+
+Training crops may reach up to ``edge_px`` camera pixels past the simulated patch, filled
+with the pad values the pipeline uses outside the frame (empty KDE, frame median), so the
+UNet learns the frame edges it meets at inference. Crops are drawn on the camera grid, so
+a crop is a whole number of camera pixels in either layout. ``augment`` applies one of the
+8 symmetries of the square to each crop (the physics and the pixel grid have them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..kde import KDEScaling, render_kde
+from ..simulation import FrameSimulator, sample_uniform
+from .data import SimulationRanges
+
+
+def simulate_pairs(ranges: SimulationRanges, kde_net, n: int, generator: torch.Generator):
+    """``n`` simulated patches -> (y, y_hat, frame_norm): true KDE and DeepSTORM KDE
+    [n, 1, fP, fP] in [-1, 1] units, and DeepSTORM's normalized frame [n, 1, P, P]."""
+    shape = (ranges.patch_size, ranges.patch_size)
+    sigma = tuple(ranges.sigma_px) if isinstance(ranges.sigma_px, (list, tuple)) else ranges.sigma_px
+    sim = FrameSimulator(shape, ranges.camera, sigma, tuple(ranges.background), ranges.background_variation)
+    em = sample_uniform(n, shape, tuple(ranges.density), ranges.pixel_size_nm, tuple(ranges.photons),
+                        ranges.margin_px, generator)
+    frames = sim.render(em, generator=generator).frames_adu
+    y = KDEScaling(ranges.kde_sigma).to_unit(render_kde(em.x_px, em.y_px, em.mask, shape, ranges.upsampling,
+                                                        ranges.kde_sigma))
+    device = kde_net.device
+    y_hat = kde_net.predict(frames, batch_size=max(n, 1)).to(device)
+    frame_norm = kde_net.normalize(frames.to(device))
+    return y.to(device).float(), y_hat.float(), frame_norm.float()
+
+
+class PairPool:
+    """A renewing pool of training pairs (module docstring).
+
+    Parameters
+    ----------
+    ranges : SimulationRanges
+        What the simulator draws (``patch_size`` camera pixels per patch).
+    kde_net : DeepSTORM
+        The frozen estimator the DDPM is conditioned on.
+    size : int
+        Patches held; 0 draws a fresh batch every step (no pool).
+    refresh : int
+        Patches replaced per :meth:`batch` call.
+    generator : torch.Generator
+        Seeds everything the pool draws.
+    """
+
+    def __init__(self, ranges: SimulationRanges, kde_net, size: int, refresh: int, generator: torch.Generator,
+                 fill_chunk: int = 256):
+        if size < 0 or refresh < 0:
+            raise ValueError(f"pool size and refresh must be >= 0, got {size}, {refresh}")
+        self.ranges, self.kde_net, self.size, self.refresh, self.gen = ranges, kde_net, size, refresh, generator
+        self._next = 0
+        self.y = self.y_hat = self.frame = None
+        if size:
+            parts = [simulate_pairs(ranges, kde_net, min(fill_chunk, size - s), generator)
+                     for s in range(0, size, fill_chunk)]
+            self.y, self.y_hat, self.frame = (torch.cat(p) for p in zip(*parts))
+
+    def _renew(self):
+        if not self.refresh:
+            return
+        y, y_hat, frame = simulate_pairs(self.ranges, self.kde_net, self.refresh, self.gen)
+        idx = (self._next + torch.arange(self.refresh)) % self.size
+        self.y[idx], self.y_hat[idx], self.frame[idx] = y, y_hat, frame
+        self._next = int(idx[-1] + 1) % self.size
+
+    def batch(self, batch_size: int, crop_px: int, edge_px: int = 0, augment: bool = False):
+        """A batch of crops of ``crop_px`` camera pixels: (y, y_hat, frame_norm) as in
+        :func:`simulate_pairs`, renewing ``refresh`` patches of the pool first."""
+        if self.size:
+            self._renew()
+            pick = torch.randint(0, self.size, (batch_size,), generator=self.gen)
+            y, y_hat, frame = self.y[pick], self.y_hat[pick], self.frame[pick]
+        else:
+            y, y_hat, frame = simulate_pairs(self.ranges, self.kde_net, batch_size, self.gen)
+        return crop_pairs(y, y_hat, frame, crop_px, self.ranges.upsampling, edge_px, self.gen, augment)
+
+
+def crop_pairs(y, y_hat, frame, crop_px: int, factor: int, edge_px: int, generator: torch.Generator,
+               augment: bool = False):
+    """Random crops (one offset per item) of ``crop_px`` camera pixels, reaching at most
+    ``edge_px`` past the patch, padded as the pipeline pads outside the frame."""
+    n, p = frame.shape[0], frame.shape[-1]
+    if crop_px > p + 2 * edge_px:
+        raise ValueError(f"crop of {crop_px} px does not fit a {p} px patch with {edge_px} px of edge")
+    e = edge_px
+    y = F.pad(y, (factor * e,) * 4, value=-1.0)
+    y_hat = F.pad(y_hat, (factor * e,) * 4, value=-1.0)
+    frame = F.pad(frame, (e,) * 4, value=0.0)
+    hi = p + 2 * e - crop_px
+    offs = torch.randint(0, hi + 1, (n, 2), generator=generator)
+    sym = torch.randint(0, 8, (n,), generator=generator) if augment else torch.zeros(n, dtype=torch.long)
+    out = ([], [], [])
+    for k in range(n):
+        i, j = int(offs[k, 0]), int(offs[k, 1])
+        fi, fj, fc = factor * i, factor * j, factor * crop_px
+        items = (y[k, :, fi:fi + fc, fj:fj + fc], y_hat[k, :, fi:fi + fc, fj:fj + fc],
+                 frame[k, :, i:i + crop_px, j:j + crop_px])
+        for dst, t in zip(out, items):
+            dst.append(_dihedral(t, int(sym[k])))
+    return tuple(torch.stack(o) for o in out)
+
+
+def _dihedral(t: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 symmetries of the square on the last two axes."""
+    if k >= 4:
+        t = t.flip(-1)
+    return torch.rot90(t, k % 4, dims=(-2, -1))
