@@ -19,7 +19,8 @@ A = CAMERA.pixel_size_nm
 def _frames(xs, ys, photons, shape=(32, 32), background=20.0, seed=0):
     """ADU frames [B, H, W] of emitters given as [B, E] pixel positions (edge convention)."""
     xs, ys = torch.as_tensor(xs, dtype=torch.float32), torch.as_tensor(ys, dtype=torch.float32)
-    em = Emitters(x_px=xs, y_px=ys, photons=torch.full_like(xs, float(photons)), mask=torch.ones_like(xs, dtype=torch.bool))
+    em = Emitters(x_px=xs, y_px=ys, photons=torch.full_like(xs, float(photons)),
+                  mask=torch.ones_like(xs, dtype=torch.bool))
     sim = sd.FrameSimulator(shape, CAMERA, 1.0, background)
     return sim.render(em, generator=torch.Generator().manual_seed(seed)).frames_adu.numpy()
 

@@ -22,7 +22,7 @@ molecules, else the links are shortened inside that component), each fitted in a
 beyond its molecules' pixels (masked outside the frame). Fit quality is the Poisson deviance per pixel,
 ``2 sum [d' log(d' / mu') - (d' - mu')] / n``, over the 2-sigma window of each molecule: about 1 where the
 model explains the data. A molecule that fits badly is tried as two, seeded along the principal axis of
-its light; the pair is kept where the likelihood ratio beats a BIC penalty (as in ThunderSTORM's
+its light; the pair is kept where the likelihood ratio beats a BIC-style penalty (as in ThunderSTORM's
 multi-emitter fitting). Batched engine: :mod:`smlm_diffusers.localization._mle`.
 """
 
@@ -164,8 +164,9 @@ def refine_frames(
     split_deviance : float
         Deviance per pixel above which a molecule is tried as a pair.
     split_penalty : float, optional
-        Penalty per added parameter (3 per pair) on twice the log-likelihood gain. Default the BIC's
-        ``log(pixels in the window)``.
+        Penalty per added parameter (3 per pair) on twice the log-likelihood gain. Default twice the BIC's,
+        ``2 log(pixels in the window)``: with the BIC's own, 4 of 2560 isolated emitters (500 and 2000
+        photons) were split, with twice none, at the same Jaccard at densities 2 and 4 (within 0.004).
     split_rounds : int
         Rounds of splitting (at most one split per cluster per round; a split molecule is not split again).
     seed_consistency : float, optional
@@ -234,7 +235,7 @@ def refine_frames(
     results = [_assess(g, state, fit, sigma, half_dev, split) for g, fit in zip(groups, fits)]
     split_flag = torch.zeros(m, dtype=torch.bool, device=dev)
     parent = torch.arange(m, device=dev)
-    penalty = (lambda n_pix: torch.log(n_pix.clamp_min(2.0))) if split_penalty is None else (
+    penalty = (lambda n_pix: 2.0 * torch.log(n_pix.clamp_min(2.0))) if split_penalty is None else (
         lambda n_pix: torch.full_like(n_pix, float(split_penalty)))
     for _ in range(split_rounds if split else 0):
         deviance = _per_molecule(groups, results, "deviance", len(state.x), state.x)
