@@ -1,5 +1,6 @@
-"""TIFF stacks and ThunderSTORM CSV files round-trip through tmp_path."""
+"""TIFF stacks, ThunderSTORM CSV and Picasso HDF5 files round-trip through tmp_path."""
 
+import json
 import warnings
 
 import numpy as np
@@ -9,8 +10,13 @@ import tifffile
 
 from smlm_diffusers.io import (
     iter_tiff_frames,
+    localization_format,
+    read_picasso_hdf5,
     read_thunderstorm_csv,
     read_tiff_stack,
+    tiff_pixel_size_nm,
+    write_localizations,
+    write_picasso_hdf5,
     write_thunderstorm_csv,
     write_tiff,
 )
@@ -177,3 +183,102 @@ def test_read_pixel_unit_file_and_errors(tmp_path):
     zero.write_text('"frame","x [nm]","y [nm]"\n0,2,3\n')
     with pytest.raises(ValueError, match="1-based"):
         read_thunderstorm_csv(zero)
+
+
+# --------------------------------------------------------------------------- calibration, Picasso
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 6, 5)])
+def test_write_tiff_carries_the_pixel_size(tmp_path, shape):
+    """Fiji reads the ImageJ calibration: X/Y resolution in pixels per nm and unit nm."""
+    data = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    path = tmp_path / "cal.tif"
+    write_tiff(path, data, pixel_size_nm=27.0)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "nm"
+        x_res, y_res = tif.pages[0].get_resolution()
+        assert x_res == pytest.approx(1 / 27.0) and y_res == pytest.approx(1 / 27.0)
+        assert tif.series[0].axes == ("TYX" if len(shape) == 3 else "YX")
+    assert tiff_pixel_size_nm(path) == pytest.approx(27.0)
+    np.testing.assert_array_equal(read_tiff_stack(path).reshape(shape), data)
+    write_tiff(tmp_path / "plain.tif", data)  # no pixel size given: no calibration
+    assert tiff_pixel_size_nm(tmp_path / "plain.tif") is None
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        write_tiff(tmp_path / "bad.tif", data, pixel_size_nm=-1)
+
+
+def test_extra_thunderstorm_columns(tmp_path):
+    df = pd.DataFrame({"frame": [0, 1], "x_nm": [1.0, 2.0], "y_nm": [3.0, 4.0]})
+    write_thunderstorm_csv(df, tmp_path / "e.csv", extra_columns={"offset [photon]": [20.0, 21.5], "kde_mass": [1, 2]})
+    assert tmp_path.joinpath("e.csv").read_text().splitlines()[0].endswith('"offset [photon]","kde_mass"')
+    back = read_thunderstorm_csv(tmp_path / "e.csv")
+    assert back["offset"].tolist() == [20.0, 21.5]
+    with pytest.raises(ValueError, match="shape"):
+        write_thunderstorm_csv(df, tmp_path / "f.csv", extra_columns={"kde_mass": [1.0]})
+
+
+def _molecules(n=40, seed=4, size_px=32, a=108.0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "frame": np.sort(rng.integers(0, 10, n)),
+        "x_nm": rng.uniform(0.6 * a, (size_px - 0.1) * a, n), "y_nm": rng.uniform(0.6 * a, (size_px - 0.1) * a, n),
+        "sigma_x_nm": rng.uniform(3, 30, n), "sigma_y_nm": rng.uniform(3, 30, n),
+        "photons": rng.uniform(200, 6000, n), "background": rng.uniform(5, 60, n),
+        "kde_mass": rng.uniform(0.5, 1.5, n), "probability": rng.uniform(0.5, 1, n),
+        "n_samples": rng.integers(1, 9, n),
+    })
+
+
+def test_picasso_round_trip_and_pixel_convention(tmp_path):
+    from smlm_diffusers import Camera
+
+    df = _molecules()
+    path = tmp_path / "locs.hdf5"
+    h5, yml = write_picasso_hdf5(df, path, n_frames=10, height=32, width=32, pixel_size_nm=108.0, psf_sigma_px=1.0,
+                                 camera=Camera(offset=400.0, gain=2.0), source="movie.tif", extra_info={"Mode": "ddpm"})
+    assert (h5, yml) == (path, tmp_path / "locs.yaml")
+    back, info = read_picasso_hdf5(path)
+    assert info[0]["Frames"] == 10 and info[0]["Width"] == 32 and info[0]["File"] == "movie.tif"
+    assert info[1]["Pixelsize"] == 108.0 and info[1]["Baseline"] == 400.0 and info[1]["Sensitivity"] == 0.5
+    np.testing.assert_array_equal(back["frame"], df["frame"])
+    for c in ("x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"):
+        np.testing.assert_allclose(back[c], df[c], atol=2e-3)
+    for c in ("photons", "background", "kde_mass", "probability"):
+        np.testing.assert_allclose(back[c], df[c], rtol=1e-6)
+    np.testing.assert_array_equal(back["n_samples"], df["n_samples"])
+    # Picasso's pixel centres are integers: the centre of pixel (row 2, column 5) is x = 5, y = 2
+    centre = pd.DataFrame({"frame": [0], "x_nm": [5.5 * 108.0], "y_nm": [2.5 * 108.0]})
+    with pytest.warns(UserWarning, match="Picasso drops"):  # no photometry, no uncertainty: NaN
+        write_picasso_hdf5(centre, tmp_path / "c.hdf5", 1, 8, 8, 108.0, 1.0)
+    import h5py
+
+    with h5py.File(tmp_path / "c.hdf5") as f:
+        assert (float(f["locs"]["x"][0]), float(f["locs"]["y"][0])) == (5.0, 2.0)
+        assert json.loads(f["metadata"][()])[0]["Height"] == 8  # Picasso >= 0.11 also embeds the metadata
+
+
+def test_picasso_opens_our_file(tmp_path):
+    io_picasso = pytest.importorskip("picasso.io")
+    df = _molecules()
+    write_localizations(df, tmp_path / "locs.hdf5", pixel_size_nm=108.0, shape=(10, 32, 32), psf_sigma_px=1.0,
+                        samples=True)
+    locs, info = io_picasso.load_locs(str(tmp_path / "locs.hdf5"))
+    assert len(locs) == len(df)
+    np.testing.assert_allclose((locs["x"].to_numpy() + 0.5) * 108.0, df["x_nm"], atol=2e-3)
+    np.testing.assert_allclose(locs["lpy"].to_numpy() * 108.0, df["sigma_y_nm"], rtol=1e-5)
+    assert {"frame", "x", "y", "photons", "sx", "sy", "bg", "lpx", "lpy"} <= set(locs.columns)
+
+
+def test_write_localizations_by_suffix(tmp_path):
+    df = _molecules(5)
+    kw = dict(pixel_size_nm=108.0, shape=(10, 32, 32), psf_sigma_px=1.2)
+    (csv,) = write_localizations(df, tmp_path / "a.csv", samples=False, **kw)
+    header = csv.read_text().splitlines()[0]
+    assert header.endswith('"uncertainty [nm]","offset [photon]","kde_mass"')
+    assert read_thunderstorm_csv(csv)["sigma_nm"].eq(1.2 * 108.0).all()
+    (csv,) = write_localizations(df, tmp_path / "b.csv", samples=True, **kw)
+    assert csv.read_text().splitlines()[0].endswith('"kde_mass","probability","n_samples"')
+    assert [p.name for p in write_localizations(df, tmp_path / "c.h5", samples=True, **kw)] == ["c.h5", "c.yaml"]
+    assert localization_format("x.HDF5") == "picasso"
+    with pytest.raises(ValueError, match=r"\.csv.*\.hdf5"):
+        write_localizations(df, tmp_path / "d.txt", samples=True, **kw)

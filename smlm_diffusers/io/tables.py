@@ -44,7 +44,8 @@ def _snake_case(name: str) -> str:
     return base
 
 
-def write_thunderstorm_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_thunderstorm_csv(df: pd.DataFrame, path, extra_columns: dict | None = None, id_start: int = 1,
+                           header: bool = True) -> None:
     """Write localizations as a ThunderSTORM-compatible CSV file.
 
     Parameters
@@ -59,7 +60,16 @@ def write_thunderstorm_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
           uncertainty per axis, nm) combined as sqrt((sx^2 + sy^2) / 2) -> ``uncertainty [nm]``.
 
         Missing values are written as ``NaN`` (which ThunderSTORM's Java parser accepts).
-    path : str or path-like
+    path : str, path-like or text file object
+    extra_columns : dict, optional
+        Further columns (header -> array of ``len(df)`` values) appended after the standard
+        ones, in order, e.g. ``{"offset [photon]": background, "kde_mass": mass}``.
+    id_start : int
+        ``id`` of the first row. With ``header=False`` and an open file, a long table is
+        written chunk by chunk (each chunk's ``id_start`` one past the previous chunk's last
+        id): the same bytes as one call on the whole table.
+    header : bool
+        Write the header line.
 
     Notes
     -----
@@ -82,7 +92,7 @@ def write_thunderstorm_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     sigma = col("sigma_nm")
     out = pd.DataFrame(
         {
-            "id": np.arange(1, n + 1, dtype=np.int64),
+            "id": np.arange(id_start, id_start + n, dtype=np.int64),
             "frame": df["frame"].to_numpy().astype(np.int64) + 1,
             "x [nm]": col("x_nm"),
             "y [nm]": col("y_nm"),
@@ -92,8 +102,13 @@ def write_thunderstorm_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         },
         columns=TS_COLUMNS,
     )
+    for name, values in (extra_columns or {}).items():
+        values = np.asarray(values)
+        if values.shape != (n,):
+            raise ValueError(f"extra column {name!r} has shape {values.shape}, expected ({n},)")
+        out[name] = values
     # QUOTE_NONNUMERIC quotes the header only (all values are numbers), like ThunderSTORM
-    out.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="NaN")
+    out.to_csv(path, index=False, header=header, quoting=csv.QUOTE_NONNUMERIC, na_rep="NaN")
 
 
 def read_thunderstorm_csv(path: str | os.PathLike, pixel_size_nm: float | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ Only the first image series of a file is read (OME and ImageJ files included). F
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import tifffile
@@ -106,12 +106,28 @@ def read_tiff_stack(
         return _as_float32(_read_frames(tif, 0, f, (f, h, w)), path)
 
 
+def tiff_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, H, W) of a grey-level TIFF movie, from its header (no pixels are read).
+
+    Raises
+    ------
+    ValueError
+        As :func:`read_tiff_stack` for files that are not grey-level 2D or 3D stacks.
+    """
+    with _open(path) as tif:
+        return _stack_shape(tif, path)
+
+
 def iter_tiff_frames(
     path: str | os.PathLike,
     batch_size: int = 64,
     max_frames: int | None = None,
+    ranges: Iterable[tuple[int, int]] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield float32 batches [B, H, W] of a TIFF movie without loading all of it.
+
+    Only the pages of each batch are read from disk (one page per frame, as cameras and
+    ImageJ write them), so memory holds one batch whatever the movie's length.
 
     Parameters
     ----------
@@ -120,37 +136,74 @@ def iter_tiff_frames(
         Frames per batch (the last batch may be shorter).
     max_frames : int, optional
         Stop after this many frames.
+    ranges : iterable of (start, stop), optional
+        Yield frames ``[start, stop)`` for each range instead (0-based, any order, from one
+        open file): a resumed run, or one process of several, reads only its own frames.
+        ``batch_size`` and ``max_frames`` are then ignored.
 
     Yields
     ------
     numpy.ndarray, float32, [B, H, W]
-        Consecutive frames; the first batch starts at frame 0.
+        Consecutive frames; the first batch starts at frame 0 (or the first range's start).
 
     Raises
     ------
     ValueError
-        As :func:`read_tiff_stack`, checked before the first batch (NaN/inf per batch).
+        As :func:`read_tiff_stack`, checked before the first batch (NaN/inf per batch), or
+        for a range outside the movie.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     with _open(path) as tif:
         shape = _stack_shape(tif, path)
-        n = shape[0] if max_frames is None else min(shape[0], int(max_frames))
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+        if ranges is None:
+            n = shape[0] if max_frames is None else min(shape[0], int(max_frames))
+            ranges = ((start, min(start + batch_size, n)) for start in range(0, n, batch_size))
+        for start, stop in ranges:
+            if not 0 <= start < stop <= shape[0]:
+                raise ValueError(f"{os.fspath(path)!r}: frames [{start}, {stop}) are outside its {shape[0]} frames")
             yield _as_float32(_read_frames(tif, start, stop, shape), path)
 
 
-def write_tiff(path: str | os.PathLike, array) -> None:
-    """Write a float32 image [H, W] or stack [F, H, W] (one page per frame).
+def write_tiff(path: str | os.PathLike, array, pixel_size_nm: float | None = None) -> None:
+    """Write a float32 image [H, W] or stack [F, H, W] (one page per frame) as an ImageJ TIFF.
 
     Parameters
     ----------
     path : str or path-like
     array : array-like, [H, W] or [F, H, W]
-        Converted to float32 (ImageJ/Fiji read it as a 32-bit stack).
+        Converted to float32 (ImageJ/Fiji read it as a 32-bit stack; a stack's pages are
+        frames, ImageJ axis T).
+    pixel_size_nm : float, optional
+        Side of one pixel of ``array`` in nm (for a KDE: the camera pixel / upsampling).
+        Stored as ImageJ calibration: X/Y resolution ``1 / pixel_size_nm`` pixels per unit
+        and ``unit: nm``, so Fiji's *Image > Properties* and scale bars show nanometres.
+        Without it the file carries no calibration (Fiji shows pixels).
     """
     data = np.asarray(array, dtype=np.float32)
     if data.ndim not in (2, 3) or data.size == 0:
         raise ValueError(f"write_tiff expects a non-empty [H, W] or [F, H, W] array, got shape {data.shape}")
-    tifffile.imwrite(path, data, photometric="minisblack")
+    metadata = {"axes": "TYX" if data.ndim == 3 else "YX"}
+    kwargs = {}
+    if pixel_size_nm is not None:
+        a = float(pixel_size_nm)
+        if not (np.isfinite(a) and a > 0):
+            raise ValueError(f"pixel_size_nm must be a positive number, got {pixel_size_nm}")
+        metadata["unit"] = "nm"
+        kwargs["resolution"] = (1.0 / a, 1.0 / a)
+    tifffile.imwrite(path, data, imagej=True, metadata=metadata, **kwargs)
+
+
+def tiff_pixel_size_nm(path: str | os.PathLike) -> float | None:
+    """Pixel size (nm) stored in a TIFF's ImageJ calibration (unit nm, um/micron or µm), or None."""
+    with _open(path) as tif:
+        page = tif.pages[0]
+        unit = str((tif.imagej_metadata or {}).get("unit", "")).strip().lower()
+        if "XResolution" not in page.tags:
+            return None
+        num, den = page.tags["XResolution"].value
+        if num == 0:
+            return None
+        per_pixel = den / num  # units per pixel
+    scale = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "micron": 1e3, "µm": 1e3}.get(unit)
+    return None if scale is None else per_pixel * scale
