@@ -1,0 +1,207 @@
+"""Does the camera the user gave fit the frames? Checked from the data before localizing.
+
+A wrong offset or gain does not crash anything: it silently turns every frame into nonsense
+photons (no molecules, or thousands). Three measurements on the frames catch that:
+
+- the fraction of pixels below the offset (a correct offset sits below nearly all of them);
+- the background this camera implies, ``(background ADU - offset) / gain`` photons per pixel;
+- the noise of the darkest pixels against the camera model. For a Poisson-normal camera
+  (DESIGN.md) the variance of a pixel at ``level`` ADU is
+  ``gain * (level - offset) + gain^2 * read_noise^2`` ADU^2 (the photon-transfer relation).
+  The noise is measured on differences of horizontally neighbouring pixels, in the darkest
+  10% of pairs (the pixels least lit by molecules, even in crowded frames); given the sum
+  of two Poisson counts their difference has a variance equal to that sum, so the relation
+  holds at the mean level of the pairs measured. In dark frames this variance is mostly the
+  read noise, in bright ones mostly the shot noise of the background.
+
+From the same relation each camera value can be solved for with the other two kept: the
+gain, the offset or the read noise the data suggest. A measurement far off (:data:`LIMITS`)
+is an error whose message names the options that would fix it and their suggested values;
+one somewhat off is a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .simulation.camera import Camera
+
+# the option names the messages use (the app passes its field labels instead)
+CLI_OPTIONS = {"offset": "--offset", "gain": "--gain", "read_noise": "--read-noise"}
+
+LIMITS = {
+    "below_offset_error": 0.5,  # more than half the pixels below the offset
+    "below_offset_warn": 0.2,
+    "background_error": 1e5,  # photons per pixel: beyond the full well of any camera pixel
+    "background_warn": 5e3,
+    "background_low_warn": 0.2,  # photons per pixel: nearly no background at all
+    "noise_ratio_error": 10.0,  # measured / expected pixel variance outside [1/10, 10]
+    "noise_ratio_warn_low": 0.55,  # e.g. a gain twice too high (shot-noise variance scales with the gain)
+    "noise_ratio_warn_high": 2.5,  # above 2: an EMCCD's excess noise alone doubles the shot-noise variance
+}
+# what real cameras have: single values outside these are not offered as fixes
+PLAUSIBLE = {"gain": (1e-3, 1e4), "read_noise": (0.05, 200.0)}
+MAX_PIXELS = 2_000_000
+DARK_QUANTILE = 0.1  # pixel pairs measured: the darkest 10%
+_Z_DARK = 1.2816  # -(standard normal quantile of DARK_QUANTILE)
+
+
+class CameraMismatchError(ValueError):
+    """The camera given does not fit the frames; the message names the option to change."""
+
+
+@dataclass
+class CameraCheck:
+    """What the frames say about the camera given (see the module docstring)."""
+
+    camera: Camera
+    background_adu: float  # background level of the darkest pixels, ADU
+    median_adu: float
+    noise_adu: float  # rms pixel noise of the background, ADU
+    fraction_below_offset: float
+    background_photons: float  # implied by the camera, photons per pixel
+    noise_ratio: float  # measured / expected pixel variance
+    suggested: dict = field(default_factory=dict)  # option -> value that fits the data (others kept)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _pixel_noise(frames: np.ndarray) -> tuple[float, float, float]:
+    """(background level, level of the pairs measured, rms noise), ADU, from the darkest
+    horizontal neighbour pairs.
+
+    Pairs whose mean is at most its :data:`DARK_QUANTILE` are the pixels least lit by
+    molecules, even in crowded frames. For Poisson counts the difference of two pixels given
+    their sum ``S`` has variance ``S`` (the split is binomial), so the noise of these pairs is
+    the camera model's at *their* mean level, which is returned with it. The background is
+    that quantile corrected for the selection (pair means spread by noise / sqrt(2)).
+    """
+    a, b = frames[..., :-1].ravel(), frames[..., 1:].ravel()
+    mean, diff = 0.5 * (a + b), a - b
+    cut = float(np.quantile(mean, DARK_QUANTILE))
+    keep = mean <= cut
+    if np.count_nonzero(keep) < 16:
+        keep = np.ones_like(keep)
+    d = diff[keep]
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    if sigma > 0:  # the MAD is coarse on integer counts: a clipped standard deviation instead
+        d = d[np.abs(d - np.median(d)) <= 5.0 * sigma]
+    noise = float(np.std(d)) / math.sqrt(2.0)
+    return cut + _Z_DARK * noise / math.sqrt(2.0), float(np.mean(mean[keep])), noise
+
+
+def _sample(frames) -> np.ndarray:
+    a = np.asarray(frames, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or min(a.shape) < 1 or a.shape[-1] < 2:
+        raise ValueError(f"frames must be [F, H, W] with W >= 2, got shape {a.shape}")
+    per_frame = a.shape[1] * a.shape[2]
+    if a.size > MAX_PIXELS:  # evenly spaced frames are enough for these statistics
+        idx = np.linspace(0, a.shape[0] - 1, max(1, MAX_PIXELS // per_frame)).round().astype(int)
+        a = a[np.unique(idx)]
+    return a
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> CameraCheck:
+    """Compare frames (ADU) with a camera; errors and warnings as text naming ``options``.
+
+    Parameters
+    ----------
+    frames_adu : array [F, H, W] or [H, W]
+        Raw frames, ADU (a few frames are enough; large stacks are subsampled).
+    camera : Camera
+        Offset, gain and read noise to check (pixel size and QE are not checked).
+    options : dict, optional
+        The user-facing name of each setting: keys ``offset``, ``gain``, ``read_noise``
+        (default :data:`CLI_OPTIONS`, the command line's ``--offset`` ...).
+
+    Returns
+    -------
+    CameraCheck
+    """
+    names = CLI_OPTIONS | (options or {})
+    frames = _sample(frames_adu)
+    o, g, rn = float(camera.offset), float(camera.gain), float(camera.read_noise)
+    level, dark, noise = _pixel_noise(frames)
+    median = float(np.median(frames))
+    var = noise**2
+    below = float(np.mean(frames < o))
+    bg = (level - o) / g
+    expected = g * max(dark - o, 0.0) + g * g * rn * rn
+    ratio = var / expected if expected > 0 else math.inf
+
+    # each setting solved from var = g (dark - o) + g^2 rn^2, the other two kept
+    suggested = {}
+    o_fit = dark - (var - g * g * rn * rn) / g
+    p01 = float(np.percentile(frames, 1.0))
+    if p01 - 10.0 * noise <= o_fit <= dark:
+        suggested["offset"] = o_fit
+    s = dark - o
+    if s > 0:
+        g_fit = var / s if rn == 0 else (-s + math.sqrt(s * s + 4.0 * rn * rn * var)) / (2.0 * rn * rn)
+        if PLAUSIBLE["gain"][0] <= g_fit <= PLAUSIBLE["gain"][1]:
+            suggested["gain"] = g_fit
+    rn2 = var / (g * g) - max((dark - o) / g, 0.0)
+    if rn2 > 0 and PLAUSIBLE["read_noise"][0] <= math.sqrt(rn2) <= PLAUSIBLE["read_noise"][1]:
+        suggested["read_noise"] = math.sqrt(rn2)
+
+    check = CameraCheck(camera, level, median, noise, below, bg, ratio, suggested)
+    given = (f"offset {_fmt(o)} ADU, gain {_fmt(g)} ADU/e-, read noise {_fmt(rn)} e- "
+             f"(frames: background {_fmt(level)} ADU, pixel noise {_fmt(noise)} ADU rms)")
+
+    def fixes(*keys) -> str:
+        offered = [k for k in keys if k in suggested]
+        if not offered:
+            return (f"no single one of {', '.join(names[k] for k in ('offset', 'gain', 'read_noise'))} explains "
+                    "the data: check the camera settings (offset and gain in ADU, read noise in e-)")
+        unit = {"offset": " ADU", "gain": " ADU/e-", "read_noise": " e-"}
+        return "the data suggest " + " or ".join(f"{names[k]} {suggested[k]:.3g}{unit[k]}" for k in offered)
+
+    L = LIMITS
+    if below > L["below_offset_error"]:
+        check.errors.append(f"{100 * below:.0f}% of the pixels are below the offset: {names['offset']} {_fmt(o)} ADU "
+                            f"is too high for these frames; {fixes('offset')} [{given}]")
+    elif bg > L["background_error"]:
+        check.errors.append(f"the camera implies {bg:.3g} photons per pixel of background, more than any camera pixel "
+                            f"holds; {fixes('offset', 'gain')} [{given}]")
+    elif not 1.0 / L["noise_ratio_error"] <= ratio <= L["noise_ratio_error"]:
+        more = "more" if ratio > 1 else "less"
+        check.errors.append(f"the frames are {math.sqrt(ratio):.3g}x {more} noisy than this camera predicts "
+                            f"({math.sqrt(expected):.3g} ADU rms at the background level); "
+                            f"{fixes('gain', 'read_noise', 'offset')} [{given}]")
+    else:
+        if below > L["below_offset_warn"]:
+            check.warnings.append(f"{100 * below:.0f}% of the pixels are below the offset {_fmt(o)} ADU: "
+                                  f"check {names['offset']} (or the frames are nearly dark)")
+        if bg > L["background_warn"]:
+            check.warnings.append(f"the camera implies a background of {bg:.3g} photons per pixel: check "
+                                  f"{names['offset']} and {names['gain']}")
+        elif bg < L["background_low_warn"]:
+            check.warnings.append(f"the camera implies a background of {bg:.3g} photons per pixel (nearly none): "
+                                  f"check {names['offset']}")
+        if not L["noise_ratio_warn_low"] <= ratio <= L["noise_ratio_warn_high"]:
+            more = "more" if ratio > 1 else "less"
+            check.warnings.append(f"the frames are {math.sqrt(ratio):.2g}x {more} noisy than this camera predicts: "
+                                  f"check {names['gain']} and {names['read_noise']}; "
+                                  f"{fixes('gain', 'read_noise')}")
+    return check
+
+
+def require_plausible_camera(frames_adu, camera: Camera, options: dict | None = None) -> CameraCheck:
+    """:func:`check_camera`, raising :class:`CameraMismatchError` on errors; warnings are returned."""
+    check = check_camera(frames_adu, camera, options)
+    if check.errors:
+        raise CameraMismatchError("; ".join(check.errors))
+    return check
