@@ -6,15 +6,23 @@ molecule gets the CRLB of an *isolated* emitter (paper eq. 14) at the photons an
 fitted jointly on the frame at the molecule positions
 (:func:`~smlm_diffusers.localization.photometry.estimate_photometry`). It is a lower bound:
 it ignores neighbours and DeepSTORM's own bias, so in crowded frames it is optimistic.
+
+A frame with more than :data:`MAX_MOLECULES_PER_PIXEL` molecules per camera pixel (4x the
+densest training data at 108 nm pixels) has more unknowns than the joint fit can separate;
+its molecules get NaN photometry and uncertainty, with a warning.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from ..simulation.camera import Camera
 from .photometry import PHOTOMETRY_COLUMNS, estimate_photometry, molecule_crlb
+
+MAX_MOLECULES_PER_PIXEL = 0.25
 
 
 def add_crlb_uncertainty(locs: pd.DataFrame, frames_adu, camera: Camera, sigma_px: float) -> pd.DataFrame:
@@ -43,8 +51,20 @@ def add_crlb_uncertainty(locs: pd.DataFrame, frames_adu, camera: Camera, sigma_p
         for c in PHOTOMETRY_COLUMNS + ["sigma_x_nm", "sigma_y_nm"]:
             out[c] = pd.Series(dtype=np.float64)
         return out
-    out = out.join(estimate_photometry(frames, out, camera, sigma_px))
-    crlb_x, crlb_y = molecule_crlb(out, sigma_px, camera)
-    out["sigma_x_nm"] = np.sqrt(np.asarray(crlb_x, np.float64))
-    out["sigma_y_nm"] = np.sqrt(np.asarray(crlb_y, np.float64))
+    counts = out.groupby("frame")["x_nm"].transform("size").to_numpy()
+    fit = counts <= MAX_MOLECULES_PER_PIXEL * frames.shape[1] * frames.shape[2]
+    if not fit.all():
+        n_frames = out.loc[~fit, "frame"].nunique()
+        warnings.warn(f"{n_frames} frame(s) hold more than {MAX_MOLECULES_PER_PIXEL:g} molecules per pixel: no "
+                      "photometry or CRLB there (NaN); check the localization threshold", stacklevel=2)
+    for c in PHOTOMETRY_COLUMNS + ["sigma_x_nm", "sigma_y_nm"]:
+        out[c] = np.nan
+    if fit.any():
+        sub = out.loc[fit]
+        phot = estimate_photometry(frames, sub, camera, sigma_px)
+        sub = sub.assign(**{c: phot[c] for c in PHOTOMETRY_COLUMNS})
+        crlb_x, crlb_y = molecule_crlb(sub, sigma_px, camera)
+        out.loc[fit, PHOTOMETRY_COLUMNS] = sub[PHOTOMETRY_COLUMNS].to_numpy()
+        out.loc[fit, "sigma_x_nm"] = np.sqrt(np.asarray(crlb_x, np.float64))
+        out.loc[fit, "sigma_y_nm"] = np.sqrt(np.asarray(crlb_y, np.float64))
     return out
