@@ -41,8 +41,12 @@ def add_crlb_uncertainty(locs: pd.DataFrame, frames_adu, camera: Camera, sigma_p
 
     Returns
     -------
-    A new DataFrame, rows and other columns as ``locs``.
+    A new DataFrame, rows and other columns as ``locs``. A table that already has photons and
+    finite sigmas (the pipeline's frame refinement, ``refine=True``) is returned as it is.
     """
+    has = {"photons", "sigma_x_nm", "sigma_y_nm"} <= set(locs.columns)
+    if has and len(locs) and np.isfinite(locs[["sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)).all():
+        return locs.copy()
     frames = np.asarray(frames_adu, dtype=np.float64)
     if frames.ndim == 2:
         frames = frames[None]
