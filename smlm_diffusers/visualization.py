@@ -77,6 +77,8 @@ def render_image(
     markers: Sequence[Markers] = (),
     target_px: int = 320,
     dpi: int = 100,
+    colorbar: bool = True,
+    title_size: float = 10,
 ) -> np.ndarray:
     """An image [H, W] with colour bar and scale bar, as a uint8 RGB array.
 
@@ -93,20 +95,24 @@ def render_image(
     target_px : int
         About this many screen pixels across the image; pixels are magnified by an integer
         factor (nearest neighbour), never below 1 (large images keep their native size).
+    colorbar : bool
+        Draw the colour bar (thumbnails that share one colour range can leave it out).
+    title_size : float
+        Font size of the title, points.
+
+    :func:`image_axes_px` gives where the image lies in the returned array (for clicks).
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"render_image expects a 2D image, got shape {img.shape}")
     h, w = img.shape
-    mag = magnification(max(h, w), target_px)
+    mag, left, right, top, bottom = _layout(h, w, target_px, bool(title), bool(markers), colorbar, title_size)
     # axes size in inches so that one data pixel is exactly `mag` screen pixels
     ax_w, ax_h = w * mag / dpi, h * mag / dpi
-    # margins (inches): colour bar on the right, title on top, marker legend below the image
-    left, right, top, bottom = 0.12, 1.05, 0.38 if title else 0.12, 0.34 if markers else 0.12
     fig = Figure(figsize=(ax_w + left + right, ax_h + top + bottom), dpi=dpi)
     fw, fh = fig.get_size_inches()
     ax = fig.add_axes((left / fw, bottom / fh, ax_w / fw, ax_h / fh))
-    cax = fig.add_axes(((left + ax_w + 0.1) / fw, bottom / fh, 0.14 / fw, ax_h / fh))
+    cax = fig.add_axes(((left + ax_w + 0.1) / fw, bottom / fh, 0.14 / fw, ax_h / fh)) if colorbar else None
 
     finite = img[np.isfinite(img)]
     lo = float(finite.min()) if vmin is None and finite.size else vmin
@@ -121,12 +127,13 @@ def render_image(
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=10, pad=6)
-    cb = fig.colorbar(im, cax=cax)
-    cb.ax.tick_params(labelsize=7)
-    cb.ax.yaxis.get_offset_text().set_fontsize(7)
-    if colorbar_label:
-        cb.set_label(colorbar_label, fontsize=8)
+        ax.set_title(title, fontsize=title_size, pad=6)
+    if cax is not None:
+        cb = fig.colorbar(im, cax=cax)
+        cb.ax.tick_params(labelsize=7)
+        cb.ax.yaxis.get_offset_text().set_fontsize(7)
+        if colorbar_label:
+            cb.set_label(colorbar_label, fontsize=8)
 
     for m in markers:
         if len(m.x_nm) == 0:
@@ -145,6 +152,26 @@ def render_image(
     out = figure_to_array(fig)
     fig.clear()
     return out
+
+
+def _layout(h: int, w: int, target_px: int, title: bool, markers: bool, colorbar: bool = True,
+            title_size: float = 10) -> tuple[int, float, float, float, float]:
+    """(magnification, left, right, top, bottom margins in inches) of :func:`render_image`."""
+    # margins: colour bar on the right, title on top, marker legend below the image
+    top = (0.38 + (title_size - 10) / 72.0 * 1.4) if title else 0.12
+    return (magnification(max(h, w), target_px), 0.12, 1.05 if colorbar else 0.12, top,
+            0.34 if markers else 0.12)
+
+
+def image_axes_px(shape: tuple[int, int], target_px: int = 320, title: bool = True, markers: bool = False,
+                  dpi: int = 100, colorbar: bool = True, title_size: float = 10) -> tuple[float, float, int]:
+    """(left, top, magnification) of the image inside :func:`render_image`'s array, in array pixels.
+
+    Array pixel (X, Y) shows image pixel column ``(X - left) / mag``, row ``(Y - top) / mag``:
+    multiply by the pixel size for nm (a click on the picture -> a position in the sample).
+    """
+    mag, left, _, top, _ = _layout(int(shape[0]), int(shape[1]), target_px, title, markers, colorbar, title_size)
+    return left * dpi, top * dpi, mag
 
 
 def _draw_scale_bar(ax, width_nm: float, height_nm: float) -> None:

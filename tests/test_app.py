@@ -1,7 +1,9 @@
 """The Gradio app through gradio_client, against a server on 127.0.0.1 (tiny random pipeline).
 
-Covers the simulate and upload paths, frame switching, downloads, bad uploads (a clear
-gr.Error message, and the server keeps serving) and two concurrent requests.
+Covers the simulate and upload paths, frame switching, the zoomed uncertainty view, downloads
+(the CLI's writers, Picasso, calibrated TIFFs, named after the input), bad uploads and bad
+camera settings (a clear gr.Error message, and the server keeps serving), range errors that
+name the field, DeepSTORM-only runs and two concurrent requests.
 """
 
 import socket
@@ -17,7 +19,7 @@ from PIL import Image
 
 import smlm_diffusers as sd
 from smlm_diffusers import app_utils as au
-from smlm_diffusers.io import read_thunderstorm_csv
+from smlm_diffusers.io import read_picasso_hdf5, read_thunderstorm_csv, tiff_pixel_size_nm
 
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
@@ -30,6 +32,7 @@ import app  # noqa: E402
 # photons, background, density, PSF sigma, frame size, frames, structure, seed
 SIM = (2000, 20, 2.0, 1.0, 16, 2, "Random (uniform)", 3)
 SAMPLING = (2, 3, 0)  # samples, steps, sampling seed
+ZOOM = 8  # zoom window, camera pixels
 
 
 def free_port() -> int:
@@ -61,17 +64,26 @@ def png(path) -> np.ndarray:
         return np.asarray(im)
 
 
+FRAME_OUTPUTS = ["raw", "deepstorm", "zoom", "zoom_x", "zoom_y", "gallery", "mean", "variance", "table", "metrics"]
+
+
+def value(output):
+    """An output's value; outputs the app shows or hides per run come as Gradio updates."""
+    if isinstance(output, dict) and output.get("__type__") == "update":
+        return output.get("value")
+    return output
+
+
 def unpack(result):
-    names = ["frame", "status", "raw", "deepstorm", "gallery", "mean", "variance", "table", "metrics",
-             "sum_mean", "sum_var", "files"]
+    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files"]
     assert len(result) == len(names)
-    return dict(zip(names, result))
+    return {k: value(v) for k, v in zip(names, result)}
 
 
 def test_simulate_path(client):
-    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    out = unpack(client.predict(*SIM, *SAMPLING, ZOOM, api_name="/simulate"))
     assert "2 simulated frames of 16 × 16 px" in out["status"]
-    for key in ("raw", "deepstorm", "mean", "variance", "sum_mean", "sum_var"):
+    for key in ("raw", "deepstorm", "zoom", "mean", "variance", "sum_mean", "sum_var"):
         img = png(out[key])
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
     assert len(out["gallery"]) == SAMPLING[0]
@@ -80,26 +92,52 @@ def test_simulate_path(client):
     assert "Jaccard" in out["metrics"] and "all frames" in out["metrics"]
     table = out["table"]
     assert "σx [nm]" in table["headers"] and "probability" in table["headers"]
+    # every download is named after the run (here the simulation and its seed)
     files = {f.rsplit("/", 1)[-1]: f for f in out["files"]}
-    assert set(files) == {"localizations.csv", "kde_mean.tif", "kde_variance.tif", "super_resolved_sum.tif",
-                          "uncertainty_sum.tif"}
-    locs = read_thunderstorm_csv(files["localizations.csv"])
+    stem = f"simulation_seed{SIM[-1]}"
+    assert set(files) == {f"{stem}_{n}" for n in ("locs.csv", "locs.hdf5", "locs.yaml", "kde_mean.tif",
+                                                  "kde_variance.tif", "super_resolved_sum.tif", "uncertainty_sum.tif")}
+    assert {Path(out[k]).name for k in ("raw", "zoom")} == {f"{stem}_frame0_raw.png", f"{stem}_frame0_zoom.png"}
+    # the CSV is the command line's (same writer): its extra columns are there
+    raw = pd.read_csv(files[f"{stem}_locs.csv"])
+    assert list(raw.columns[-4:]) == ["offset [photon]", "kde_mass", "probability", "n_samples"]
+    locs = read_thunderstorm_csv(files[f"{stem}_locs.csv"])
     assert set(locs["frame"]) <= {0, 1}
-    mean = tifffile.imread(files["kde_mean.tif"])
+    picasso, info = read_picasso_hdf5(files[f"{stem}_locs.hdf5"])
+    assert info[0]["Frames"] == 2 and info[0]["Width"] == 16 and info[1]["Pixelsize"] == 108.0
+    np.testing.assert_allclose(picasso["x_nm"], locs["x_nm"], atol=2e-3)
+    mean = tifffile.imread(files[f"{stem}_kde_mean.tif"])
     assert mean.dtype == np.float32 and mean.shape == (2, 64, 64)
-    var = tifffile.imread(files["kde_variance.tif"])
+    var = tifffile.imread(files[f"{stem}_kde_variance.tif"])
     assert var.dtype == np.float32 and var.shape == (2, 64, 64) and (var >= 0).all()
-    np.testing.assert_allclose(tifffile.imread(files["super_resolved_sum.tif"]), mean.sum(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tifffile.imread(files[f"{stem}_super_resolved_sum.tif"]), mean.sum(0), rtol=1e-5,
+                               atol=1e-6)
+    for name in ("kde_mean.tif", "kde_variance.tif", "super_resolved_sum.tif", "uncertainty_sum.tif"):
+        assert tiff_pixel_size_nm(files[f"{stem}_{name}"]) == pytest.approx(27.0)  # Fiji shows nm
 
     # the frame slider re-renders from the session's result without running the model again
-    shown = client.predict(1, api_name="/show_frame")
-    assert len(shown) == 7 and png(shown[0]).std() > 0
-    assert "frame 1" in shown[-1]
+    shown = {k: value(v) for k, v in zip(FRAME_OUTPUTS, client.predict(1, ZOOM, api_name="/show_frame"))}
+    assert png(shown["raw"]).std() > 0 and png(shown["zoom"]).std() > 0
+    assert "frame 1" in shown["metrics"]
+
+
+def test_zoom_view(client):
+    out = unpack(client.predict(*SIM, *SAMPLING, ZOOM, api_name="/simulate"))
+    # opened on the most crowded 8 x 8 pixel window, centred inside the 16 x 16 px (1.728 um) frame
+    assert 0.432 <= out["zoom_x"] <= 1.296 and 0.432 <= out["zoom_y"] <= 1.296
+    zoom, x, y = client.predict(0, 0.5, 0.5, 4, api_name="/zoom")  # frame 0, a chosen centre (um), 4 pixels
+    assert (x, y) == pytest.approx((0.54, 0.54)) and png(zoom).std() > 0  # the nearest window of whole pixels
+    zoom, x, y = client.predict(0, 0.05, 1.7, 4, api_name="/zoom")
+    assert (x, y) == pytest.approx((0.216, 1.512))  # kept inside the frame
+    zoom, x2, y2 = client.predict(0, ZOOM, api_name="/zoom_crowded")
+    assert (x2, y2) == (out["zoom_x"], out["zoom_y"])
+    with pytest.raises(AppError, match="'Zoom centre x \\(µm\\)' must be between 0 and"):
+        client.predict(0, 50.0, 0.5, ZOOM, api_name="/zoom")
 
 
 def test_simulate_matches_package(client, tiny_model_dir):
     """The app's table is the package's: same inputs and seeds, same localizations."""
-    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    out = unpack(client.predict(*SIM, *SAMPLING, ZOOM, api_name="/simulate"))
     got = read_thunderstorm_csv(next(f for f in out["files"] if f.endswith(".csv")))
     pipe = au.load_pipeline(tiny_model_dir)
     cam = au.pipeline_camera(pipe)
@@ -108,10 +146,13 @@ def test_simulate_matches_package(client, tiny_model_dir):
     assert len(got) == len(ref.localizations)
     np.testing.assert_allclose(got["x_nm"], ref.localizations["x_nm"], rtol=1e-9)
     np.testing.assert_array_equal(got["frame"], ref.localizations["frame"])
-    # DeepSTORM-only mode: no variance files
-    out0 = unpack(client.predict(*SIM, 0, 3, 0, api_name="/simulate"))
-    assert "DeepSTORM only" in out0["status"]
+    # DeepSTORM-only mode shows only what applies: no samples, mean or variance; sigma is the CRLB
+    out0 = unpack(client.predict(*SIM, 0, 3, 0, ZOOM, api_name="/simulate"))
+    assert "DeepSTORM only" in out0["status"] and "0.0 s" not in out0["status"]
     assert not any("variance" in f or "uncertainty" in f for f in out0["files"])
+    assert not out0["gallery"] and out0["mean"] is None and out0["variance"] is None and out0["sum_var"] is None
+    assert "probability" not in out0["table"]["headers"] and "photons" in out0["table"]["headers"]
+    assert png(out0["zoom"]).std() > 0
 
 
 def write_stack(path, n=2, size=16, seed=0):
@@ -123,15 +164,33 @@ def write_stack(path, n=2, size=16, seed=0):
 def test_upload_path(client, tmp_path):
     path = tmp_path / "movie.tif"
     write_stack(path, n=3)
-    out = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload"))
-    assert "3 uploaded (movie.tif) frames of 16 × 16 px" in out["status"]
+    out = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload"))
+    assert "3 uploaded (movie.tif) frames of 16 × 16 px" in out["status"] and "Camera check" not in out["status"]
     assert "No ground truth" in out["metrics"]
     assert len(out["gallery"]) == SAMPLING[0]
+    assert all(Path(f).name.startswith("movie_") for f in out["files"])  # downloads carry the input's name
     mean = tifffile.imread(next(f for f in out["files"] if f.endswith("kde_mean.tif")))
     assert mean.shape == (3, 64, 64)
-    # pixel size from the form: coordinates scale with it
-    out2 = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 216.0, 0, 3, 0, api_name="/upload"))
+    # pixel size from the form: coordinates scale with it, and so does the TIFFs' calibration
+    out2 = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 216.0, 1.6, 0, 3, 0, ZOOM, api_name="/upload"))
     assert "216 nm pixels" in out2["status"]
+    assert tiff_pixel_size_nm(next(f for f in out2["files"] if f.endswith("kde_mean.tif"))) == pytest.approx(54.0)
+
+
+def test_upload_camera_check(client, tmp_path):
+    """Camera settings that cannot fit the frames are refused, naming the field and the value the data suggest."""
+    path = tmp_path / "cam.tif"
+    write_stack(path, n=2, size=32)
+    for offset, gain, field in ((1e9, 1.0, "'Camera offset (ADU)'"), (-1e6, 1.0, "'Camera offset (ADU)'"),
+                                (100.0, 1e9, "'Gain (ADU / e⁻)'"), (100.0, 1e-9, "'Gain (ADU / e⁻)'")):
+        with pytest.raises(AppError) as err:
+            client.predict(handle_file(str(path)), offset, gain, 108.0, 1.6, 0, 3, 0, ZOOM, api_name="/upload")
+        assert f"suggest {field}" in str(err.value), str(err.value)
+    with pytest.raises(AppError, match="'Read noise \\(e⁻ rms\\)' must be between 0 and 100"):
+        client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, -1.0, 0, 3, 0, ZOOM, api_name="/upload")
+    # a doubtful camera runs, with a warning in the status
+    out = unpack(client.predict(handle_file(str(path)), 100.0, 2.2, 108.0, 1.6, 0, 3, 0, ZOOM, api_name="/upload"))
+    assert "Camera check" in out["status"] and "'Gain (ADU / e⁻)'" in out["status"]
 
 
 def bad_files(tmp_path):
@@ -165,7 +224,7 @@ def bad_files(tmp_path):
 def test_bad_uploads_give_messages_and_server_keeps_serving(client, tmp_path):
     for path, expected in bad_files(tmp_path).items():
         with pytest.raises(AppError) as err:
-            client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload")
+            client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload")
         msg = str(err.value)
         assert expected in msg, (path.name, msg)
         assert "Traceback" not in msg
@@ -173,22 +232,22 @@ def test_bad_uploads_give_messages_and_server_keeps_serving(client, tmp_path):
     png_file = tmp_path / "image.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png_file)
     with pytest.raises(AppError) as err:
-        client.predict(handle_file(str(png_file)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload")
+        client.predict(handle_file(str(png_file)), 100.0, 1.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload")
     assert "TIFF" in str(err.value) or "file type" in str(err.value).lower()
     # bad camera fields
     good = tmp_path / "good.tif"
     write_stack(good, n=1)
-    with pytest.raises(AppError, match="gain must be > 0"):
-        client.predict(handle_file(str(good)), 100.0, 0.0, 108.0, *SAMPLING, api_name="/upload")
+    with pytest.raises(AppError, match="'Gain \\(ADU / e⁻\\)' must be > 0"):
+        client.predict(handle_file(str(good)), 100.0, 0.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload")
     # ... and the next request still works
-    out = unpack(client.predict(handle_file(str(good)), 100.0, 1.0, 108.0, *SAMPLING, api_name="/upload"))
+    out = unpack(client.predict(handle_file(str(good)), 100.0, 1.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload"))
     assert out["status"].startswith("Done:")
 
 
 def test_two_concurrent_requests_both_succeed(url):
     clients = [Client(url, verbose=False) for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(c.predict, *SIM[:7], seed, *SAMPLING, api_name="/simulate")
+        futures = [pool.submit(c.predict, *SIM[:7], seed, *SAMPLING, ZOOM, api_name="/simulate")
                    for c, seed in zip(clients, (5, 6))]
         results = [unpack(f.result(timeout=120)) for f in futures]
     for r in results:
@@ -226,10 +285,49 @@ def test_model_from_environment(tiny_model_dir, monkeypatch):
 def test_limits_give_messages(client):
     """Requests over the configured limits fail with a message, before any model work."""
     with pytest.raises(AppError, match="more work than this CPU demo allows"):
-        client.predict(2000, 20, 1.0, 1.0, 64, au.MAX_FRAMES, "Random (uniform)", 0, au.MAX_SAMPLES, 50, 0,
+        client.predict(2000, 20, 1.0, 1.0, 64, au.MAX_FRAMES, "Random (uniform)", 0, au.MAX_SAMPLES, 50, 0, ZOOM,
                        api_name="/simulate")
     with pytest.raises(AppError, match="exceed the demo's limit"):
-        client.predict(2000, 20, 1.0, 1.0, au.MAX_FRAME_SIZE, au.MAX_FRAMES, "Random (uniform)", 0, 0, 10, 0,
+        client.predict(2000, 20, 1.0, 1.0, au.MAX_FRAME_SIZE, au.MAX_FRAMES, "Random (uniform)", 0, 0, 10, 0, ZOOM,
                        api_name="/simulate")
-    out = unpack(client.predict(*SIM, *SAMPLING, api_name="/simulate"))
+    out = unpack(client.predict(*SIM, *SAMPLING, ZOOM, api_name="/simulate"))
     assert out["status"].startswith("Done:")
+
+
+@pytest.mark.parametrize("position, value, message", [
+    (4, 1000, "'Frame size (px)' must be between 16 and 256, got 1000"),
+    (0, -5, "'Photons per emitter' must be between 100 and 10000, got -5"),
+    (8, 99, f"'DDPM samples per frame' must be between 0 and {au.MAX_SAMPLES}, got 99"),
+    (7, -1, "'Simulation seed' must be a whole number >= 0, got -1"),
+])
+def test_range_errors_name_the_field(client, capfd, position, value, message):
+    """Our own range check, before Gradio's generic one, and no traceback on the server."""
+    args = [*SIM, *SAMPLING, ZOOM]
+    args[position] = value
+    capfd.readouterr()
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name="/simulate")
+    assert message in str(err.value)
+    assert "Traceback" not in "".join(capfd.readouterr())
+
+
+def test_default_ddpm_settings_take_an_ordinary_upload():
+    """5 frames of 64 x 64 at the app's default samples and steps fit the CPU demo's budget (shipped model)."""
+    from smlm_diffusers.defaults import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("the shipped pipeline folder is not in this checkout")
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(default_model_path())
+    assert au.check_work(pipe, (5, 64, 64), au.DEFAULT_SAMPLES, au.DEFAULT_STEPS) <= au.MAX_DDPM_MPX_STEPS
+
+
+def test_progress_counts_frames_and_steps(tiny_model_dir):
+    pipe = au.load_pipeline(tiny_model_dir)
+    frames, gt = au.simulate_frames(au.SimulationSettings(*SIM[:5], 3, SIM[6], 0), au.pipeline_camera(pipe))
+    seen = []
+    result = au.run_pipeline(pipe, frames, 2, 3, progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1
+    assert seen[-1][1] == "DDPM: 3 of 3 frames done"
+    assert any(m.startswith("DDPM: 0 of 3 frames done · DDPM step 3 of 3") for _, m in seen), seen
+    assert result.sample_localizations is not None and set(result.sample_localizations["sample"]) <= {0, 1}

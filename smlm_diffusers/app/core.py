@@ -1,4 +1,4 @@
-"""The science behind the web demo (``app.py``): loading, input validation, runs, metrics, files.
+"""The logic behind the web demo (``app.py``): loading, input validation, runs, metrics.
 
 ``app.py`` only wires widgets to these functions. Everything here works without Gradio,
 raises :class:`InputError` (a ``ValueError``) with a message meant for the user on bad
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +23,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .fisher import crlb_at_truth, crlb_position_averaged
-from .io import read_tiff_stack, write_thunderstorm_csv, write_tiff
-from .defaults import DEFAULT_MODEL, HUB_MODEL_ID, MODEL_ENV, default_model_candidates, default_model_path
-from .localization import evaluate
-from .simulation import Camera, simulate
+from ..camera_check import check_camera as check_camera_data
+from ..defaults import DEFAULT_MODEL, HUB_MODEL_ID, MODEL_ENV, default_model_candidates, default_model_path
+from ..fisher import crlb_at_truth, crlb_position_averaged
+from ..io import read_tiff_stack
+from ..localization import evaluate
+from ..localization.crlb_uncertainty import add_crlb_uncertainty
+from ..simulation import Camera, simulate
+from .progress import report_steps
+from .zoom import localize_samples
 
 # -- configuration ----------------------------------------------------------------------------
 MIN_FRAME_SIZE = 8  # camera pixels a side
@@ -42,9 +45,14 @@ GALLERY_SAMPLES = 8  # samples per frame kept for display (the gallery)
 MAX_STORED_SAMPLE_VALUES = 32_000_000  # float16 values of kept samples per run (64 MB)
 # DDPM work per request, in megapixel-steps: frames x samples x steps x the KDE pixels of the
 # UNet tiles of one frame (overlaps included). The default request (one 32 x 32 frame, 4 x 10)
-# is about 1; on a 2-core CPU one unit takes a few seconds. Longer stacks run in DeepSTORM mode
-# (samples = 0), which has no such limit.
-MAX_DDPM_MPX_STEPS = 20.0
+# is about 1; on a 2-core CPU one unit takes a few seconds. An ordinary upload of 5 frames of
+# 64 x 64 at the default 4 x 10 is 20.5; up to 9 such frames fit. Longer stacks run in
+# DeepSTORM mode (samples = 0), which has no such limit.
+MAX_DDPM_MPX_STEPS = 40.0
+MAX_READ_NOISE = 100.0  # e- rms
+# the upload tab's field labels, as the camera check names them
+CAMERA_FIELDS = {"offset": "'Camera offset (ADU)'", "gain": "'Gain (ADU / e⁻)'",
+                 "read_noise": "'Read noise (e⁻ rms)'"}
 
 DEFAULT_SAMPLES = 4
 DEFAULT_STEPS = 10
@@ -95,7 +103,7 @@ def load_pipeline(location: str | os.PathLike | None = None, default_root=None):
     FileNotFoundError
         The default folder is missing (the message says how to get or point to a model).
     """
-    from .pipelines import SMLMDiffusionPipeline
+    from ..pipelines import SMLMDiffusionPipeline
 
     is_default = location is None
     if location is None:
@@ -199,17 +207,34 @@ def read_upload(path: str | os.PathLike | None) -> np.ndarray:
 
 
 def check_camera(offset: float, gain: float, pixel_size_nm: float, read_noise: float = 1.6) -> Camera:
-    """A Camera from user fields (offset ADU, gain ADU/e-, pixel size nm), or an InputError."""
-    vals = {"camera offset": offset, "gain": gain, "pixel size": pixel_size_nm}
-    for k, v in vals.items():
+    """A Camera from the upload tab's fields (offset ADU, gain ADU/e-, pixel size nm, read noise
+    e- rms), or an InputError that names the field and its allowed range."""
+    fields = {CAMERA_FIELDS["offset"]: offset, CAMERA_FIELDS["gain"]: gain, "'Pixel size (nm)'": pixel_size_nm,
+              CAMERA_FIELDS["read_noise"]: read_noise}
+    for k, v in fields.items():
         if v is None or not math.isfinite(float(v)):
-            raise InputError(f"The {k} must be a finite number.")
+            raise InputError(f"{k} must be a finite number, got {v}.")
     if gain <= 0:
-        raise InputError(f"The gain must be > 0 ADU per photo-electron, got {gain}.")
+        raise InputError(f"{CAMERA_FIELDS['gain']} must be > 0 ADU per photo-electron, got {gain:g}.")
     if not 10 <= pixel_size_nm <= 1000:
-        raise InputError(f"The pixel size must be between 10 and 1000 nm, got {pixel_size_nm}.")
+        raise InputError(f"'Pixel size (nm)' must be between 10 and 1000 nm, got {pixel_size_nm:g}.")
+    if not 0 <= read_noise <= MAX_READ_NOISE:
+        raise InputError(f"{CAMERA_FIELDS['read_noise']} must be between 0 and {MAX_READ_NOISE:g} e- rms, "
+                         f"got {read_noise:g}.")
     return Camera(pixel_size_nm=float(pixel_size_nm), offset=float(offset), gain=float(gain),
                   read_noise=float(read_noise))
+
+
+def check_camera_fits(frames: np.ndarray, camera: Camera) -> list[str]:
+    """The camera check of :mod:`smlm_diffusers.camera_check` on uploaded frames, in the upload tab's words.
+
+    Raises InputError when the camera cannot fit the frames (the message names the field to
+    change and the value the data suggest); returns the warnings of a doubtful one.
+    """
+    result = check_camera_data(frames, camera, options=CAMERA_FIELDS)
+    if result.errors:
+        raise InputError("The camera settings do not fit these frames: " + "; ".join(result.errors) + ".")
+    return result.warnings
 
 
 @dataclass
@@ -262,8 +287,11 @@ class RunResult:
     """Everything the app shows of one run (numpy arrays on the 4x KDE grid, nm tables).
 
     ``samples`` keeps at most :data:`GALLERY_SAMPLES` samples per frame, as float16 (for
-    display only; ``kde_mean``/``kde_var`` come from all samples in float32);
-    ``kde_var`` is None in DeepSTORM mode (``num_samples == 0``).
+    display only; ``kde_mean``/``kde_var`` come from all samples in float32), and
+    ``sample_localizations`` their localizations (frame, sample, x_nm, y_nm) for the zoomed
+    uncertainty view; ``kde_var`` is None in DeepSTORM mode (``num_samples == 0``), where the
+    molecules' sigmas are the CRLB at their fitted photons and background. ``name`` is the
+    stem of the download files (the input file's, or ``simulation_seed<N>``).
     """
 
     frames: np.ndarray  # [F, H, W] ADU
@@ -282,6 +310,11 @@ class RunResult:
     source: str = "simulation"
     sum_mean: np.ndarray = field(init=False)
     sum_var: np.ndarray | None = field(init=False)
+    sample_localizations: pd.DataFrame | None = None
+    psf_sigma_px: float = 1.0
+    name: str = "simulation"
+    warnings: list = field(default_factory=list)  # camera check, shown with the status
+    folder: str | None = None  # where this run's download and picture files are written
 
     def __post_init__(self):
         self.sum_mean = self.kde_mean.sum(axis=0)
@@ -300,6 +333,10 @@ class RunResult:
         if self.num_samples == 0:
             return "DeepSTORM only"
         return f"DDPM, {self.num_samples} samples x {self.num_inference_steps} steps"
+
+    @property
+    def has_samples(self) -> bool:
+        return self.num_samples > 0
 
     def frame_localizations(self, frame: int) -> pd.DataFrame:
         return self.localizations[self.localizations["frame"] == frame].reset_index(drop=True)
@@ -353,10 +390,14 @@ def check_work(pipe, shape: tuple[int, int, int], num_samples: int, num_inferenc
         return 0.0
     work = f * num_samples * num_inference_steps * tile_pixels_per_frame(pipe, (h, w)) / 1e6
     if work > MAX_DDPM_MPX_STEPS:
+        fits = int(MAX_DDPM_MPX_STEPS // (work / f))
+        fit = (f"at these settings up to {fits} frame{'s' if fits != 1 else ''} of this size fit" if fits
+               else "not even one frame of this size fits at these settings")
         raise InputError(
             f"DDPM sampling of {f} frame{'s' if f > 1 else ''} of {h} x {w} px with {num_samples} samples x "
             f"{num_inference_steps} steps is {work / MAX_DDPM_MPX_STEPS:.1f}x more work than this CPU demo allows "
-            "per request. Use fewer frames, samples or steps, or samples = 0 (DeepSTORM only) for long stacks.")
+            f"per request ({fit}). Use fewer frames, samples or steps, or samples = 0 (DeepSTORM only) for long "
+            "stacks.")
     return work
 
 
@@ -369,43 +410,65 @@ def run_pipeline(
     camera: Camera | None = None,
     ground_truth: pd.DataFrame | None = None,
     source: str = "simulation",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    name: str | None = None,
 ) -> RunResult:
-    """Run the pipeline frame by frame (for progress), keeping what the app displays.
+    """Run the pipeline chunk by chunk, keeping what the app displays.
 
     The sampling noise comes from one ``torch.Generator`` seeded with ``seed``: same
-    inputs and seed, same result. ``progress(done, total)`` is called after each chunk.
+    inputs and seed, same result. ``progress(fraction, message)`` is called after each chunk
+    of frames and, with DDPM samples, after each diffusion step ("2 of 5 frames done; DDPM
+    step 7 of 10, batch 1 of 2"). In DeepSTORM mode each molecule's sigma is the CRLB at the
+    photons and background fitted on the frame
+    (:func:`~smlm_diffusers.localization.crlb_uncertainty.add_crlb_uncertainty`).
     """
     frames = check_stack(frames)
     k, steps = check_sampling(num_samples, num_inference_steps, pipe)
     check_work(pipe, frames.shape, k, steps)
     camera = camera or pipeline_camera(pipe)
+    psf = float(getattr(pipe.kde_net.config, "psf_sigma_px", 1.0))
     n = frames.shape[0]
     # samples kept for display: at most GALLERY_SAMPLES per frame, float16, bounded in all
     per_sample = n * frames.shape[1] * frames.shape[2] * int(pipe.kde_net.config.upsampling) ** 2
     keep = max(1, min(GALLERY_SAMPLES, MAX_STORED_SAMPLE_VALUES // max(per_sample, 1)))
     chunk = frames_per_chunk(pipe, frames.shape[1:], k)
     gen = torch.Generator().manual_seed(int(seed))
-    locs, means, variances, samples, deepstorm = [], [], [], [], []
+    locs, means, variances, samples, deepstorm, per_sample_locs = [], [], [], [], [], []
     t0 = time.perf_counter()
-    if progress is not None:
-        progress(0, n)
+    what = "DDPM" if k else "DeepSTORM"
+
+    def say(done: int, inner: float = 0.0, detail: str = "") -> None:
+        if progress is not None:
+            stop = min(done + chunk, n)
+            progress((done + inner * (stop - done)) / n,
+                     f"{what}: {done} of {n} frame{'s' if n > 1 else ''} done" + (f" · {detail}" if detail else ""))
+
+    say(0)
     for start in range(0, n, chunk):
         part = frames[start:start + chunk]
-        with _PIPE_LOCK:
+
+        def on_step(fraction, step, n_steps, batch, batches, start=start):
+            more = f", batch {batch} of {batches}" if batches > 1 else ""
+            say(start, fraction, f"DDPM step {step} of {n_steps}{more}")
+
+        with _PIPE_LOCK, report_steps(pipe, max(steps, 1), on_step if k else None):
             out = pipe(part, num_samples=k, num_inference_steps=max(steps, 1), generator=gen,
                        camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
                        pixel_size_nm=camera.pixel_size_nm)
-        loc = out.localizations.copy()
+        loc = out.localizations if k else add_crlb_uncertainty(out.localizations, part, camera, psf)
+        loc = loc.copy()
         loc["frame"] = loc["frame"].astype(np.int64) + start
         locs.append(loc)
         means.append(out.kde_mean)
         deepstorm.append(out.deepstorm_kde)
         if k > 0:
             variances.append(out.kde_var)
-            samples.append(out.samples[:, :keep].astype(np.float16))
-        if progress is not None:
-            progress(min(start + chunk, n), n)
+            kept = out.samples[:, :keep]
+            samples.append(kept.astype(np.float16))
+            sl = localize_samples(pipe, kept, camera.pixel_size_nm)
+            sl["frame"] += start
+            per_sample_locs.append(sl)
+        say(min(start + chunk, n))
     seconds = time.perf_counter() - t0
     table = pd.concat(locs, ignore_index=True) if locs else pd.DataFrame()
     return RunResult(
@@ -423,6 +486,9 @@ def run_pipeline(
         seconds=seconds,
         ground_truth=ground_truth,
         source=source,
+        sample_localizations=pd.concat(per_sample_locs, ignore_index=True) if k > 0 else None,
+        psf_sigma_px=psf,
+        name=name or (Path(source).stem if source != "simulation" else f"simulation_seed{int(seed)}"),
     )
 
 
@@ -437,56 +503,8 @@ def run_metrics(result: RunResult, frame: int | None = None, tolerance_nm: float
     return evaluate(gt[["frame", "x_nm", "y_nm"]], pred, tolerance_nm=tolerance_nm)
 
 
-# -- output files -------------------------------------------------------------------------
-OUTPUT_TTL_S = 3600  # download folders older than this are deleted (the app copies files to its cache)
-_OUTPUT_ROOT: Path | None = None
-
-
-def _output_root() -> Path:
-    global _OUTPUT_ROOT
-    if _OUTPUT_ROOT is None or not _OUTPUT_ROOT.is_dir():
-        _OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="smlm_app_"))
-    return _OUTPUT_ROOT
-
-
-def _prune_outputs(max_age_s: float = OUTPUT_TTL_S) -> None:
-    """Delete this process's old download folders, so a long-running server does not fill the disk."""
-    import shutil
-
-    now = time.time()
-    for d in _output_root().glob("run_*"):
-        try:
-            if now - d.stat().st_mtime > max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def write_outputs(result: RunResult, folder: str | os.PathLike | None = None) -> list[str]:
-    """Localization CSV (ThunderSTORM columns, 1-based frames) and float32 TIFF stacks.
-
-    Files: ``localizations.csv``; ``kde_mean.tif`` [F, uH, uW] (DDPM mean, or the DeepSTORM
-    KDE in DeepSTORM mode); ``kde_variance.tif`` (DDPM mode); ``super_resolved_sum.tif`` and
-    ``uncertainty_sum.tif`` (sums over frames). KDE pixels are ``pixel_size / 4`` nm.
-    """
-    if folder is None:
-        _prune_outputs()
-        folder = tempfile.mkdtemp(prefix="run_", dir=_output_root())
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "localizations.csv"]
-    write_thunderstorm_csv(result.localizations, paths[0])
-    write_tiff(folder / "kde_mean.tif", result.kde_mean)
-    paths.append(folder / "kde_mean.tif")
-    if result.kde_var is not None:
-        write_tiff(folder / "kde_variance.tif", result.kde_var)
-        paths.append(folder / "kde_variance.tif")
-    write_tiff(folder / "super_resolved_sum.tif", result.sum_mean)
-    paths.append(folder / "super_resolved_sum.tif")
-    if result.sum_var is not None:
-        write_tiff(folder / "uncertainty_sum.tif", result.sum_var)
-        paths.append(folder / "uncertainty_sum.tif")
-    return [str(p) for p in paths]
+# -- output files (smlm_diffusers.app.downloads) -------------------------------------------------
+from .downloads import write_outputs  # noqa: E402  (re-exported: app.py and older callers use au.write_outputs)
 
 
 # -- RMSE against the CRLB ---------------------------------------------------------------------

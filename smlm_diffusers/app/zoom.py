@@ -1,0 +1,219 @@
+"""The zoomed uncertainty view: one small region of a frame, where the molecules are blobs.
+
+Left, the raw frame (camera pixels, ADU) with every molecule's 1-sigma ellipse drawn to
+scale and coloured by its sigma, and the localizations of each posterior sample scattered
+around it; right, the per-pixel variance of the samples (where they disagree) with the same
+ellipses. A molecule the model is unsure of stands out three ways: a large, bright ellipse,
+a wide cloud of sample positions, and a bright variance patch. In DeepSTORM-only mode the
+ellipses are the Cramer-Rao bound at the fitted photons and there are no samples: the right
+panel shows the DeepSTORM KDE instead.
+
+The region is chosen by :func:`crowded_window` (the square of ``window_px`` camera pixels
+with the most molecules) or centred on a point the user picks. Everything follows the pixel
+geometry of DESIGN.md (nm, the image's outer top-left corner at (0, 0)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib import cm, colormaps, colors, patheffects, ticker
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+from ..visualization import figure_to_array, format_nm, percentile_range, scale_bar_nm
+
+DEFAULT_WINDOW_PX = 8  # camera pixels a side (864 nm at 108 nm pixels)
+_OUTLINE = [patheffects.withStroke(linewidth=2.2, foreground="black")]
+SIGMA_CMAP = "plasma"
+
+
+def crowded_window(x_nm, y_nm, shape_px: tuple[int, int], pixel_size_nm: float,
+                   window_px: int = DEFAULT_WINDOW_PX) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1), camera pixels, of the ``window_px`` square with the most molecules.
+
+    Ties go to the first such window in row-major order; with no molecules, the centre of the frame.
+    """
+    h, w = (int(s) for s in shape_px)
+    n = max(1, min(int(window_px), h, w))
+    x = np.asarray(x_nm, np.float64) / pixel_size_nm
+    y = np.asarray(y_nm, np.float64) / pixel_size_nm
+    if len(x) == 0:
+        return window_at((h * pixel_size_nm / 2, w * pixel_size_nm / 2), shape_px, pixel_size_nm, n)
+    counts, _, _ = np.histogram2d(np.clip(y, 0, h - 1e-9), np.clip(x, 0, w - 1e-9), bins=(h, w), range=((0, h), (0, w)))
+    c = np.pad(counts.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    boxes = c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n]  # molecules in each n x n window
+    r0, c0 = np.unravel_index(int(np.argmax(boxes)), boxes.shape)
+    return int(r0), int(c0), int(r0) + n, int(c0) + n
+
+
+def window_at(centre_yx_nm: tuple[float, float], shape_px: tuple[int, int], pixel_size_nm: float,
+              window_px: int = DEFAULT_WINDOW_PX) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1) of the ``window_px`` square around a point (y_nm, x_nm), kept inside the frame."""
+    h, w = (int(s) for s in shape_px)
+    n = max(1, min(int(window_px), h, w))
+    cy, cx = (float(v) / pixel_size_nm for v in centre_yx_nm)
+    r0 = int(np.clip(round(cy - n / 2), 0, h - n))
+    c0 = int(np.clip(round(cx - n / 2), 0, w - n))
+    return r0, c0, r0 + n, c0 + n
+
+
+def localize_samples(pipe, samples: np.ndarray, pixel_size_nm: float, threshold: float | None = None) -> pd.DataFrame:
+    """Localizations of each posterior sample: frame, sample, x_nm, y_nm (as the pipeline finds them).
+
+    ``samples`` [F, K, uH, uW] in KDE density units (``out.samples``); each sample KDE is
+    localized as :meth:`SMLMDiffusionPipeline.molecules` does before linking them.
+    """
+    import torch
+
+    f, k = samples.shape[:2]
+    if f * k == 0:
+        return pd.DataFrame({"frame": pd.Series(dtype=np.int64), "sample": pd.Series(dtype=np.int64),
+                             "x_nm": pd.Series(dtype=np.float64), "y_nm": pd.Series(dtype=np.float64)})
+    threshold = pipe.kde_net.config.threshold if threshold is None else threshold
+    kde = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32).reshape(f * k, *samples.shape[2:]))
+    locs = pipe.kde_net.localize_density(kde, pixel_size_nm=pixel_size_nm, threshold=threshold)
+    out = pd.DataFrame({"frame": (locs["frame"].to_numpy() // k).astype(np.int64),
+                        "sample": (locs["frame"].to_numpy() % k).astype(np.int64),
+                        "x_nm": locs["x_nm"].to_numpy(np.float64), "y_nm": locs["y_nm"].to_numpy(np.float64)})
+    return out
+
+
+def _inside(df: pd.DataFrame | None, x0, x1, y0, y1) -> pd.DataFrame:
+    if df is None:
+        return pd.DataFrame({"x_nm": pd.Series(dtype=np.float64), "y_nm": pd.Series(dtype=np.float64)})
+    keep = df["x_nm"].between(x0, x1) & df["y_nm"].between(y0, y1)
+    return df[keep]
+
+
+def _sci() -> ticker.ScalarFormatter:
+    """Colour-bar labels with a common power of ten (no '0.0001' repeated down the bar)."""
+    fmt = ticker.ScalarFormatter(useMathText=True)
+    fmt.set_powerlimits((-2, 3))
+    return fmt
+
+
+def _scale_bar(ax, x0, x1, y1, width_nm):
+    bar = scale_bar_nm(width_nm, 0.3)
+    pad = 0.05 * width_nm
+    ax.plot([x0 + pad, x0 + pad + bar], [y1 - pad, y1 - pad], color="white", lw=4, solid_capstyle="butt",
+            path_effects=[patheffects.withStroke(linewidth=6, foreground="black")])
+    ax.text(x0 + pad + bar / 2, y1 - pad - 0.03 * width_nm, format_nm(bar), color="white", ha="center", va="bottom",
+            fontsize=10, fontweight="bold", path_effects=_OUTLINE)
+
+
+def render_zoom(
+    frame_adu: np.ndarray,
+    molecules: pd.DataFrame,
+    pixel_size_nm: float,
+    upsampling: int,
+    window: tuple[int, int, int, int],
+    right_image: np.ndarray,
+    right_label: str,
+    right_title: str,
+    samples: pd.DataFrame | None = None,
+    ground_truth: pd.DataFrame | None = None,
+    title: str = "",
+    sigma_note: str = "1σ ellipses to scale",
+    dpi: int = 100,
+) -> np.ndarray:
+    """The two-panel zoom (module docstring) as a uint8 RGB array.
+
+    Parameters
+    ----------
+    frame_adu : array [H, W]
+        The raw frame.
+    molecules : DataFrame
+        The frame's molecules: x_nm, y_nm, sigma_x_nm, sigma_y_nm (+ probability).
+    pixel_size_nm : float
+        Camera pixel size.
+    upsampling : int
+        KDE grid factor of ``right_image``.
+    window : (row0, col0, row1, col1)
+        The region, camera pixels.
+    right_image : array [uH, uW]
+        Variance of the samples (or the DeepSTORM KDE) on the KDE grid, for the right panel.
+    right_label, right_title : str
+        Its colour-bar label and title.
+    samples : DataFrame, optional
+        Per-sample localizations (x_nm, y_nm) to scatter.
+    ground_truth : DataFrame, optional
+        True positions (simulations), drawn as small crosses.
+    """
+    a, u = float(pixel_size_nm), int(upsampling)
+    r0, c0, r1, c1 = window
+    x0, x1, y0, y1 = c0 * a, c1 * a, r0 * a, r1 * a
+    width = x1 - x0
+    crop = np.asarray(frame_adu, np.float64)[r0:r1, c0:c1]
+    right = np.asarray(right_image, np.float64)[r0 * u:r1 * u, c0 * u:c1 * u]
+    mol = _inside(molecules, x0, x1, y0, y1)
+    for c in ("sigma_x_nm", "sigma_y_nm"):
+        if c not in mol:
+            mol = mol.assign(**{c: np.nan})
+    smp = _inside(samples, x0, x1, y0, y1)
+    gt = _inside(ground_truth, x0, x1, y0, y1)
+    sig = np.sqrt((mol["sigma_x_nm"].to_numpy(np.float64) ** 2 + mol["sigma_y_nm"].to_numpy(np.float64) ** 2) / 2)
+    finite = np.isfinite(sig)
+    # from 0, so that alike sigmas look alike; at least twice the median, so that outliers stand out
+    s_top = max(float(np.max(sig[finite])), 2.0 * float(np.median(sig[finite]))) if finite.any() else 1.0
+    norm = colors.Normalize(vmin=0.0, vmax=max(s_top, 1e-3))
+    cmap = colormaps[SIGMA_CMAP]
+
+    fig = Figure(figsize=(12.4, 6.3), dpi=dpi)
+    ax_l = fig.add_axes((0.03, 0.12, 0.39, 0.76))
+    cax_l = fig.add_axes((0.43, 0.12, 0.012, 0.76))
+    ax_r = fig.add_axes((0.52, 0.12, 0.39, 0.76))
+    cax_r = fig.add_axes((0.92, 0.12, 0.012, 0.76))
+    extent = (x0, x1, y1, y0)
+    ax_l.imshow(crop, cmap="gray", interpolation="nearest", extent=extent)
+    lo, hi = percentile_range([right], 99.5)
+    im_r = ax_r.imshow(right, cmap="magma", interpolation="nearest", extent=extent, vmin=max(lo, 0.0), vmax=hi)
+    cb_r = fig.colorbar(im_r, cax=cax_r, format=_sci())
+    cb_r.set_label(right_label, fontsize=10)
+    cb_r.ax.tick_params(labelsize=9)
+
+    for ax in (ax_l, ax_r):
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y1, y0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if len(smp):
+        ax_l.scatter(smp["x_nm"], smp["y_nm"], s=14, c="#7fffd4", edgecolors="black", linewidths=0.4, alpha=0.9,
+                     label="sample localizations", zorder=7)
+    if len(gt):
+        ax_l.scatter(gt["x_nm"], gt["y_nm"], s=40, marker="x", c="#39ff14", linewidths=1.2, label="ground truth",
+                     zorder=4)
+    prob = mol["probability"].to_numpy(np.float64) if "probability" in mol else np.ones(len(mol))
+    for (x, y, sx, sy), s, p in zip(mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64), sig, prob):
+        if not np.isfinite(s):
+            ax_l.plot(x, y, "+", color="white", ms=10, mew=1.5, zorder=5)
+            continue
+        color = cmap(norm(s))
+        for ax, ec, lw in ((ax_l, color, 2.0), (ax_r, "white", 1.2)):
+            ax.add_patch(Ellipse((x, y), 2 * sx, 2 * sy, fill=False, ec=ec, lw=lw, zorder=5,
+                                 ls="-" if p >= 0.999 else "--"))
+            ax.plot(x, y, "+", color=ec, ms=8, mew=1.2, zorder=5)
+        text = f"{s:.0f} nm" if s >= 9.5 else f"{s:.1f} nm"
+        if p < 0.999:
+            text += f"\np {p:.2f}"
+        right_side = x < x0 + 0.8 * width  # labels near the right edge go to the left of the molecule
+        ax_l.text(x + (0.035 if right_side else -0.035) * width, y - 0.02 * width, text, color=color, fontsize=9,
+                  fontweight="bold", ha="left" if right_side else "right", path_effects=_OUTLINE, zorder=6,
+                  clip_on=True)
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    cb_l = fig.colorbar(sm, cax=cax_l)
+    cb_l.set_label("molecule 1σ (nm)", fontsize=10)
+    cb_l.ax.tick_params(labelsize=9)
+    _scale_bar(ax_l, x0, x1, y1, width)
+    _scale_bar(ax_r, x0, x1, y1, width)
+    ax_l.set_title(f"Frame: {sigma_note}", fontsize=11)
+    ax_r.set_title(right_title, fontsize=11)
+    handles, labels = ax_l.get_legend_handles_labels()
+    if handles:
+        ax_l.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(handles), fontsize=9,
+                    frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=12, y=0.975)
+    out = figure_to_array(fig)
+    fig.clear()
+    return out

@@ -1,0 +1,65 @@
+"""The app's zoomed uncertainty view: region choice, per-sample localizations, the picture, click mapping."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import smlm_diffusers as sd
+from smlm_diffusers.app import zoom
+from smlm_diffusers.visualization import image_axes_px, render_image
+
+
+def test_crowded_window_finds_the_cluster():
+    a = 100.0
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.uniform(0, 6400, 10), rng.uniform(4000, 4500, 12)]  # a cluster at x 40-45 px, y 10-15 px
+    y = np.r_[rng.uniform(0, 6400, 10), rng.uniform(1000, 1500, 12)]
+    r0, c0, r1, c1 = zoom.crowded_window(x, y, (64, 64), a, window_px=8)
+    assert (r1 - r0, c1 - c0) == (8, 8)
+    inside = (x >= c0 * a) & (x < c1 * a) & (y >= r0 * a) & (y < r1 * a)
+    assert inside.sum() >= 12 and 35 <= c0 <= 40 and 5 <= r0 <= 10
+    assert zoom.crowded_window([], [], (64, 32), a, 8) == (28, 12, 36, 20)  # no molecules: the centre
+    assert zoom.crowded_window(x, y, (6, 6), a, 8) == (0, 0, 6, 6)  # a frame smaller than the window
+
+
+def test_window_at_stays_inside_the_frame():
+    assert zoom.window_at((540.0, 540.0), (16, 16), 108.0, 4) == (3, 3, 7, 7)
+    assert zoom.window_at((0.0, 5000.0), (16, 16), 108.0, 4) == (0, 12, 4, 16)
+
+
+def test_sample_localizations_are_the_pipelines():
+    from tiny_models import tiny_pipeline
+
+    pipe = tiny_pipeline(threshold=0.0)
+    samples = np.zeros((2, 3, 32, 32), np.float32)
+    # one emitter at (400, 300) nm on 108 nm pixels: (3.7037, 2.7778) camera pixels, an 8 x 8 pixel frame
+    kde = sd.render_kde(torch.tensor([[400 / 108]]), torch.tensor([[300 / 108]]), torch.ones(1, 1), (8, 8))
+    samples[1, 2] = kde[0, 0].numpy()
+    locs = zoom.localize_samples(pipe, samples, pixel_size_nm=108.0, threshold=0.05)
+    assert list(locs.columns) == ["frame", "sample", "x_nm", "y_nm"]
+    assert len(locs) == 1 and (locs["frame"].iloc[0], locs["sample"].iloc[0]) == (1, 2)
+    assert locs["x_nm"].iloc[0] == pytest.approx(400.0, abs=5) and locs["y_nm"].iloc[0] == pytest.approx(300.0, abs=5)
+    ref = pipe.kde_net.localize_density(torch.from_numpy(samples[1, 2][None]), pixel_size_nm=108.0, threshold=0.05)
+    np.testing.assert_allclose(locs[["x_nm", "y_nm"]].to_numpy(), ref[["x_nm", "y_nm"]].to_numpy())
+
+
+def test_render_zoom_draws_both_panels():
+    rng = np.random.default_rng(1)
+    mol = pd.DataFrame({"x_nm": [300.0, 500.0], "y_nm": [300.0, 420.0], "sigma_x_nm": [8.0, 30.0],
+                        "sigma_y_nm": [9.0, 25.0], "probability": [1.0, 0.5]})
+    samples = pd.DataFrame({"x_nm": [301.0, 299.0, 520.0], "y_nm": [300.0, 302.0, 400.0]})
+    img = zoom.render_zoom(rng.normal(120, 5, (16, 16)), mol, 108.0, 4, (0, 0, 8, 8), rng.random((64, 64)),
+                           "variance", "where the samples disagree", samples=samples, title="t")
+    assert img.dtype == np.uint8 and img.shape[2] == 3 and img.shape[1] > 1000 and img.std() > 0
+
+
+def test_click_mapping_matches_the_picture():
+    """A pixel of render_image's picture maps back to the image pixel it shows."""
+    img = np.zeros((16, 20))
+    img[5, 7] = 1.0
+    rgb = render_image(img, 108.0, "Raw", target_px=320)
+    left, top, mag = image_axes_px(img.shape, 320, title=True)
+    sub = rgb[int(top):int(top + 16 * mag), int(left):int(left + 20 * mag)].astype(int)
+    ys, xs = np.nonzero((sub[..., 0] > 200) & (sub[..., 1] > 200) & (sub[..., 2] < 200))  # inferno's top colour
+    assert (xs.min() // mag, ys.min() // mag, xs.max() // mag, ys.max() // mag) == (7, 5, 7, 5)
