@@ -330,8 +330,8 @@ def build_demo(pipe=None, model_name: str | None = None) -> gr.Blocks:
                     zoom_img = gr.Image(label="Zoomed uncertainty view", elem_id="zoom", **IMG)
                     with gr.Row():
                         window_px = checked(gr.Slider(*ZOOM_PX, value=8, step=1, label="Zoom window (camera pixels)"))
-                        zoom_x = gr.Number(None, label="Zoom centre x (µm)")
-                        zoom_y = gr.Number(None, label="Zoom centre y (µm)")
+                        zoom_x = gr.Number(None, label="Zoom centre x (µm)", elem_id="zoom-x")
+                        zoom_y = gr.Number(None, label="Zoom centre y (µm)", elem_id="zoom-y")
                         zoom_btn = gr.Button("Show this region", elem_id="zoom-btn")
                         crowded_btn = gr.Button("Most crowded region", elem_id="crowded-btn")
                     gr.Markdown("The zoom opens on the frame's most crowded region; click the raw frame or type a "
