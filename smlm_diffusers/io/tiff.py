@@ -155,6 +155,7 @@ def iter_tiff_frames(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     with _open(path) as tif:
+        tif.pages.cache = False  # keep no page objects of pages already read: memory stays flat
         shape = _stack_shape(tif, path)
         if ranges is None:
             n = shape[0] if max_frames is None else min(shape[0], int(max_frames))

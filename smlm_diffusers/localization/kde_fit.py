@@ -41,6 +41,20 @@ _TERM_Y = np.array([y for _, y, _ in _TERM_LIST])
 _TERM_X = np.array([x for _, _, x in _TERM_LIST])
 
 
+def _product_table():
+    """For each upper entry (p, q) of J^T J, the products of row sums, column sums and A it adds."""
+    entries, rows = [], []
+    for p in range(5):
+        for q in range(p, 5):
+            entries.append((p, q, len(rows)))
+            rows += [(yp, yq, xp, xq, int(sp) + int(sq)) for sp, yp, xp in _TERMS[p] for sq, yq, xq in _TERMS[q]]
+    stops = [e[2] for e in entries[1:]] + [len(rows)]
+    return [(p, q, first, stop) for (p, q, first), stop in zip(entries, stops)], np.array(rows).T
+
+
+_ENTRIES, (_PY0, _PY1, _PX0, _PX1, _POW) = _product_table()
+
+
 def erf_profile(centre: np.ndarray, width: np.ndarray, w: int):
     """Integrated unit Gaussian over pixels [k, k+1), k < w, and its derivatives.
 
@@ -105,15 +119,11 @@ def _normal_equations(theta, py, px, my, mx, res):
     gram_y = np.einsum("ain,bin,in->abn", py, py, my)  # sum_i m[i] P[i] Q[i], [4, 4, N]
     gram_x = np.einsum("ain,bin,in->abn", px, px, mx)
     amp = theta[0]
-    power = (1.0, amp, amp * amp)
+    power = np.stack([np.ones_like(amp), amp, amp * amp])
+    products = gram_y[_PY0, _PY1] * gram_x[_PX0, _PX1] * power[_POW]  # [terms of p x terms of q, N]
     jtj = np.empty((5, 5, theta.shape[1]))
-    for p in range(5):
-        for q in range(p, 5):
-            total = 0.0
-            for sp, yp, xp in _TERMS[p]:
-                for sq, yq, xq in _TERMS[q]:
-                    total = total + gram_y[yp, yq] * gram_x[xp, xq] * power[sp + sq]
-            jtj[p, q] = jtj[q, p] = total
+    for p, q, first, stop in _ENTRIES:  # (np.add.reduceat is slower for these few long rows)
+        jtj[p, q] = jtj[q, p] = products[first] if stop == first + 1 else products[first:stop].sum(0)
     # the residual is masked already: sum_ij r[i, j] P[i] Q[j] per term
     by_column = np.einsum("ijn,cjn->cin", res, px)  # [4, w, N]
     grad = np.einsum("tin,tin->tn", by_column[_TERM_X], py[_TERM_Y])  # one row per term

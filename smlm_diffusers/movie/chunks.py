@@ -1,0 +1,172 @@
+"""One batch of frames through the pipeline: tiles, bounded calls, localizations, render sums."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .tiles import Tile, keep_core, tile_frame
+
+# Camera pixels per pipeline call (all its KDEs are held at once: 16 x this many float32
+# values per output array, 64 MB) and per DeepSTORM forward pass in DeepSTORM mode (the
+# paper's head holds 16-channel activations at the KDE resolution: 128 MB per layer).
+CALL_PIXELS = 2**20
+FORWARD_PIXELS = 2**17
+
+
+@dataclass
+class ChunkResult:
+    """Results of :func:`localize_frames` for frames ``[start, stop)`` of a movie.
+
+    localizations : DataFrame
+        The pipeline's columns (plus any ``postprocess`` adds); ``frame`` is the movie's
+        0-based frame index, x_nm and y_nm are in the frame's coordinates.
+    kde_sum : float64 array [uH, uW]
+        The KDE (DeepSTORM, or the mean of the DDPM samples) summed over these frames.
+    kde_var : float64 array [uH, uW] or None
+        The per-pixel sample variance summed over these frames (DDPM mode).
+    images : dict or None
+        With ``keep_images``: ``kde_mean``, ``kde_var``, ``deepstorm_kde`` [F, uH, uW] and
+        ``samples`` [F, K, uH, uW] (float32; None where the mode has none), stitched from the
+        tiles' cores.
+    """
+
+    start: int
+    stop: int
+    localizations: pd.DataFrame
+    kde_sum: np.ndarray
+    kde_var: np.ndarray | None
+    images: dict | None = None
+
+
+def _window_stack(frames: np.ndarray, items: list[tuple[int, int]], tiles: list[Tile]) -> np.ndarray:
+    """The windows of ``items`` (frame, tile) as one [n, th, tw] array (a view when untiled)."""
+    if len(tiles) == 1:
+        first, last = items[0][0], items[-1][0]
+        return frames[first:last + 1]
+    return np.stack([frames[f, t.window[0]:t.window[1], t.window[2]:t.window[3]]
+                     for f, t in ((f, tiles[k]) for f, k in items)])
+
+
+def localize_frames(
+    pipe,
+    frames: np.ndarray,
+    start: int = 0,
+    *,
+    num_samples: int = 0,
+    generator=None,
+    camera=None,
+    tile_size: int = 256,
+    tile_margin: int = 16,
+    batch_size: int = 32,
+    call_pixels: int = CALL_PIXELS,
+    forward_pixels: int = FORWARD_PIXELS,
+    postprocess: Callable[[pd.DataFrame, np.ndarray], pd.DataFrame] | None = None,
+    keep_images: bool = False,
+    **pipeline_kwargs,
+) -> ChunkResult:
+    """Localize frames [F, H, W] (ADU) with the pipeline, tile by tile, in calls of bounded size.
+
+    Parameters
+    ----------
+    pipe : SMLMDiffusionPipeline
+    frames : array [F, H, W]
+        Raw frames, ADU.
+    start : int
+        Movie index of ``frames[0]`` (added to the ``frame`` column).
+    num_samples : int
+        DDPM samples per frame; 0 runs DeepSTORM alone.
+    generator : torch.Generator, optional
+        Sampling noise of the whole chunk (the calls draw from it in order).
+    camera : Camera, optional
+        Overrides the model's camera (offset, gain, read noise, pixel size).
+    tile_size, tile_margin : int
+        Frames larger than ``tile_size`` camera pixels are cut into tiles with this margin
+        (:mod:`smlm_diffusers.movie.tiles`).
+    batch_size : int
+        The pipeline's ``batch_size`` (frames per DeepSTORM pass, UNet tiles x samples per
+        UNet pass); in DeepSTORM mode at most ``forward_pixels`` camera pixels per pass.
+    call_pixels : int
+        Camera pixels (x samples) per pipeline call: bounds the KDEs held at once.
+    postprocess : callable, optional
+        ``postprocess(localizations, windows)`` per call, in window coordinates, before
+        the tiles are put together (e.g. photometry on the raw windows).
+    keep_images : bool
+        Also return the per-frame images (memory grows with the chunk: for short stacks).
+    **pipeline_kwargs
+        Passed to the pipeline call (``num_inference_steps``, ``threshold``,
+        ``min_probability``, ``mixed_precision``, ...).
+    """
+    frames = np.asarray(frames)
+    n_frames, height, width = frames.shape
+    camera = camera or pipe.kde_net.camera
+    u = int(pipe.kde_net.config.upsampling)
+    tiles = tile_frame(height, width, tile_size, tile_margin)
+    th, tw = tiles[0].window[1] - tiles[0].window[0], tiles[0].window[3] - tiles[0].window[2]
+    items = [(f, k) for f in range(n_frames) for k in range(len(tiles))]
+    per_call = max(1, int(call_pixels) // (th * tw * max(1, num_samples)))
+    if num_samples == 0:
+        batch_size = max(1, min(int(batch_size), int(forward_pixels) // (th * tw)))
+    call = dict(num_samples=num_samples, batch_size=batch_size, camera_offset=camera.offset,
+                camera_gain=camera.gain, read_noise=camera.read_noise, pixel_size_nm=camera.pixel_size_nm)
+    kde_sum = np.zeros((height * u, width * u))
+    kde_var = np.zeros_like(kde_sum) if num_samples > 0 else None
+    images = None
+    tables, tile_of_row = [], []
+    row0 = np.array([t.window[0] for t in tiles], dtype=np.float64)
+    col0 = np.array([t.window[2] for t in tiles], dtype=np.float64)
+    for first in range(0, len(items), per_call):
+        part = items[first:first + per_call]
+        windows = _window_stack(frames, part, tiles)
+        out = pipe(windows, generator=generator, **call, **pipeline_kwargs)
+        locs = out.localizations
+        if postprocess is not None:
+            locs = postprocess(locs, windows)
+        locs = locs.copy()
+        item = locs["frame"].to_numpy(np.int64)  # index into ``windows``
+        frame_of = np.array([f for f, _ in part], dtype=np.int64)
+        tile_of = np.array([k for _, k in part], dtype=np.int64)
+        if len(tiles) > 1:  # window -> frame coordinates
+            locs["x_nm"] = locs["x_nm"].to_numpy(np.float64) + col0[tile_of[item]] * camera.pixel_size_nm
+            locs["y_nm"] = locs["y_nm"].to_numpy(np.float64) + row0[tile_of[item]] * camera.pixel_size_nm
+        for k in np.unique(tile_of):
+            sel = slice(None) if len(tiles) == 1 else np.flatnonzero(tile_of == k)
+            ys, xs = tiles[k].core_in_window()
+            ky, kx = slice(ys.start * u, ys.stop * u), slice(xs.start * u, xs.stop * u)
+            r0, r1, c0, c1 = (v * u for v in tiles[k].core)
+            kde_sum[r0:r1, c0:c1] += np.sum(out.kde_mean[sel, ky, kx], axis=0, dtype=np.float64)
+            if kde_var is not None:
+                kde_var[r0:r1, c0:c1] += np.sum(out.kde_var[sel, ky, kx], axis=0, dtype=np.float64)
+            if keep_images:
+                images = _stitch(images, out, sel, frame_of[sel], (r0, r1, c0, c1), (ky, kx), n_frames,
+                                 (height * u, width * u))
+        locs["frame"] = frame_of[item] + int(start)
+        tables.append(locs)
+        tile_of_row.append(tile_of[item])
+    table = pd.concat(tables, ignore_index=True)
+    if len(tiles) > 1:
+        keep = keep_core(table, np.concatenate(tile_of_row), tiles, camera.pixel_size_nm)
+        table = table[keep].sort_values("frame", kind="stable").reset_index(drop=True)
+    return ChunkResult(int(start), int(start) + n_frames, table, kde_sum, kde_var, images)
+
+
+def _stitch(images, out, sel, frames, core, window_core, n_frames, shape):
+    """Paste one tile's core of each selected output into the per-frame images."""
+    if images is None:
+        def alloc(a, extra=()):
+            return None if a is None else np.zeros((n_frames, *extra, *shape), dtype=np.float32)
+
+        k = None if out.samples is None else out.samples.shape[1]
+        images = {"kde_mean": alloc(out.kde_mean), "kde_var": alloc(out.kde_var),
+                  "deepstorm_kde": alloc(out.deepstorm_kde), "samples": alloc(out.samples, (k,))}
+    r0, r1, c0, c1 = core
+    ky, kx = window_core
+    for name in ("kde_mean", "kde_var", "deepstorm_kde"):
+        if images[name] is not None:
+            images[name][frames, r0:r1, c0:c1] = getattr(out, name)[sel, ky, kx]
+    if images["samples"] is not None:
+        images["samples"][frames, :, r0:r1, c0:c1] = out.samples[sel][:, :, ky, kx]
+    return images
