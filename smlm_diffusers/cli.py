@@ -15,7 +15,6 @@ Camera, pipeline and accelerate imports happen inside the commands.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import math
@@ -41,23 +40,41 @@ class CLIError(Exception):
 
 # -- argument parsing --------------------------------------------------------------------------
 LOCALIZE_EPILOG = f"""\
-outputs:
-  CSV                  ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm],
-                       intensity [photon], uncertainty [nm], in ddpm mode offset [photon],
-                       then kde_mass (KDE mass of the molecule, in emitters) and, in ddpm
-                       mode, probability (fraction of samples that found it) and n_samples.
-                       In ddpm mode, intensity and offset are the photons and the background
-                       (photons per pixel) fitted on the frame at each molecule; NaN in
-                       deepstorm mode. x is the column axis, the outer
-                       top-left corner of the image is (0, 0) nm (ThunderSTORM's convention).
-                       uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) from the DDPM
-                       samples (NaN in deepstorm mode or for molecules seen once).
+outputs (-o chooses the table's format by its suffix):
+  TABLE.csv            ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm]
+                       (the model's PSF sigma), intensity [photon], uncertainty [nm],
+                       offset [photon], kde_mass (KDE mass of the molecule, in emitters) and,
+                       in ddpm mode, probability (fraction of samples that found it) and
+                       n_samples. intensity and offset are the photons and the background
+                       (photons per pixel) fitted jointly on the frame at the molecules.
+                       x is the column axis, the outer top-left corner of the image is
+                       (0, 0) nm (ThunderSTORM's convention).
+                       uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) of the 1-sigma
+                       position uncertainty: in ddpm mode the model's sigma model (spread of
+                       the samples + CRLB); in deepstorm mode the Cramer-Rao bound of an
+                       isolated emitter at the fitted photons and background (a lower bound;
+                       to be replaced by the CRLB of a full MLE refinement).
+  TABLE.hdf5 / .h5     Picasso's HDF5 + YAML pair (TABLE.yaml beside it) for Render, undrift,
+                       clustering: frame (0-based), x, y in camera pixels with pixel centres at
+                       integers (x = x_nm / pixel size - 0.5), photons, sx, sy (PSF sigma, px),
+                       bg (photons per pixel), lpx, lpy (the uncertainty above, px), kde_mass
+                       [, probability, n_samples]; metadata Frames, Width, Height, Pixelsize,
+                       camera. Picasso's loader drops molecules within half a pixel of the
+                       top or left edge (x or y < 0).
   RENDER.png / .tif    super-resolved image: the KDE (DeepSTORM, or the mean of the DDPM
                        samples) summed over frames, molecules per KDE pixel (pixel size / 4)
-                       as PNG (scale bar, colour bar) and float32 TIFF. Default
-                       <csv stem>_render.png next to the CSV; --render sets the PNG path.
+                       as PNG (scale bar, colour bar) and float32 TIFF with its ImageJ
+                       calibration (pixel size in nm, as Fiji shows it). Default
+                       <table stem>_render.png next to the table; --render sets the PNG path.
   RENDER_uncertainty.* ddpm mode: the per-pixel variance of the DDPM samples summed over
-                       frames (the variance of the render), PNG and float32 TIFF.
+                       frames (the variance of the render), PNG and calibrated float32 TIFF.
+
+camera check:
+  Before localizing, the first frames are compared with the camera (--offset, --gain,
+  --read-noise or the model's): pixels below the offset, the background it implies, and the
+  noise of the darkest pixels against the camera's noise model. A camera that cannot fit the
+  frames stops the run with the option to change and the value the data suggest; a doubtful
+  one prints a warning. --skip-camera-check turns this off.
 
 resume:
   Results are checkpointed after every batch of frames in the folder <CSV>.partial/
@@ -152,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=LOCALIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     loc.add_argument("stack", metavar="STACK.tif", help="grey-level TIFF movie [frames, H, W], raw ADU")
-    loc.add_argument("-o", "--output", required=True, metavar="CSV",
-                     help="localization table to write (ThunderSTORM CSV)")
+    loc.add_argument("-o", "--output", required=True, metavar="TABLE",
+                     help="localization table to write: .csv (ThunderSTORM) or .hdf5 / .h5 (Picasso HDF5 + YAML)")
     loc.add_argument("--model", metavar="PATH_OR_REPO",
                      help=f"pipeline folder or Hub repo id such as {HUB_MODEL_ID} (default ${MODEL_ENV}, "
                           f"else the shipped pretrained/{DEFAULT_MODEL})")
@@ -179,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="process only the first N frames (partial results are kept to continue later)")
     loc.add_argument("--restart", action="store_true", help="ignore partial results of an earlier run")
     loc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    loc.add_argument("--skip-camera-check", action="store_true",
+                     help="do not compare the frames with the camera before localizing")
     _add_camera_options(loc, "default: the model's config")
     loc.set_defaults(func=cmd_localize)
 
@@ -271,6 +290,20 @@ def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazil
         raise CLIError(str(err)) from None
 
 
+def check_camera_fits(stack: Path, total: int, camera, quiet: bool = False, n_frames: int = 16) -> None:
+    """Compare the first frames with the camera (:mod:`smlm_diffusers.camera_check`): CLIError when it cannot
+    fit them, a warning on stderr when it is doubtful."""
+    from .camera_check import check_camera
+
+    frames = next(read_frames(stack, [(0, min(total, n_frames))]))
+    result = check_camera(frames, camera)
+    if result.errors:
+        raise CLIError("the camera does not fit the frames: " + "; ".join(result.errors)
+                       + " (--skip-camera-check to run anyway)")
+    for message in result.warnings:
+        _log(f"{PROG}: warning: {message}", quiet)
+
+
 # -- localize ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OutputPaths:
@@ -283,9 +316,15 @@ class OutputPaths:
 
 
 def output_paths(csv_path: str, render: str | None) -> OutputPaths:
+    from .io import localization_format
+
     out = Path(csv_path)
     if out.is_dir():
         raise CLIError(f"-o must be a file path, got the folder {csv_path}")
+    try:
+        localization_format(out)
+    except ValueError as err:
+        raise CLIError(f"-o: {err}") from None
     if render is None:
         base = out.with_name(f"{out.stem}_render")
     else:
@@ -511,25 +550,23 @@ def _describe_changes(old: dict, new: dict, prefix: str = "") -> str:
     return ", ".join(changes)
 
 
-def write_localizations(locs, path: Path, ddpm: bool) -> None:
-    """ThunderSTORM CSV (1-based frames) [plus offset [photon]] plus kde_mass [, probability, n_samples] columns."""
-    import pandas as pd
+def write_localizations(locs, path: Path, ddpm: bool, camera=None, shape=None, psf_sigma_px: float = 1.0,
+                        source: str | None = None, extra_info: dict | None = None) -> list[Path]:
+    """The table by ``path``'s suffix (:func:`smlm_diffusers.io.write_localizations`): ThunderSTORM
+    CSV (1-based frames, + offset [photon], kde_mass [, probability, n_samples]) or Picasso HDF5 + YAML.
 
-    from .io import write_thunderstorm_csv
+    ``camera`` and ``shape`` (frames, H, W) describe the movie; without them the pixel size
+    is 108 nm and the movie's size is taken from the molecules (enough for a CSV)."""
+    from .io import write_localizations as write
+    from .simulation import Camera
 
-    buf = io.StringIO()
-    write_thunderstorm_csv(locs, buf)
-    buf.seek(0)
-    table = pd.read_csv(buf, float_precision="round_trip")
-    if ddpm:  # ThunderSTORM's name for the fitted background level
-        table["offset [photon]"] = locs["background"].to_numpy(np.float64)
-    table["kde_mass"] = locs["kde_mass"].to_numpy(np.float64)
-    if ddpm:
-        table["probability"] = locs["probability"].to_numpy(np.float64)
-        table["n_samples"] = locs["n_samples"].to_numpy(np.int64)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="NaN")
-    os.replace(tmp, path)
+    camera = camera or Camera()
+    if shape is None:
+        a = camera.pixel_size_nm
+        shape = (int(locs["frame"].max()) + 1 if len(locs) else 0, int(np.ceil(locs["y_nm"].max() / a)) if len(locs)
+                 else 0, int(np.ceil(locs["x_nm"].max() / a)) if len(locs) else 0)
+    return write(locs, path, pixel_size_nm=camera.pixel_size_nm, shape=shape, psf_sigma_px=psf_sigma_px,
+                 samples=ddpm, camera=camera, source=source, extra_info=extra_info)
 
 
 def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: int, title: str, label: str | None,
@@ -538,7 +575,7 @@ def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: in
     from .render import render_image
 
     tif.parent.mkdir(parents=True, exist_ok=True)
-    write_tiff(tif, image.astype(np.float32))
+    write_tiff(tif, image.astype(np.float32), pixel_size_nm=camera.pixel_size_nm / upsampling)
     render_image(image, camera.pixel_size_nm, upsampling, png, title=title, cmap=cmap, colorbar_label=label)
 
 
@@ -556,6 +593,8 @@ def cmd_localize(args) -> int:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from .localization.crlb_uncertainty import add_crlb_uncertainty
+
     pipe, model = load_model(args.model)
     cfg = pipe.kde_net.config
     camera = camera_from_args(args, pipe.kde_net.camera)
@@ -568,6 +607,8 @@ def cmd_localize(args) -> int:
         raise CLIError(f"--min-probability must be in [0, 1], got {args.min_probability:g}")
     if min(h, w) < 4:
         raise CLIError(f"frames of {h} x {w} pixels are too small (at least 4 x 4)")
+    if not args.skip_camera_check:
+        check_camera_fits(stack, total, camera, args.quiet)
 
     state = PartialState(cpu=_cpu_only())
     quiet = args.quiet or not state.is_main_process
@@ -607,6 +648,7 @@ def cmd_localize(args) -> int:
     own = work.load_own()
     ranges = [(b * bs, min((b + 1) * bs, run_frames)) for b in mine]
     upsampling = int(cfg.upsampling)
+    psf = float(cfg.psf_sigma_px)
     call = dict(num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps, batch_size=bs,
                 camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
                 pixel_size_nm=camera.pixel_size_nm, threshold=args.threshold, mixed_precision=args.mixed_precision)
@@ -620,7 +662,7 @@ def cmd_localize(args) -> int:
         for b, (start, stop), frames in zip(mine, ranges, read_frames(stack, ranges)):
             gen = torch.Generator().manual_seed(batch_seed(args.seed, b)) if ddpm else None
             out = pipe(frames, generator=gen, **call)
-            locs = out.localizations.copy()
+            locs = out.localizations.copy() if ddpm else add_crlb_uncertainty(out.localizations, frames, camera, psf)
             locs["frame"] = locs["frame"].astype(np.int64) + start
             kde_sum = out.kde_mean.astype(np.float64).sum(axis=0)
             kde_var = out.kde_var.astype(np.float64).sum(axis=0) if ddpm else None
@@ -641,10 +683,11 @@ def cmd_localize(args) -> int:
         return 0
 
     locs, kde_sum, kde_var, frames_committed = work.merge((h * upsampling, w * upsampling), ddpm)
-    write_localizations(locs, paths.csv, ddpm)
+    tables = write_localizations(locs, paths.csv, ddpm, camera=camera, shape=(run_frames, h, w), psf_sigma_px=psf,
+                                 source=stack.name, extra_info={"Mode": args.mode, "Model": model})
     title = f"{stack.name}: {'DDPM mean' if ddpm else 'DeepSTORM'}, {run_frames} frames"
     write_render(kde_sum, paths.render_png, paths.render_tif, camera, upsampling, title, None, "magma")
-    written = [paths.csv, paths.render_png, paths.render_tif]
+    written = [*tables, paths.render_png, paths.render_tif]
     if ddpm:
         label = f"variance (molecules per {camera.pixel_size_nm / upsampling:g} nm pixel)$^2$"
         write_render(kde_var, paths.variance_png, paths.variance_tif, camera, upsampling,

@@ -18,7 +18,8 @@ import smlm_diffusers as sd
 from smlm_diffusers import cli
 from smlm_diffusers.io import read_thunderstorm_csv
 
-TS_HEADER = '"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","uncertainty [nm]","kde_mass"'
+TS_HEADER = ('"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","uncertainty [nm]","offset [photon]",'
+             '"kde_mass"')
 # the tiny random DeepSTORM's KDE peaks at about 1e-5, below a bfloat16 step of its output, so it runs in
 # float32 here; its DDPM samples are noise of order 0.1
 DEEPSTORM = ["--mode", "deepstorm", "--threshold", "3e-6", "--mixed-precision", "no", "-q"]
@@ -77,7 +78,11 @@ def test_deepstorm_mode_writes_table_and_render(stack, tiny_model_dir, tmp_path)
     assert len(locs) > 0 and raw["frame"].min() >= 1 and raw["frame"].max() <= 40
     assert (raw["frame"] - 1 == locs["frame"]).all()
     assert locs["frame"].is_monotonic_increasing and locs["frame"].nunique() > 30
-    assert np.isnan(raw["intensity [photon]"]).all()  # the KDE mass is not photons
+    # the random model finds a molecule at every KDE maximum, far too many for photometry: NaN photons and
+    # uncertainty, with a warning (real values: test_picasso_export_matches_the_csv, on the shipped model)
+    assert raw["intensity [photon]"].isna().all() and raw["uncertainty [nm]"].isna().all()
+    assert (raw["sigma [nm]"] == 108.0 * sd.SMLMDiffusionPipeline.from_pretrained(tiny_model_dir).kde_net.config
+            .psf_sigma_px).all()
     # nm, inside the field (up to one KDE pixel: the random model's peaks sit on the border too)
     assert locs["x_nm"].between(-27, 24 * 108 + 27).all() and locs["y_nm"].between(-27, 24 * 108 + 27).all()
     # render: the DeepSTORM KDE summed over all frames, float32 TIFF + PNG
@@ -90,6 +95,59 @@ def test_deepstorm_mode_writes_table_and_render(stack, tiny_model_dir, tmp_path)
     assert (tmp_path / "run" / "locs_render.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "run" / "locs_render_uncertainty.tif").exists()
     assert not (tmp_path / "run" / "locs.csv.partial").exists()  # cleaned up once the stack is done
+
+
+def test_picasso_export_matches_the_csv(stack, tmp_path):
+    """-o locs.hdf5 writes Picasso's HDF5 + YAML pair; Picasso reads it, and it holds the CSV's molecules with
+    their fitted photons, background and CRLB uncertainty (DeepSTORM mode, the shipped model)."""
+    from smlm_diffusers.defaults import default_model_path
+
+    io_picasso = pytest.importorskip("picasso.io")
+    if default_model_path() is None:
+        pytest.skip("the shipped pipeline folder is not in this checkout")
+    csv, h5 = tmp_path / "locs.csv", tmp_path / "locs.hdf5"
+    opts = ["--mode", "deepstorm", "-q", "--max-frames", "12"]
+    assert localize(stack, csv, default_model_path(), *opts) == 0
+    assert localize(stack, h5, default_model_path(), *opts) == 0
+    assert (tmp_path / "locs.yaml").is_file() and (tmp_path / "locs_render.tif").is_file()
+    table = pd.read_csv(csv)
+    assert table["intensity [photon]"].between(500, 5000).all() and table["offset [photon]"].between(10, 30).all()
+    assert table["uncertainty [nm]"].between(1, 20).all()  # sqrt(CRLB) of 2000 photons on 20 background: ~3 nm
+    locs, info = io_picasso.load_locs(str(h5))
+    meta = {k: v for d in info for k, v in d.items()}
+    assert (meta["Frames"], meta["Height"], meta["Width"], meta["Pixelsize"]) == (12, 24, 24, 108.0)
+    # Picasso drops what lies within half a pixel of the top or left edge (x or y < 0 in its convention)
+    inside = table[(table["x [nm]"] >= 54) & (table["y [nm]"] >= 54)].reset_index(drop=True)
+    assert len(locs) == len(inside) > 0
+    locs = locs.reset_index(drop=True)
+    np.testing.assert_array_equal(locs["frame"], inside["frame"] - 1)
+    np.testing.assert_allclose((locs["x"] + 0.5) * 108, inside["x [nm]"], atol=2e-3)
+    np.testing.assert_allclose((locs["y"] + 0.5) * 108, inside["y [nm]"], atol=2e-3)
+    np.testing.assert_allclose(locs["photons"], inside["intensity [photon]"], rtol=1e-5)
+    np.testing.assert_allclose(locs["bg"], inside["offset [photon]"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt((locs["lpx"] ** 2 + locs["lpy"] ** 2) / 2) * 108, inside["uncertainty [nm]"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(locs["sx"] * 108, inside["sigma [nm]"], rtol=1e-6)
+
+
+def test_renders_carry_their_pixel_size(stack, tiny_model_dir, tmp_path):
+    from smlm_diffusers.io import tiff_pixel_size_nm
+
+    csv = tmp_path / "locs.csv"
+    assert localize(stack, csv, tiny_model_dir, *DEEPSTORM, "--max-frames", "4", "--pixel-size", "100") == 0
+    assert tiff_pixel_size_nm(tmp_path / "locs_render.tif") == pytest.approx(25.0)
+    with tifffile.TiffFile(tmp_path / "locs_render.tif") as tif:
+        assert tif.imagej_metadata["unit"] == "nm"
+
+
+def test_doubtful_camera_warns(stack, tiny_model_dir, tmp_path, capsys):
+    assert localize(stack, tmp_path / "l.csv", tiny_model_dir, "--mode", "deepstorm", "--max-frames", "2",
+                    "--gain", "2.2") == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "--gain" in err
+    # the normal camera: nothing to say
+    assert localize(stack, tmp_path / "m.csv", tiny_model_dir, "--mode", "deepstorm", "--max-frames", "2") == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_path, capsys):
@@ -243,6 +301,11 @@ def test_estimate_subcommand(tmp_path, capsys):
         (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--samples", "0"], "must be >= 1"),
         (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--gain", "-1"], "must be > 0"),
         (["localize", "{stack}", "--model", "{model}"], "required: -o"),
+        (["localize", "{stack}", "-o", "{tmp}/l.txt", "--model", "{model}"], "must end in .csv"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--offset", "1e9"], "suggest --offset"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--offset=-1e6"], "suggest --offset"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--gain", "1e9"], "suggest --gain"),
+        (["localize", "{stack}", "-o", "{tmp}/l.csv", "--model", "{model}", "--gain", "1e-9"], "suggest --gain"),
         (["estimate", "{missing}"], "input file not found"),
         (["estimate", "{stack}", "--max-frames", "x"], "whole number"),
     ],
