@@ -15,13 +15,9 @@ Camera, pipeline and accelerate imports happen inside the commands.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import os
-import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +26,6 @@ import numpy as np
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
 
 PROG = "smlm-diffusers"
-STATE_FORMAT = 1
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -192,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the networks under bfloat16 autocast (default) or in float32")
     loc.add_argument("--render", metavar="PNG", help="render PNG path (a .tif of the same name is written too); "
                                                      "default <csv stem>_render.png")
+    loc.add_argument("--tile-size", type=_int_at_least(16), default=256, metavar="PX",
+                     help="frames larger than this (camera pixels) are processed in tiles of this size plus a "
+                          "16-pixel margin (bounded memory; default 256)")
     loc.add_argument("--max-frames", type=_positive_int, metavar="N",
                      help="process only the first N frames (partial results are kept to continue later)")
     loc.add_argument("--restart", action="store_true", help="ignore partial results of an earlier run")
@@ -250,28 +248,20 @@ def check_stack_path(path: str) -> Path:
 
 def stack_shape(path: Path) -> tuple[int, int, int]:
     """(frames, H, W) of a TIFF movie, read from its header."""
-    from .io.tiff import _open, _stack_shape
+    from .io import tiff_shape
 
     try:
-        with _open(path) as tif:
-            return _stack_shape(tif, path)
+        return tiff_shape(path)
     except ValueError as err:
         raise CLIError(str(err)) from None
 
 
 def read_frames(path: Path, ranges: list[tuple[int, int]]):
-    """Yield float32 frames [stop - start, H, W] for each (start, stop), reading only those pages.
-
-    ``iter_tiff_frames`` always starts at frame 0; a resumed run or one process of several
-    starts in the middle of the movie, so the pages are read by index here.
-    """
-    from .io.tiff import _as_float32, _open, _read_frames, _stack_shape
+    """Yield float32 frames [stop - start, H, W] for each (start, stop), reading only those pages."""
+    from .io import iter_tiff_frames
 
     try:
-        with _open(path) as tif:
-            shape = _stack_shape(tif, path)
-            for start, stop in ranges:
-                yield _as_float32(_read_frames(tif, start, stop, shape), path)
+        yield from iter_tiff_frames(path, ranges=ranges)
     except ValueError as err:
         raise CLIError(str(err)) from None
 
@@ -367,189 +357,6 @@ def _cpu_only() -> bool:
     return not available
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """Seed of one batch's sampling noise: independent streams, the same in every run."""
-    return int(np.random.SeedSequence([int(seed), int(batch_index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
-
-
-def _read_rows(path: Path, n_bytes: int):
-    """The first ``n_bytes`` of a partial localization CSV as a DataFrame (exact floats)."""
-    import pandas as pd
-
-    from .localization.uncertainty import MOLECULE_COLUMNS
-
-    if n_bytes <= 0 or not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
-                             for c in MOLECULE_COLUMNS})
-    with open(path, "rb") as fh:
-        data = fh.read(n_bytes)
-    return pd.read_csv(io.BytesIO(data), float_precision="round_trip")
-
-
-class WorkFolder:
-    """Checkpoints of one ``localize`` run in ``<CSV>.partial/``.
-
-    Files: ``progress.json`` (format, model, options, stack; frames done when merged),
-    per process ``rank<r>.json`` (committed batches, frames done, bytes of ``rank<r>.csv``
-    that belong to them, the current ``.npy`` render files), ``rank<r>.csv`` (localizations,
-    0-based frames, full precision), ``rank<r>_sum_<n>.npy`` / ``rank<r>_var_<n>.npy``
-    (float64 KDE sums over the committed batches), and ``tail.*``: the last, incomplete
-    batch of a ``--max-frames`` run (re-done by the next run).
-
-    A batch is committed by appending its rows to the CSV, writing new ``.npy`` files, then
-    replacing ``rank<r>.json`` (atomic): a crash at any point leaves the last committed state.
-    """
-
-    def __init__(self, folder: Path, rank: int):
-        self.folder = folder
-        self.rank = rank
-        self.csv = folder / f"rank{rank}.csv"
-        self.json = folder / f"rank{rank}.json"
-
-    # -- set-up (main process) ---------------------------------------------------------------
-    def prepare(self, signature: dict, restart: bool, run_frames: int, batch_size: int, quiet: bool) -> None:
-        """Keep compatible partial results, or clear the folder (with a message why)."""
-        reason = None
-        progress = self.folder / "progress.json"
-        if self.folder.exists():
-            if restart:
-                reason = "--restart"
-            elif not progress.is_file():
-                reason = "no progress.json"
-            else:
-                try:
-                    old = json.loads(progress.read_text())
-                except (OSError, json.JSONDecodeError):
-                    old = {}
-                if old.get("format") != STATE_FORMAT or old.get("signature") != signature:
-                    changes = _describe_changes(old.get("signature") or {}, signature) or "format"
-                    reason = "options changed: " + (changes if len(changes) <= 300 else changes[:297] + "...")
-                else:
-                    done = self.committed_batches()
-                    beyond = [b for b in done if min((b + 1) * batch_size, signature["stack"]["frames"]) > run_frames]
-                    if beyond:
-                        reason = f"the partial results cover frames beyond --max-frames {run_frames}"
-            if reason:
-                _log(f"{PROG}: discarding partial results in {self.folder} ({reason}); starting from scratch", quiet)
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for tail in self.folder.glob("tail*"):
-            tail.unlink()
-        if not progress.is_file():
-            _atomic_write_text(progress, json.dumps({"format": STATE_FORMAT, "signature": signature,
-                                                     "frames_done": 0}, indent=2) + "\n")
-
-    # -- state of every process ----------------------------------------------------------------
-    def rank_states(self) -> dict[int, dict]:
-        states = {}
-        for path in sorted(self.folder.glob("rank*.json")):
-            try:
-                states[int(path.stem[4:])] = json.loads(path.read_text())
-            except (ValueError, OSError, json.JSONDecodeError):
-                continue
-        return dict(sorted(states.items()))
-
-    def committed_batches(self) -> set[int]:
-        return {b for s in self.rank_states().values() for b in s.get("batches", [])}
-
-    # -- this process ------------------------------------------------------------------------
-    def load_own(self) -> dict:
-        """This process's committed state; cuts its CSV back to the committed rows."""
-        state = self.rank_states().get(self.rank, {"batches": [], "frames_done": 0, "csv_bytes": 0,
-                                                    "n_localizations": 0, "sum_file": None, "var_file": None,
-                                                    "generation": 0})
-        if self.csv.exists():
-            with open(self.csv, "r+b") as fh:
-                fh.truncate(state["csv_bytes"])
-        elif state["csv_bytes"]:
-            raise CLIError(f"{self.csv} is missing: re-run with --restart")
-        state["sum"] = np.load(self.folder / state["sum_file"]) if state.get("sum_file") else None
-        state["var"] = np.load(self.folder / state["var_file"]) if state.get("var_file") else None
-        return state
-
-    def commit(self, state: dict, batch: int, n_frames: int, locs, kde_sum: np.ndarray, kde_var) -> None:
-        with open(self.csv, "a", newline="") as fh:
-            locs.to_csv(fh, index=False, header=state["csv_bytes"] == 0)
-        state["sum"] = kde_sum if state["sum"] is None else state["sum"] + kde_sum
-        if kde_var is not None:
-            state["var"] = kde_var if state["var"] is None else state["var"] + kde_var
-        gen = state["generation"] + 1
-        old = [state.get("sum_file"), state.get("var_file")]
-        state["sum_file"] = f"rank{self.rank}_sum_{gen:06d}.npy"
-        _atomic_save_npy(self.folder / state["sum_file"], state["sum"])
-        if state["var"] is not None:
-            state["var_file"] = f"rank{self.rank}_var_{gen:06d}.npy"
-            _atomic_save_npy(self.folder / state["var_file"], state["var"])
-        state["generation"] = gen
-        state["batches"] = state["batches"] + [batch]
-        state["frames_done"] += n_frames
-        state["csv_bytes"] = self.csv.stat().st_size
-        state["n_localizations"] += len(locs)
-        public = {k: v for k, v in state.items() if k not in ("sum", "var")}
-        _atomic_write_text(self.json, json.dumps(public, indent=2) + "\n")
-        for name in old:
-            if name and name not in (state["sum_file"], state.get("var_file")):
-                (self.folder / name).unlink(missing_ok=True)
-
-    def write_tail(self, batch: int, locs, kde_sum: np.ndarray, kde_var) -> None:
-        """The incomplete last batch of a --max-frames run: used by this run's merge only."""
-        locs.to_csv(self.folder / "tail.csv", index=False)
-        arrays = {"sum": kde_sum} | ({} if kde_var is None else {"var": kde_var})
-        with open(self.folder / "tail.npz.tmp", "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(self.folder / "tail.npz.tmp", self.folder / "tail.npz")
-        _atomic_write_text(self.folder / "tail.json", json.dumps({"batch": batch}) + "\n")
-
-    # -- merge (main process) ------------------------------------------------------------------
-    def merge(self, shape: tuple[int, int], with_variance: bool):
-        """All committed batches (+ the tail) in frame order: (locs, kde_sum, kde_var, frames_done)."""
-        import pandas as pd
-
-        tables, kde_sum, kde_var, frames = [], np.zeros(shape), np.zeros(shape) if with_variance else None, 0
-        for rank, state in self.rank_states().items():
-            tables.append(_read_rows(self.folder / f"rank{rank}.csv", state["csv_bytes"]))
-            if state.get("sum_file"):
-                kde_sum += np.load(self.folder / state["sum_file"])
-            if with_variance and state.get("var_file"):
-                kde_var += np.load(self.folder / state["var_file"])
-            frames += state["frames_done"]
-        if (self.folder / "tail.json").is_file():
-            tables.append(pd.read_csv(self.folder / "tail.csv", float_precision="round_trip"))
-            with np.load(self.folder / "tail.npz") as tail:
-                kde_sum += tail["sum"]
-                if with_variance:
-                    kde_var += tail["var"]
-        locs = pd.concat(tables, ignore_index=True) if tables else _read_rows(self.csv, 0)
-        locs = locs.sort_values("frame", kind="stable").reset_index(drop=True)
-        return locs, kde_sum, kde_var, frames
-
-
-def _describe_changes(old: dict, new: dict, prefix: str = "") -> str:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = _describe_changes(a, b, f"{prefix}{key}.")
-            if inner:
-                changes.append(inner)
-        elif a != b:
-            changes.append(f"{prefix}{key} {a!r} -> {b!r}")
-    return ", ".join(changes)
-
-
 def write_localizations(locs, path: Path, ddpm: bool, camera=None, shape=None, psf_sigma_px: float = 1.0,
                         source: str | None = None, extra_info: dict | None = None) -> list[Path]:
     """The table by ``path``'s suffix (:func:`smlm_diffusers.io.write_localizations`): ThunderSTORM
@@ -582,18 +389,16 @@ def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: in
 def cmd_localize(args) -> int:
     stack = check_stack_path(args.stack)
     total, h, w = stack_shape(stack)
-    run_frames = total if args.max_frames is None else min(total, args.max_frames)
     paths = output_paths(args.output, args.render)
     try:
         paths.csv.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CLIError(f"cannot create the output folder {paths.csv.parent}: {err}") from None
 
-    import torch
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
     from .localization.crlb_uncertainty import add_crlb_uncertainty
+    from .movie import MovieError, localize_movie
 
     pipe, model = load_model(args.model)
     cfg = pipe.kde_net.config
@@ -613,78 +418,33 @@ def cmd_localize(args) -> int:
     state = PartialState(cpu=_cpu_only())
     quiet = args.quiet or not state.is_main_process
     pipe.to(state.device)
-    bs = args.batch_size
-    options = {
-        "mode": args.mode, "batch_size": bs, "seed": args.seed, "threshold": args.threshold,
-        "camera": camera.to_dict(),
-    }
-    if ddpm:
-        options |= {"samples": args.samples, "steps": args.steps, "min_probability": args.min_probability,
-                    "mixed_precision": args.mixed_precision}
-    st = stack.stat()
-    signature = {
-        "model": {"location": model, "kde_net": dict(cfg), "unet": dict(pipe.unet.config) if ddpm else None,
-                  "pipeline": {k: v for k, v in dict(pipe.config).items() if not k.startswith("_")}},
-        "options": options,
-        "stack": {"path": str(stack.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "frames": total,
-                  "height": h, "width": w},
-    }
-    signature = json.loads(json.dumps(signature, default=str))  # plain JSON types, as read back
-
-    work = WorkFolder(paths.work, state.process_index)
-    if state.is_main_process:
-        work.prepare(signature, args.restart, run_frames, bs, quiet)
-    state.wait_for_everyone()
-    done = work.committed_batches()
-    state.wait_for_everyone()  # every process has read the same committed set before anyone commits
-
-    n_batches = math.ceil(run_frames / bs)
-    todo = [b for b in range(n_batches) if b not in done]
-    if done and not quiet:
-        n_done = sum(min((b + 1) * bs, total) - b * bs for b in done)
-        _log(f"{PROG}: resuming from {paths.work}: {n_done} of {run_frames} frames already done", quiet)
-    with state.split_between_processes(todo) as mine:
-        mine = list(mine)
-    own = work.load_own()
-    ranges = [(b * bs, min((b + 1) * bs, run_frames)) for b in mine]
     upsampling = int(cfg.upsampling)
     psf = float(cfg.psf_sigma_px)
-    call = dict(num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps, batch_size=bs,
-                camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
-                pixel_size_nm=camera.pixel_size_nm, threshold=args.threshold, mixed_precision=args.mixed_precision)
-    if ddpm:
-        call |= dict(min_probability=args.min_probability)
-    where = f" [process {state.process_index + 1}/{state.num_processes}]" if state.num_processes > 1 else ""
-    bar = tqdm(total=sum(b - a for a, b in ranges), unit="frame", desc=f"localize ({args.mode}){where}",
-               disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    t0 = time.perf_counter()
+
+    def crlb(locs, windows):  # deepstorm mode: photometry and the CRLB on the raw frames
+        return add_crlb_uncertainty(locs, windows, camera, psf)
+
     try:
-        for b, (start, stop), frames in zip(mine, ranges, read_frames(stack, ranges)):
-            gen = torch.Generator().manual_seed(batch_seed(args.seed, b)) if ddpm else None
-            out = pipe(frames, generator=gen, **call)
-            locs = out.localizations.copy() if ddpm else add_crlb_uncertainty(out.localizations, frames, camera, psf)
-            locs["frame"] = locs["frame"].astype(np.int64) + start
-            kde_sum = out.kde_mean.astype(np.float64).sum(axis=0)
-            kde_var = out.kde_var.astype(np.float64).sum(axis=0) if ddpm else None
-            if stop == min((b + 1) * bs, total):
-                work.commit(own, b, stop - start, locs, kde_sum, kde_var)
-            else:  # cut short by --max-frames: not a complete batch of the stack
-                work.write_tail(b, locs, kde_sum, kde_var)
-            bar.update(stop - start)
+        run = localize_movie(
+            pipe, stack, paths.work, num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps,
+            batch_size=args.batch_size, seed=args.seed, camera=camera, threshold=args.threshold,
+            min_probability=args.min_probability if ddpm else None, mixed_precision=args.mixed_precision,
+            tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
+            postprocess=None if ddpm else crlb, signature={"deepstorm_uncertainty": None if ddpm else "crlb"},
+            model_id=model, progress=not quiet, log=lambda message: _log(f"{PROG}: {message}", quiet))
     except KeyboardInterrupt:
-        bar.close()
         _log(f"{PROG}: interrupted; completed batches are kept in {paths.work}: re-run the same command to continue")
         return 130
-    bar.close()
-    seconds = time.perf_counter() - t0
-    n_new = sum(b - a for a, b in ranges)
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    except MovieError as err:
+        raise CLIError(str(err)) from None
+    if not run.is_main_process:
         return 0
 
-    locs, kde_sum, kde_var, frames_committed = work.merge((h * upsampling, w * upsampling), ddpm)
-    tables = write_localizations(locs, paths.csv, ddpm, camera=camera, shape=(run_frames, h, w), psf_sigma_px=psf,
-                                 source=stack.name, extra_info={"Mode": args.mode, "Model": model})
+    run_frames = run.frames_run
+    tables = run.write_table(paths.csv, pixel_size_nm=camera.pixel_size_nm, shape=(run_frames, h, w),
+                             psf_sigma_px=psf, samples=ddpm, camera=camera, source=stack.name,
+                             extra_info={"Mode": args.mode, "Model": model})
+    kde_sum, kde_var = run.render()
     title = f"{stack.name}: {'DDPM mean' if ddpm else 'DeepSTORM'}, {run_frames} frames"
     write_render(kde_sum, paths.render_png, paths.render_tif, camera, upsampling, title, None, "magma")
     written = [*tables, paths.render_png, paths.render_tif]
@@ -693,22 +453,16 @@ def cmd_localize(args) -> int:
         write_render(kde_var, paths.variance_png, paths.variance_tif, camera, upsampling,
                      f"{stack.name}: DDPM variance, {run_frames} frames", label, "viridis")
         written += [paths.variance_png, paths.variance_tif]
-    if run_frames == total:
-        shutil.rmtree(paths.work, ignore_errors=True)
-        kept = ""
-    else:
-        progress = json.loads((paths.work / "progress.json").read_text())
-        progress["frames_done"] = frames_committed
-        _atomic_write_text(paths.work / "progress.json", json.dumps(progress, indent=2) + "\n")
-        kept = (f"\n{PROG}: {run_frames} of {total} frames done; partial results kept in {paths.work} "
-                "(re-run without --max-frames to continue)")
+    run.finish()
+    kept = "" if run.complete else (f"\n{PROG}: {run_frames} of {total} frames done; partial results kept in "
+                                    f"{paths.work} (re-run without --max-frames to continue)")
     if not quiet:
-        rate = ""
+        n_new, seconds, rate = run.frames_new, run.seconds, ""
         if n_new and seconds > 0:
             fps = n_new / seconds
             rate = f", {fps:.1f} frames/s" if fps >= 1 else f", {seconds / n_new:.1f} s/frame"
-        _log(f"{PROG}: {len(locs)} localizations in {run_frames} frames ({n_new} processed now in {seconds:.1f} s"
-             f"{rate})\n" + "\n".join(f"  wrote {p}" for p in written) + kept)
+        _log(f"{PROG}: {run.localizations_written} localizations in {run_frames} frames ({n_new} processed now in "
+             f"{seconds:.1f} s{rate})\n" + "\n".join(f"  wrote {p}" for p in written) + kept)
     return 0
 
 
