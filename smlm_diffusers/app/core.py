@@ -29,6 +29,7 @@ from ..fisher import crlb_at_truth, crlb_position_averaged
 from ..io import read_tiff_stack
 from ..localization import evaluate
 from ..localization.crlb_uncertainty import add_crlb_uncertainty
+from ..movie import localize_frames
 from ..simulation import Camera, simulate
 from .progress import report_steps
 from .zoom import localize_samples
@@ -443,6 +444,9 @@ def run_pipeline(
             progress((done + inner * (stop - done)) / n,
                      f"{what}: {done} of {n} frame{'s' if n > 1 else ''} done" + (f" · {detail}" if detail else ""))
 
+    def crlb(found, windows):  # DeepSTORM mode: photometry and the CRLB on the raw frames
+        return add_crlb_uncertainty(found, windows, camera, psf)
+
     say(0)
     for start in range(0, n, chunk):
         part = frames[start:start + chunk]
@@ -452,18 +456,16 @@ def run_pipeline(
             say(start, fraction, f"DDPM step {step} of {n_steps}{more}")
 
         with _PIPE_LOCK, report_steps(pipe, max(steps, 1), on_step if k else None):
-            out = pipe(part, num_samples=k, num_inference_steps=max(steps, 1), generator=gen,
-                       camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
-                       pixel_size_nm=camera.pixel_size_nm)
-        loc = out.localizations if k else add_crlb_uncertainty(out.localizations, part, camera, psf)
-        loc = loc.copy()
-        loc["frame"] = loc["frame"].astype(np.int64) + start
-        locs.append(loc)
-        means.append(out.kde_mean)
-        deepstorm.append(out.deepstorm_kde)
+            # the movie runner's chunk step (tiles for large frames, bounded calls), as the CLI runs it
+            out = localize_frames(pipe, part, start, num_samples=k, num_inference_steps=max(steps, 1),
+                                  generator=gen, camera=camera, batch_size=64, keep_images=True,
+                                  postprocess=None if k else crlb)
+        locs.append(out.localizations)
+        means.append(out.images["kde_mean"])
+        deepstorm.append(out.images["deepstorm_kde"])
         if k > 0:
-            variances.append(out.kde_var)
-            kept = out.samples[:, :keep]
+            variances.append(out.images["kde_var"])
+            kept = out.images["samples"][:, :keep]
             samples.append(kept.astype(np.float16))
             sl = localize_samples(pipe, kept, camera.pixel_size_nm)
             sl["frame"] += start
