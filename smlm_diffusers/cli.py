@@ -357,25 +357,6 @@ def _cpu_only() -> bool:
     return not available
 
 
-def write_localizations(locs, path: Path, ddpm: bool, camera=None, shape=None, psf_sigma_px: float = 1.0,
-                        source: str | None = None, extra_info: dict | None = None) -> list[Path]:
-    """The table by ``path``'s suffix (:func:`smlm_diffusers.io.write_localizations`): ThunderSTORM
-    CSV (1-based frames, + offset [photon], kde_mass [, probability, n_samples]) or Picasso HDF5 + YAML.
-
-    ``camera`` and ``shape`` (frames, H, W) describe the movie; without them the pixel size
-    is 108 nm and the movie's size is taken from the molecules (enough for a CSV)."""
-    from .io import write_localizations as write
-    from .simulation import Camera
-
-    camera = camera or Camera()
-    if shape is None:
-        a = camera.pixel_size_nm
-        shape = (int(locs["frame"].max()) + 1 if len(locs) else 0, int(np.ceil(locs["y_nm"].max() / a)) if len(locs)
-                 else 0, int(np.ceil(locs["x_nm"].max() / a)) if len(locs) else 0)
-    return write(locs, path, pixel_size_nm=camera.pixel_size_nm, shape=shape, psf_sigma_px=psf_sigma_px,
-                 samples=ddpm, camera=camera, source=source, extra_info=extra_info)
-
-
 def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: int, title: str, label: str | None,
                  cmap: str) -> None:
     from .io import write_tiff
