@@ -7,8 +7,6 @@ the benchmark scenarios never select their parameters.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import torch
 
@@ -32,33 +30,36 @@ def _camera_kwargs(camera: sd.Camera) -> dict:
 
 
 @register_localizer("DeepSTORM")
-def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_precision: str = "bf16"):
-    """DeepSTORM KDE + sub-pixel Gaussian refinement (what ``pipe(num_samples=0)`` returns).
+def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_precision: str = "auto",
+                   refine: bool | None = None, split: bool | None = None):
+    """DeepSTORM alone, as ``pipe(frames, num_samples=0)`` returns it: KDE peaks with sub-pixel
+    Gaussian refinement, then (``refine``, default the pipeline's setting) the joint maximum-likelihood
+    fit on the frame, whose bound is the sigma.
 
-    ``model`` is a pipeline folder (its ``kde_net`` is used) or a DeepSTORM folder;
-    ``mixed_precision="no"`` runs it in float32 (``--option 'DeepSTORM.mixed_precision="no"'``,
-    quoted: YAML reads a bare no as false).
+    ``model`` is a pipeline folder; ``mixed_precision="no"`` runs DeepSTORM in float32
+    (``--option 'DeepSTORM.mixed_precision="no"'``, quoted: YAML reads a bare no as false).
     """
-    path = Path(model)
-    net = sd.DeepSTORM.from_pretrained(path / "kde_net" if (path / "kde_net").is_dir() else path).eval()
+    pipe = _pipeline(model)
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
-        return net.localize(frames_adu, camera=camera, batch_size=batch_size,
-                            mixed_precision=mixed_precision)[["frame", "x_nm", "y_nm"]]
+        out = pipe(frames_adu, num_samples=0, batch_size=batch_size, mixed_precision=mixed_precision, refine=refine,
+                   split=split, **_camera_kwargs(camera))
+        return out.localizations
 
     return localize
 
 
 @register_localizer("DDPM")
-def make_ddpm(model: str = DEFAULT_MODEL, num_samples: int = 8, num_inference_steps: int = 20, seed: int = 0,
-              batch_size: int = 64, sampler: str | None = None, schedule: str | None = None):
+def make_ddpm(model: str = DEFAULT_MODEL, num_samples: int = 8, num_inference_steps: int | None = None, seed: int = 0,
+              batch_size: int = 64, sampler: str | None = None, schedule: str | None = None,
+              refine: bool | None = None, split: bool | None = None):
     """Molecules of the DDPM samples (mean position, sigma from the sample spread)."""
     pipe = _pipeline(model)
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
         out = pipe(frames_adu, num_samples=num_samples, num_inference_steps=num_inference_steps,
                    generator=torch.Generator().manual_seed(seed), batch_size=batch_size, sampler=sampler,
-                   schedule=schedule, **_camera_kwargs(camera))
+                   schedule=schedule, refine=refine, split=split, **_camera_kwargs(camera))
         return out.localizations
 
     return localize

@@ -42,7 +42,8 @@ class MiscalibratedPipeline:
         ex = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sx) ** 2 + self.B**2 * cx)
         ey = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sy) ** 2 + self.B**2 * cy)
         locs = gt.assign(x_nm=gt["x_nm"] + ex, y_nm=gt["y_nm"] + ey, sigma_x_nm=sx, sigma_y_nm=sy, kde_mass=1.0,
-                         probability=1.0)
+                         probability=1.0, spread_x_nm=sx, spread_y_nm=sy, bound_x_nm=np.sqrt(cx),
+                         bound_y_nm=np.sqrt(cy))
         return type("Out", (), {"localizations": locs})()
 
 

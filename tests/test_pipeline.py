@@ -9,6 +9,7 @@ import smlm_diffusers as sd
 from smlm_diffusers.fisher import crlb_at_truth
 from smlm_diffusers.localization.photometry import PHOTOMETRY_COLUMNS
 from smlm_diffusers.localization.uncertainty import MOLECULE_COLUMNS
+from smlm_diffusers.pipelines.pipeline_smlm import SPREAD_COLUMNS
 from tiny_models import tiny_pipeline
 
 
@@ -35,7 +36,8 @@ def test_output_contract(pipe, frames):
     np.testing.assert_allclose(out.kde_mean, out.samples.mean(axis=1), atol=1e-5)
     np.testing.assert_allclose(out.kde_var, out.samples.var(axis=1, ddof=1), rtol=1e-4, atol=1e-7)
     locs = out.localizations
-    assert isinstance(locs, pd.DataFrame) and list(locs.columns) == MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS
+    assert isinstance(locs, pd.DataFrame)
+    assert list(locs.columns) == MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + SPREAD_COLUMNS
     assert (locs[PHOTOMETRY_COLUMNS] >= 0).all().all()
     assert len(locs) > 0 and locs["frame"].isin([0, 1]).all()
     assert locs["probability"].between(0, 1).all()
@@ -52,6 +54,49 @@ def test_same_seed_same_result_other_seed_differs(pipe, frames):
     np.testing.assert_array_equal(a.samples, b.samples)
     pd.testing.assert_frame_equal(a.localizations, b.localizations)
     assert np.abs(a.samples - c.samples).max() > 1e-3
+
+
+def test_camera_layout_unet_samples_the_kde_grid(frames):
+    """v2: a UNet at camera resolution (16 KDE pixels per camera pixel as channels) in small tiles."""
+    pipe = tiny_pipeline(in_channels=3, layout="camera")
+    assert (pipe.unet.config.in_channels, pipe.unet.config.out_channels) == (33, 16)
+    big = np.concatenate([frames, frames], axis=2)  # 13 x 22: two tiles of 16 with overlap 2 across
+    out = run(pipe, big)
+    assert out.samples.shape == (2, 3, 52, 88) and np.isfinite(out.samples).all()
+    assert np.abs(out.samples - out.deepstorm_kde[:, None]).max() > 1e-3  # the residual is sampled
+    # where the DeepSTORM estimate is empty the tile is skipped: samples equal the estimate
+    empty = tiny_pipeline(in_channels=3, layout="camera")
+    torch.nn.init.constant_(empty.kde_net.prediction[-1].bias, -5.0)
+    o = run(empty, big)
+    np.testing.assert_array_equal(o.samples, np.repeat(o.deepstorm_kde[:, None], 3, axis=1))
+
+
+def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
+    """The joint MLE on the frame (refine) with the trained v2 folder: DeepSTORM mode gets a real sigma
+    (the fit's bound), DDPM mode combines the bound with the sample spread by the sigma model."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d-v2"
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.refine
+    frames, gt = sd.simulate(n_frames=2, shape=(24, 24), density=2.0, photons=3000, seed=3)
+    plain = pipe(frames, num_samples=0, refine=False)
+    fit = pipe(frames, num_samples=0)
+    assert list(plain.localizations.columns) == MOLECULE_COLUMNS
+    locs = fit.localizations
+    assert locs.columns[:len(MOLECULE_COLUMNS)].tolist() == MOLECULE_COLUMNS
+    assert {"crlb_x_nm", "fit_deviance", "fit_flag", "photons"} <= set(locs.columns) and len(locs) >= 0.8 * len(gt)
+    assert np.isfinite(locs["sigma_x_nm"]).all() and (locs["sigma_x_nm"] >= locs["crlb_x_nm"] - 1e-9).all()
+    assert sd.evaluate(gt, locs)["rmse_nm"] <= sd.evaluate(gt, plain.localizations)["rmse_nm"] + 2.0
+    ddpm = run(pipe, frames, num_samples=2, num_inference_steps=2).localizations
+    assert {"crlb_x_nm", "spread_x_nm", "bound_x_nm", "fit_flag"} <= set(ddpm.columns)
+    ok = ddpm["n_samples"] >= 2
+    a, b = pipe.config.sigma_scale, pipe.config.crlb_scale
+    # sigma^2 = (a s)^2 + b^2 bound^2, the bound at least the joint fit's CRLB
+    assert (ddpm["bound_x_nm"] >= ddpm["crlb_x_nm"] - 1e-9).all()
+    expected = np.hypot(a * ddpm.loc[ok, "spread_x_nm"], b * ddpm.loc[ok, "bound_x_nm"])
+    np.testing.assert_allclose(ddpm.loc[ok, "sigma_x_nm"], expected, rtol=1e-9)
 
 
 def test_deepstorm_only_mode(pipe, frames):

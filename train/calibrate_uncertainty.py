@@ -5,10 +5,11 @@
 
 The pipeline reports, per molecule and axis (:class:`smlm_diffusers.SMLMDiffusionPipeline`),
 
-    sigma^2 = (a * s)^2 + b^2 * CRLB(photons, background)
+    sigma^2 = (a * s)^2 + b^2 * CRLB
 
 with ``s`` the small-sample corrected spread of its positions across the K samples and CRLB the
-bound of an isolated emitter with the photons and background fitted on the frame. If the
+bound the pipeline reports (``bound_x_nm``: of the joint fit on the frame with ``refine``, else of
+an isolated emitter with the photons and background fitted on the frame). If the
 samples were draws of the true posterior, ``(a, b) = (1, 0)`` would do; a DDPM trained briefly
 is over- or under-dispersed, its spread shrinks with fewer steps, and it does not follow the
 photon count, which the CRLB term does.
@@ -40,8 +41,8 @@ import pandas as pd
 import torch
 
 import smlm_diffusers as sd
-from smlm_diffusers.localization.photometry import molecule_crlb
 from smlm_diffusers.localization import match
+from smlm_diffusers.localization.uncertainty import sigma_model
 
 COVERAGE = 0.6827
 COVERAGE_TOLERANCE = 0.05  # the benchmark's targets (issue 4): coverage 0.683 +- 0.05, std(z) 1 +- 0.15
@@ -62,18 +63,18 @@ def load_uncalibrated(folder: Path):
 
 
 def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFrame:
-    """Per matched molecule: errors ``dx, dy`` (nm), raw spreads ``sx, sy`` (nm) and the CRLBs
-    ``cx, cy`` (nm^2) at the photons and background the pipeline fitted on the frame."""
+    """Per matched molecule: errors ``dx, dy`` (nm), raw spreads ``sx, sy`` (nm) and the bounds
+    ``cx, cy`` (nm^2) that the pipeline combines them with."""
     out = pipe(frames, num_samples=samples, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
                pixel_size_nm=camera.pixel_size_nm)
     mol = out.localizations.reset_index(drop=True)
     pairs = match(gt.reset_index(drop=True), mol)
     m = mol.iloc[pairs["pred_index"].to_numpy()].reset_index(drop=True)
-    cx, cy = molecule_crlb(m, pipe.kde_net.config.psf_sigma_px, camera)
     table = pd.DataFrame({"dx": pairs["dx"].to_numpy(), "dy": pairs["dy"].to_numpy(),
-                          "sx": m["sigma_x_nm"].to_numpy(), "sy": m["sigma_y_nm"].to_numpy(),
-                          "cx": np.asarray(cx), "cy": np.asarray(cy), "photons": m["photons"].to_numpy(),
+                          "sx": m["spread_x_nm"].to_numpy(), "sy": m["spread_y_nm"].to_numpy(),
+                          "cx": m["bound_x_nm"].to_numpy() ** 2, "cy": m["bound_y_nm"].to_numpy() ** 2,
+                          "photons": m["photons"].to_numpy(),
                           "kde_mass": m["kde_mass"].to_numpy(), "probability": m["probability"].to_numpy()})
     return table[np.isfinite(table).all(axis=1)].reset_index(drop=True)
 
@@ -83,9 +84,9 @@ def z_scores(errors: pd.DataFrame, a, b) -> np.ndarray:
     (result [G, 2n])."""
     a, b = np.asarray(a, np.float64)[..., None], np.asarray(b, np.float64)[..., None]
     err = np.concatenate([errors["dx"], errors["dy"]])
-    s2 = np.concatenate([errors["sx"], errors["sy"]]) ** 2
-    c = np.concatenate([errors["cx"], errors["cy"]])
-    return err / np.sqrt(a**2 * s2 + b**2 * c)
+    spread = np.concatenate([errors["sx"], errors["sy"]])
+    bound = np.sqrt(np.concatenate([errors["cx"], errors["cy"]]))
+    return err / sigma_model(spread, bound, a, b)
 
 
 def calibration_loss(groups: list[pd.DataFrame], a, b) -> np.ndarray:

@@ -27,13 +27,17 @@ from torch.nn import functional as F
 
 from ..kde import KDEScaling
 from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry, molecule_crlb
-from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples
+from ..localization.refine import REFINE_COLUMNS, refine_frames
+from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples, sigma_model
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
+
+# the two terms of the sigma model (nm): the corrected sample spread and the bound it is combined with
+SPREAD_COLUMNS = ["spread_x_nm", "spread_y_nm", "bound_x_nm", "bound_y_nm"]
 
 
 class SMLMDiffusionPipeline(DiffusionPipeline):
@@ -58,16 +62,24 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (see :meth:`tile_layout`).
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
+    refine, refine_split : bool
+        Refine every molecule by the joint Poisson maximum-likelihood fit on the frame (paper
+        eq. 7) seeded by the KDE positions, in both modes, and whether that fit may split a
+        molecule that one emitter explains badly into two (:mod:`smlm_diffusers.localization.refine`).
+        Folders saved before refinement existed load with ``refine=False``.
     sigma_scale, crlb_scale : float
         The per-molecule sigma model, per axis:
 
-            sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB(photons, background)
+            sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB
 
         ``s`` is the small-sample corrected spread of the molecule's positions across the
-        samples (:func:`~smlm_diffusers.localization.uncertainty.aggregate_samples`); CRLB is the
-        Cramer-Rao bound of an isolated emitter with the photons and background fitted on the
-        frame at the molecule's position (:mod:`~smlm_diffusers.localization.photometry`). The
-        spread alone does not follow the photon count; the CRLB term does.
+        samples (:func:`~smlm_diffusers.localization.uncertainty.aggregate_samples`, column
+        ``spread_x_nm``), sqrt(CRLB) the column ``bound_x_nm``. With ``refine``, CRLB is the bound of the joint fit
+        on the frame (its neighbours and the background as nuisance parameters, widened where
+        the fit kept the seed; :func:`~smlm_diffusers.localization.refine.refine_frames`);
+        without, the bound of an isolated emitter at the photons and background fitted at the
+        molecule's position (:mod:`~smlm_diffusers.localization.photometry`). The spread alone
+        does not follow the photon count; the CRLB term does.
         ``(1, 0)`` reports the spread as it is. ``train/calibrate_uncertainty.py`` fits both on
         simulated validation movies at ``calibration_samples`` x ``calibration_steps`` and
         stores them here.
@@ -97,6 +109,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         calibration_samples: int | None = None,
         calibration_steps: int | None = None,
         default_inference_steps: int = 20,
+        refine: bool = False,
+        refine_split: bool = False,
     ):
         super().__init__()
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
@@ -108,7 +122,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                 tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
                                 crlb_scale=float(crlb_scale),
                                 calibration_samples=calibration_samples, calibration_steps=calibration_steps,
-                                default_inference_steps=int(default_inference_steps))
+                                default_inference_steps=int(default_inference_steps), refine=bool(refine),
+                                refine_split=bool(refine_split))
 
     # -- saving and loading -----------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
@@ -206,6 +221,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         schedule: str | None = None,
         min_probability: float | None = None,
         mixed_precision: str = "auto",
+        refine: bool | None = None,
+        split: bool | None = None,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -236,6 +253,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             Run DeepSTORM and the UNet under bfloat16 autocast (2-4x faster on CPUs with
             AVX512-BF16, slower without; the scheduler arithmetic and the outputs stay float32),
             in float32, or (``"auto"``) bf16 only where the device runs it natively.
+        refine, split : bool, optional
+            Override the pipeline's ``refine`` / ``refine_split`` (class docstring).
         """
         bf16 = use_bf16(mixed_precision, self._execution_device)
         if num_inference_steps is None:
@@ -247,6 +266,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         camera = self._camera(camera_offset, camera_gain, read_noise, pixel_size_nm)
         threshold = self.kde_net.config.threshold if threshold is None else threshold
         min_probability = self.config.min_probability if min_probability is None else min_probability
+        refine = self.config.get("refine", False) if refine is None else refine
+        split = self.config.get("refine_split", False) if split is None else split
         frames = check_frames(frames)
         device = self._execution_device
         scaling = self.kde_scaling
@@ -257,16 +278,23 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         if num_samples == 0:
             locs = self._localize(deepstorm_kde, camera, threshold)
             locs = locs.assign(sigma_x_nm=np.nan, sigma_y_nm=np.nan, probability=1.0, n_samples=0)
-            out = (locs[MOLECULE_COLUMNS].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
+            columns = MOLECULE_COLUMNS
+            if refine:  # the sigma is the bound of the joint fit
+                locs = refine_frames(frames.cpu().numpy(), locs[MOLECULE_COLUMNS], camera,
+                                     self.kde_net.config.psf_sigma_px, split=split, write_sigma=True)
+                columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + REFINE_COLUMNS
+            out = (locs[columns].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
+            # tiles whose estimate stays below a quarter of the detection threshold are not sampled
+            empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold)))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
-                                                  sampler, schedule)  # [F, K, uH, uW]
+                                                  sampler, schedule, empty_level)  # [F, K, uH, uW]
             samples = scaling.from_unit(y_hat + residuals)
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-            locs = self.molecules(samples, kde_mean, frames, camera, threshold, min_probability)
+            locs = self.molecules(samples, kde_mean, frames, camera, threshold, min_probability, refine, split)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
@@ -275,12 +303,12 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return SMLMPipelineOutput(*out)
 
     def sample_residuals(self, cond, num_samples, num_inference_steps, generator, batch_size, sampler=None,
-                         schedule=None) -> torch.Tensor:
+                         schedule=None, empty_level: float = -1.0) -> torch.Tensor:
         """Run the reverse diffusion on every (frame, sample, tile) and stitch the tiles.
 
         ``cond`` is the conditioning in the UNet's working layout (:meth:`conditioning`).
-        Tiles whose KDE estimate is empty (background level everywhere, margin included) are
-        not sampled: their residual is zero. Returns residual samples [F, K, uH, uW] on the
+        Tiles whose KDE estimate is empty (nowhere above ``empty_level`` in [-1, 1] units, margin
+        included) are not sampled: their residual is zero. Returns residual samples [F, K, uH, uW] on the
         KDE grid, in the networks' scale.
         """
         cfg = self.unet.config
@@ -293,7 +321,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                             for c, v in enumerate(pad_value)], dim=1)
         n_kde = len(pad_value) - int(layout.uses_frame(cfg))
         occupied = {(f, c) for f in range(n_frames) for c in corners
-                    if padded[f, :n_kde, c[0]:c[0] + th, c[1]:c[1] + tw].max() > -1.0 + 1e-3}
+                    if padded[f, :n_kde, c[0]:c[0] + th, c[1]:c[1] + tw].max() > empty_level}
         items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in corners
                  if (f, c) in occupied]
         out = torch.zeros(n_frames, num_samples, cfg.out_channels, ph - 2 * o, pw - 2 * o, device=cond.device)
@@ -327,9 +355,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return r.float()
 
     def molecules(self, samples: torch.Tensor, kde_mean: torch.Tensor, frames: torch.Tensor, camera: Camera,
-                  threshold: float, min_probability: float) -> pd.DataFrame:
-        """Localize every sample and the mean; aggregate per frame into molecules; fit their photons
-        and background on the frames (ADU); form the sigmas (class docstring)."""
+                  threshold: float, min_probability: float, refine: bool = False, split: bool = False) -> pd.DataFrame:
+        """Localize every sample and the mean; aggregate per frame into molecules; fit them on the
+        frames (ADU): jointly by maximum likelihood with ``refine``, else their photons and
+        background at fixed positions; form the sigmas (class docstring)."""
         n_frames, k = samples.shape[:2]
         per_sample = self._localize(samples.reshape(n_frames * k, *samples.shape[2:]), camera, threshold)
         per_sample["sample"] = per_sample["frame"] % k
@@ -346,18 +375,25 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                     min_probability)
             if len(mol):
                 tables.append(mol.assign(frame=f))
-        columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS
+        columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + SPREAD_COLUMNS + (REFINE_COLUMNS if refine else [])
         if not tables:
             return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
                                  for c in columns})
-        out = pd.concat(tables, ignore_index=True)
+        out = pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
+        out["spread_x_nm"], out["spread_y_nm"] = out["sigma_x_nm"], out["sigma_y_nm"]
         sigma_px = self.kde_net.config.psf_sigma_px
-        out = out.join(estimate_photometry(frames.cpu().numpy(), out, camera, sigma_px))[columns]
-        crlb_x, crlb_y = molecule_crlb(out, sigma_px, camera)
-        a, b = self.config.sigma_scale, self.config.crlb_scale
-        out["sigma_x_nm"] = np.sqrt((a * out["sigma_x_nm"]) ** 2 + b**2 * crlb_x)
-        out["sigma_y_nm"] = np.sqrt((a * out["sigma_y_nm"]) ** 2 + b**2 * crlb_y)
-        return out
+        frames_np = frames.cpu().numpy()
+        if refine:
+            out = refine_frames(frames_np, out, camera, sigma_px, split=split, write_sigma=True)
+            out["bound_x_nm"], out["bound_y_nm"] = out["sigma_x_nm"], out["sigma_y_nm"]
+        else:
+            out = out.join(estimate_photometry(frames_np, out, camera, sigma_px))
+            crlb_x, crlb_y = molecule_crlb(out, sigma_px, camera)
+            out["bound_x_nm"], out["bound_y_nm"] = np.sqrt(crlb_x), np.sqrt(crlb_y)
+        for axis in "xy":
+            out[f"sigma_{axis}_nm"] = sigma_model(out[f"spread_{axis}_nm"], out[f"bound_{axis}_nm"],
+                                                  self.config.sigma_scale, self.config.crlb_scale)
+        return out[columns]
 
 
 _BASES = {"_class_name": "DiffusionPipeline", "kde_net": "ModelMixin", "scheduler": "SchedulerMixin"}
