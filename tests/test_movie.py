@@ -243,11 +243,15 @@ def test_stack_larger_than_the_memory_budget_streams_in_batches(tiny, tmp_path, 
         tracemalloc.stop()
         assert sizes == [64] * repeats and max(alive) == 0  # one batch at a time
         assert n_rows > 0
-    stack_bytes = 8 * 64 * 16 * 16 * 4  # float32, as the pipeline sees it: 0.5 MB
+    frame_bytes = 16 * 16 * 4  # float32, as the pipeline sees it
+    stack_bytes = 8 * 64 * frame_bytes  # 0.5 MB
     budget = 128_000
     assert stack_bytes > 4 * budget
-    # the long stack costs what the short one does (numpy and pandas allocations, traced)
-    assert peaks[8] - peaks[1] < budget / 4, peaks
+    # the long stack costs what the short one does (numpy, pandas and tifffile allocations, traced), up to
+    # the index of the file's pages (about 150 bytes per page: 3 MB for 20,000 frames)
+    growth_per_frame = (peaks[8] - peaks[1]) / (7 * 64)
+    assert growth_per_frame < 256, peaks
+    assert peaks[8] - peaks[1] < budget, peaks
 
 
 def test_writer_streams_the_same_bytes_as_the_whole_table_writer(tmp_path):

@@ -2,7 +2,7 @@
 
 A run is cut into *batches* of consecutive frames (batch ``b`` is frames
 ``[b * batch_size, (b + 1) * batch_size)``). Each process appends the localizations of every
-batch it completes to its own CSV and adds the batch's render to its own float64 sums; the
+batch it completes to its own rows file (float64, exact) and adds the batch's render to its own float64 sums; the
 batch is *committed* when the process's JSON state naming it is replaced (atomically). A
 crash at any point leaves the last committed state, and a re-run with the same options does
 only the batches not committed. The merge reads the batches back in frame order, one at a
@@ -11,7 +11,6 @@ time, so nothing holds the whole movie's localizations.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import pandas as pd
 
 from ..localization.uncertainty import MOLECULE_COLUMNS
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 INT_COLUMNS = ("frame", "n_samples")
 
 
@@ -55,11 +54,21 @@ def empty_localizations(columns=MOLECULE_COLUMNS) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in INT_COLUMNS else np.float64) for c in columns})
 
 
-def read_csv_rows(data: bytes) -> pd.DataFrame:
-    """Localization rows written by ``DataFrame.to_csv`` (header included), exact floats."""
-    table = pd.read_csv(io.BytesIO(data), float_precision="round_trip")
-    # one batch may hold only whole numbers in a float column: the schema, not the text, decides
-    return table.astype({c: np.int64 if c in INT_COLUMNS else np.float64 for c in table.columns})
+def rows_bytes(locs: pd.DataFrame) -> bytes:
+    """A table's rows as float64 bytes, row-major (integers up to 2**53 are exact)."""
+    return np.ascontiguousarray(locs.to_numpy(dtype=np.float64)).tobytes()
+
+
+def rows_table(data: bytes, columns: list[list[str]]) -> pd.DataFrame:
+    """The inverse of :func:`rows_bytes` for ``columns`` = [[name, dtype], ...]."""
+    values = np.frombuffer(data, dtype=np.float64).reshape(-1, len(columns))
+    return pd.DataFrame({name: values[:, k].astype(dtype) for k, (name, dtype) in enumerate(columns)},
+                        columns=[name for name, _ in columns])
+
+
+def table_columns(locs: pd.DataFrame) -> list[list[str]]:
+    """[[name, dtype], ...] of a table (the checkpoint's schema)."""
+    return [[str(c), str(locs[c].dtype)] for c in locs.columns]
 
 
 def describe_changes(old: dict, new: dict, prefix: str = "") -> str:
@@ -81,19 +90,20 @@ class WorkFolder:
 
     Files: ``progress.json`` (format, signature of model + options + input, frames done once
     merged); per process ``rank<r>.json`` (committed batches and the byte range of each in
-    ``rank<r>.csv``, bytes of the CSV that are committed, the current render files),
-    ``rank<r>.csv`` (localizations, 0-based frames, full precision), ``rank<r>_sum_<n>.npy`` /
+    ``rank<r>.rows``, bytes of it that are committed, the table's columns, the current render
+    files), ``rank<r>.rows`` (localizations as float64 rows, 0-based frames: exact, and no
+    text formatting on the way), ``rank<r>_sum_<n>.npy`` /
     ``rank<r>_var_<n>.npy`` (float64 render sums of the committed batches), and ``tail.*``:
     the last, incomplete batch of a run cut short by ``max_frames`` (re-done by the next run).
 
-    A batch is committed by appending its rows to the CSV, writing new ``.npy`` files, then
+    A batch is committed by appending its rows, writing new ``.npy`` files, then
     replacing ``rank<r>.json`` (atomic).
     """
 
     def __init__(self, folder: str | os.PathLike, rank: int = 0):
         self.folder = Path(folder)
         self.rank = int(rank)
-        self.csv = self.folder / f"rank{self.rank}.csv"
+        self.rows = self.folder / f"rank{self.rank}.rows"
         self.json = self.folder / f"rank{self.rank}.json"
 
     # -- set-up (main process) ---------------------------------------------------------------
@@ -154,15 +164,15 @@ class WorkFolder:
 
     # -- this process ------------------------------------------------------------------------
     def load_own(self) -> dict:
-        """This process's committed state; cuts its CSV back to the committed rows."""
+        """This process's committed state; cuts its rows file back to the committed rows."""
         state = self.rank_states().get(self.rank, {"batches": [], "batch_bytes": {}, "frames_done": 0,
-                                                    "csv_bytes": 0, "n_localizations": 0, "sum_file": None,
-                                                    "var_file": None, "generation": 0})
-        if self.csv.exists():
-            with open(self.csv, "r+b") as fh:
-                fh.truncate(state["csv_bytes"])
-        elif state["csv_bytes"]:
-            raise MovieError(f"{self.csv} is missing: restart the run")
+                                                    "rows_bytes": 0, "columns": None, "n_localizations": 0,
+                                                    "sum_file": None, "var_file": None, "generation": 0})
+        if self.rows.exists():
+            with open(self.rows, "r+b") as fh:
+                fh.truncate(state["rows_bytes"])
+        elif state["rows_bytes"]:
+            raise MovieError(f"{self.rows} is missing: restart the run")
         state["sum"] = np.load(self.folder / state["sum_file"]) if state.get("sum_file") else None
         state["var"] = np.load(self.folder / state["var_file"]) if state.get("var_file") else None
         return state
@@ -170,10 +180,13 @@ class WorkFolder:
     def commit(self, state: dict, batch: int, n_frames: int, locs: pd.DataFrame, kde_sum: np.ndarray,
                kde_var: np.ndarray | None) -> None:
         """Append one completed batch (rows, render sums) and commit it."""
-        start = state["csv_bytes"]
-        with open(self.csv, "a", newline="") as fh:
-            locs.to_csv(fh, index=False, header=start == 0)
-        stop = self.csv.stat().st_size
+        columns = table_columns(locs)
+        if state["columns"] is not None and state["columns"] != columns:
+            raise MovieError(f"batch {batch} has the columns {columns}, earlier ones {state['columns']}")
+        start = state["rows_bytes"]
+        with open(self.rows, "ab") as fh:
+            fh.write(rows_bytes(locs))
+        stop = self.rows.stat().st_size
         state["sum"] = kde_sum if state["sum"] is None else state["sum"] + kde_sum
         if kde_var is not None:
             state["var"] = kde_var if state["var"] is None else state["var"] + kde_var
@@ -188,7 +201,8 @@ class WorkFolder:
         state["batches"] = state["batches"] + [int(batch)]
         state["batch_bytes"] = state["batch_bytes"] | {str(int(batch)): [start, stop]}
         state["frames_done"] += int(n_frames)
-        state["csv_bytes"] = stop
+        state["rows_bytes"] = stop
+        state["columns"] = columns
         state["n_localizations"] += len(locs)
         public = {k: v for k, v in state.items() if k not in ("sum", "var")}
         atomic_write_text(self.json, json.dumps(public, indent=2) + "\n")
@@ -198,12 +212,13 @@ class WorkFolder:
 
     def write_tail(self, batch: int, locs: pd.DataFrame, kde_sum: np.ndarray, kde_var: np.ndarray | None) -> None:
         """The incomplete last batch of a run cut short: used by this run's merge only."""
-        locs.to_csv(self.folder / "tail.csv", index=False)
+        (self.folder / "tail.rows").write_bytes(rows_bytes(locs))
         arrays = {"sum": kde_sum} | ({} if kde_var is None else {"var": kde_var})
         with open(self.folder / "tail.npz.tmp", "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(self.folder / "tail.npz.tmp", self.folder / "tail.npz")
-        atomic_write_text(self.folder / "tail.json", json.dumps({"batch": int(batch)}) + "\n")
+        atomic_write_text(self.folder / "tail.json",
+                          json.dumps({"batch": int(batch), "columns": table_columns(locs)}) + "\n")
 
     # -- merge (main process) ------------------------------------------------------------------
     def merge_render(self, shape: tuple[int, int], with_variance: bool):
@@ -226,19 +241,16 @@ class WorkFolder:
 
     def iter_localizations(self) -> Iterator[pd.DataFrame]:
         """Every committed batch (then the tail) in frame order, one DataFrame per batch."""
-        index, headers = [], {}
-        for rank, state in self.rank_states().items():
+        index = []
+        states = self.rank_states()
+        for rank, state in states.items():
             for batch, (start, stop) in state.get("batch_bytes", {}).items():
                 index.append((int(batch), rank, start, stop))
         for batch, rank, start, stop in sorted(index):
-            path = self.folder / f"rank{rank}.csv"
-            with open(path, "rb") as fh:
-                if rank not in headers:
-                    headers[rank] = fh.readline()
+            with open(self.folder / f"rank{rank}.rows", "rb") as fh:
                 fh.seek(start)
                 data = fh.read(stop - start)
-            if start == 0:  # the first batch of this CSV carries the header itself
-                data = data[len(headers[rank]):]
-            yield read_csv_rows(headers[rank] + data)
-        if (self.folder / "tail.json").is_file():
-            yield read_csv_rows((self.folder / "tail.csv").read_bytes())
+            yield rows_table(data, states[rank]["columns"])
+        tail = self.folder / "tail.json"
+        if tail.is_file():
+            yield rows_table((self.folder / "tail.rows").read_bytes(), json.loads(tail.read_text())["columns"])
