@@ -67,6 +67,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         eq. 7) seeded by the KDE positions, in both modes, and whether that fit may split a
         molecule that one emitter explains badly into two (:mod:`smlm_diffusers.localization.refine`).
         Folders saved before refinement existed load with ``refine=False``.
+    skip_empty_tiles : bool
+        Do not sample tiles whose DeepSTORM estimate stays below a quarter of the detection
+        threshold everywhere (their residual is set to zero).
     sigma_scale, crlb_scale : float
         The per-molecule sigma model, per axis:
 
@@ -111,6 +114,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         default_inference_steps: int = 20,
         refine: bool = False,
         refine_split: bool = False,
+        skip_empty_tiles: bool = True,
     ):
         super().__init__()
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
@@ -123,7 +127,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                 crlb_scale=float(crlb_scale),
                                 calibration_samples=calibration_samples, calibration_steps=calibration_steps,
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
-                                refine_split=bool(refine_split))
+                                refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles))
 
     # -- saving and loading -----------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
@@ -287,7 +291,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
             # tiles whose estimate stays below a quarter of the detection threshold are not sampled
-            empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold)))
+            empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
+                if self.config.get("skip_empty_tiles", True) else -math.inf
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
                                                   sampler, schedule, empty_level)  # [F, K, uH, uW]
