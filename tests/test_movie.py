@@ -285,8 +285,8 @@ def test_writer_streams_the_same_bytes_as_the_whole_table_writer(tmp_path):
 def test_progress_reports_frames_per_second(tiny, tmp_path, capsys):
     stack, _ = movie(tmp_path, n_frames=12)
     seen = []
-    run = localize_movie(tiny, stack, tmp_path / "p.partial", batch_size=4, on_progress=lambda d, t: seen.append((d, t)),
-                         **TINY)
+    run = localize_movie(tiny, stack, tmp_path / "p.partial", batch_size=4,
+                         on_progress=lambda done, total: seen.append((done, total)), **TINY)
     assert seen == [(4, 12), (8, 12), (12, 12)]
     err = capsys.readouterr().err
     assert "frame/s" in err and "12/12" in err

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .chunks import CALL_PIXELS, FORWARD_PIXELS, localize_frames
+from .chunks import CALL_PIXELS, FORWARD_PIXELS, FORWARD_PIXELS_GPU, localize_frames
 from .resume import MovieError, WorkFolder, batch_seed, empty_localizations
 from .sink import LocalizationWriter
 
@@ -161,7 +161,7 @@ def localize_movie(
     tile_size: int = 256,
     tile_margin: int = 16,
     call_pixels: int = CALL_PIXELS,
-    forward_pixels: int = FORWARD_PIXELS,
+    forward_pixels: int | None = None,
     max_frames: int | None = None,
     restart: bool = False,
     state=None,
@@ -234,9 +234,12 @@ def localize_movie(
     run_frames = total if max_frames is None else min(total, int(max_frames))
     bs = int(batch_size)
     ddpm = num_samples > 0
-    options = {"mode": "ddpm" if ddpm else "deepstorm", "num_samples": int(num_samples), "batch_size": bs, "seed": int(seed), "threshold": threshold,
-               "mixed_precision": mixed_precision, "camera": camera.to_dict(), "tile_size": int(tile_size),
-               "tile_margin": int(tile_margin), "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
+    if forward_pixels is None:  # resolved here: the checkpoint records what ran
+        forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
+    options = {"mode": "ddpm" if ddpm else "deepstorm", "num_samples": int(num_samples), "batch_size": bs,
+               "seed": int(seed), "threshold": threshold, "mixed_precision": mixed_precision,
+               "camera": camera.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
+               "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
     if ddpm:
         options |= {"num_inference_steps": int(num_inference_steps), "min_probability": min_probability}
     full_signature = run_signature(pipe, source_info, options | {"extra": signature or {}}, model_id)
