@@ -104,6 +104,9 @@ def test_keep_core_resolves_a_molecule_seen_by_two_tiles():
     keep = keep_core(locs, np.array([r[3] for r in rows]), tiles, a)
     assert keep.tolist() == [True, False, True, False, False, True, True, False, True, False, True,
                              False, False, True, False, True, False]
+    # only the pair on the seam, both estimates in their own cores (no row in a band)
+    pair = locs.iloc[:2]
+    assert keep_core(pair, np.array([0, 1]), tiles, a).tolist() == [True, False]
 
 
 def _render_frames(xy_px, shape, seed=0, photons=3000.0):

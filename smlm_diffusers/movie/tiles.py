@@ -131,11 +131,11 @@ def keep_core(
     t = tile_index
     inside = (y >= lo_r[t]) & (y < hi_r[t]) & (x >= lo_c[t]) & (x < hi_c[t])
     near = (y >= lo_r[t] - band_px) & (y < hi_r[t] + band_px) & (x >= lo_c[t] - band_px) & (x < hi_c[t] + band_px)
-    if not (near & ~inside).any():
-        return inside
     # candidates near seams: rows in a band, and rows of a core within band_px of an inner edge
     deep = (y >= lo_r[t] + band_px) & (y < hi_r[t] - band_px) & (x >= lo_c[t] + band_px) & (x < hi_c[t] - band_px)
     cand = np.flatnonzero(near & ~deep)
+    if cand.size < 2:
+        return near
     stride = height + 4 * band_px + 4.0  # frames far apart along rows: one tree, no cross-frame pairs
     pts = np.column_stack([frame[cand] * stride + y[cand], x[cand]])
     pairs = cKDTree(pts).query_pairs(radius_px, output_type="ndarray")
