@@ -74,6 +74,7 @@ class DDPMTrainConfig:
     lr_warmup_steps: int = 200
     max_grad_norm: float = 1.0
     max_steps: int = 3000
+    max_minutes: float = 0.0  # time budget of this sitting: stop, checkpoint and export after it (0: none)
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     checkpoints_total_limit: int = 2
@@ -232,8 +233,15 @@ def main(argv=None):
         row = finish_step(step, cfg, running, lr_scheduler.get_last_lr()[0], t0, progress, validation)
         if row and logger:
             logger.log(row)
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        out_of_time = cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes
+        if out_of_time and accelerator.is_main_process:
+            accelerator.set_trigger()  # the main process's clock decides for all of them
+        stop = accelerator.check_trigger()
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop:
             save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+        if stop:
+            accelerator.print(f"time budget of {cfg.max_minutes:g} min spent: stopping at step {step}")
+            break
     progress.close()
 
     if accelerator.is_main_process:
