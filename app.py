@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from smlm_diffusers import app_utils as au
+from smlm_diffusers import app as au
 from smlm_diffusers.app import views
 from smlm_diffusers.app.downloads import run_folder, safe_name
 from smlm_diffusers.render import save_png

@@ -1,5 +1,9 @@
-"""Former home of the web demo's logic, kept so that ``from smlm_diffusers import app_utils`` works:
-everything now lives in :mod:`smlm_diffusers.app` (``core``, ``downloads``, ``progress``, ``zoom``)."""
+"""Deprecated: the web demo's logic lives in :mod:`smlm_diffusers.app`; this name re-exports it."""
 
-from .app.core import *  # noqa: F401,F403
-from .app.core import _PIPE_LOCK  # noqa: F401
+import warnings
+
+from .app import *  # noqa: F401,F403
+from .app import __all__  # noqa: F401
+
+warnings.warn("smlm_diffusers.app_utils is deprecated: import smlm_diffusers.app instead",
+              DeprecationWarning, stacklevel=2)

@@ -1,4 +1,4 @@
-"""Where the shipped model lives, and the sampling defaults the CLI and the app share.
+"""Where the shipped model lives, the sampling defaults of the CLI and the app, the range of steps.
 
 The default pipeline folder is found relative to this package, never to the working
 directory, so ``smlm-diffusers localize`` and ``python app.py`` work from any folder:
@@ -22,6 +22,8 @@ DEFAULT_MODEL = "smlm-ddpm-2d"  # name of the shipped pipeline folder under pret
 HUB_MODEL_ID = "smlm-diffusers/smlm-ddpm-2d"  # the Hub id the Space's front matter names (README.md)
 DEFAULT_SAMPLES = 8  # DDPM samples per frame (CLI)
 DEFAULT_STEPS = 20  # reverse diffusion steps (CLI)
+APP_SAMPLES = 4  # the web demo's defaults: one request stays seconds on a CPU Space
+APP_STEPS = 10
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -64,3 +66,25 @@ def missing_model_message(option: str = "--model") -> str:
     return (f"no model given and the shipped pipeline folder {DEFAULT_MODEL} was not found (looked in {searched}): "
             f"pass {option} with a pipeline folder or a Hugging Face Hub repo id (e.g. {option} {HUB_MODEL_ID}), "
             f"or set ${MODEL_ENV}")
+
+
+MAX_STEPS_FALLBACK = 1000  # a scheduler that does not say
+
+
+def max_inference_steps(scheduler) -> int:
+    """The most reverse diffusion steps ``scheduler`` takes (its ``max_inference_steps``)."""
+    return int(getattr(scheduler.config, "max_inference_steps", 0) or MAX_STEPS_FALLBACK)
+
+
+def check_inference_steps(steps, scheduler=None, limit: int | None = None) -> int:
+    """``steps`` as an int in [1, max], else ValueError ("must be between 1 and ..., got ...").
+
+    max is the scheduler's :func:`max_inference_steps`, or ``limit`` when that is smaller (the
+    app's bound on one request); the CLI and the app both check through here.
+    """
+    tops = ([] if scheduler is None else [max_inference_steps(scheduler)]) + ([] if limit is None else [int(limit)])
+    top = min(tops) if tops else MAX_STEPS_FALLBACK
+    n = int(steps)
+    if not 1 <= n <= top:
+        raise ValueError(f"must be between 1 and {top} for this model, got {n}")
+    return n

@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image
 
 import smlm_diffusers as sd
-from smlm_diffusers import app_utils as au
+from smlm_diffusers import app as au
 from smlm_diffusers.io import read_picasso_hdf5, read_thunderstorm_csv, tiff_pixel_size_nm
 
 pytest.importorskip("gradio")

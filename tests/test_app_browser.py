@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def _pipeline(tiny_model_dir):
-    from smlm_diffusers import app_utils as au
+    from smlm_diffusers import app as au
     from smlm_diffusers.defaults import default_model_path
 
     shipped = default_model_path()
@@ -92,7 +92,7 @@ def test_simulation_in_browser(tiny_model_dir):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app.py lives at the repository root
     import app
 
-    from smlm_diffusers import app_utils as au
+    from smlm_diffusers import app as au
 
     pipe, which = _pipeline(tiny_model_dir)
     demo = app.build_demo(pipe, model_name=f"{which} pipeline (browser test)")
