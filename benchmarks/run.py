@@ -96,8 +96,10 @@ def run_benchmark(
     Parameters
     ----------
     methods : str or list of str
-        Registered localizer names (:data:`benchmarks.localizers.LOCALIZERS`); a comma-
-        separated string is split.
+        Registered localizer names (:data:`benchmarks.localizers.LOCALIZERS`), or
+        ``LABEL=NAME`` to run localizer NAME under the row label LABEL (the same localizer
+        with two models side by side: ``"DDPM v1=DDPM,DDPM v2=DDPM"``); a comma-separated
+        string is split. ``method_options`` are keyed by the label.
     scenarios : list of Scenario, optional
         Default :func:`benchmarks.scenarios.default_scenarios`.
     camera : smlm_diffusers.Camera, optional
@@ -126,7 +128,8 @@ def run_benchmark(
         raise ValueError(f"scenario names must be unique, got {names}")
     camera = camera or sd.Camera()
     method_options = method_options or {}
-    localizers = {m: get_localizer(m, **method_options.get(m, {})) for m in methods}
+    localizers = {label_of(m): get_localizer(m.split("=", 1)[-1].strip(), **method_options.get(label_of(m), {}))
+                  for m in methods}
 
     rows = []
     for sc in scenarios:
@@ -315,6 +318,11 @@ def make_plots(results: pd.DataFrame, out: Path, camera: sd.Camera | None = None
     return written
 
 
+def label_of(method: str) -> str:
+    """The row label of a ``--methods`` entry: ``LABEL`` of ``LABEL=NAME``, else the name."""
+    return method.split("=", 1)[0].strip()
+
+
 def parse_options(items: list[str]) -> dict[str, dict]:
     """``["DDPM.num_samples=8", ...]`` -> ``{"DDPM": {"num_samples": 8}}`` (values parsed as YAML scalars)."""
     import yaml
@@ -322,7 +330,7 @@ def parse_options(items: list[str]) -> dict[str, dict]:
     options: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
+        method, dot, name = key.rpartition(".")
         if not (sep and dot and method and name):
             raise SystemExit(f"--option must look like METHOD.KEY=VALUE, got {item!r}")
         options.setdefault(method, {})[name] = yaml.safe_load(value)
@@ -331,7 +339,8 @@ def parse_options(items: list[str]) -> dict[str, dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="picasso", help="comma-separated registered localizers")
+    parser.add_argument("--methods", default="picasso",
+                        help="comma-separated registered localizers; LABEL=NAME runs NAME under the label LABEL")
     parser.add_argument("--quick", action="store_true", help="CI-sized run (few frames)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     parser.add_argument("--groups", default="isolated,density", help="scenario sets to run")
@@ -372,7 +381,7 @@ def main(argv=None) -> int:
     csv = out / "results.csv"
     if args.merge and csv.exists():
         old = pd.read_csv(csv)
-        old = old[~old["method"].isin(methods)]
+        old = old[~old["method"].isin([label_of(m) for m in methods])]
         results = pd.concat([old, results], ignore_index=True).reindex(columns=RESULT_COLUMNS)
     results.to_csv(csv, index=False)
 

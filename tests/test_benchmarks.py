@@ -25,7 +25,7 @@ from benchmarks.localizers import (  # noqa: E402
     register_localizer,
     unregister_localizer,
 )
-from benchmarks.run import RESULT_COLUMNS, evaluate_interior, main, run_benchmark  # noqa: E402
+from benchmarks.run import RESULT_COLUMNS, evaluate_interior, main, parse_options, run_benchmark  # noqa: E402
 from benchmarks.scenarios import (  # noqa: E402
     Scenario,
     default_scenarios,
@@ -226,3 +226,28 @@ def test_main_writes_outputs(tmp_path):
     assert (tmp_path / "isolated_rmse_vs_photons.png").stat().st_size > 0
     sim = json.loads((tmp_path / "simulator.json").read_text())
     assert sim["frames_per_s"] > 0
+
+
+def test_labelled_methods_run_one_localizer_twice_with_their_own_options():
+    """``LABEL=NAME`` rows: the same registered localizer under two labels, each with its options."""
+    sc = isolated_scenarios(photon_levels=(1000,), n_frames=1)[0]
+    frames_gt = simulate_scenario(sc)
+
+    @register_localizer("_test_shift")
+    def factory(shift_nm: float = 0.0):
+        def localize(frames_adu, camera, sigma_px):
+            gt = frames_gt[1]
+            gt = gt[gt["frame"] < len(frames_adu)][["frame", "x_nm", "y_nm"]].copy()
+            gt["x_nm"] += shift_nm
+            return gt
+
+        return localize
+
+    try:
+        res = run_benchmark(["exact=_test_shift", "shifted = _test_shift"], [sc], warmup_frames=0,
+                            method_options=parse_options(["shifted.shift_nm=3"]))
+    finally:
+        unregister_localizer("_test_shift")
+    by = res.set_index("method")["rmse_nm"]
+    assert by["exact"] == pytest.approx(0.0, abs=1e-9)
+    assert by["shifted"] == pytest.approx(3.0, rel=1e-6)  # lateral RMSE: sqrt(mean(dx^2 + dy^2))
