@@ -15,10 +15,9 @@ Camera, pipeline and accelerate imports happen inside the commands.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ import numpy as np
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
 
 PROG = "smlm-diffusers"
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 class CLIError(Exception):
@@ -234,35 +232,14 @@ def _log(message: str, quiet: bool = False) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def check_stack_path(path: str) -> Path:
-    """An existing TIFF file, or a CLIError that says what is wrong."""
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"input file not found: {path}")
-    if not p.is_file():
-        raise CLIError(f"input is not a file: {path}")
-    if p.suffix.lower() not in TIFF_SUFFIXES:
-        raise CLIError(f"input must be a TIFF movie (.tif or .tiff), got {path}")
-    return p
-
-
-def stack_shape(path: Path) -> tuple[int, int, int]:
-    """(frames, H, W) of a TIFF movie, read from its header."""
-    from .io import tiff_shape
+@contextlib.contextmanager
+def _user_errors():
+    """The library's one-line errors about the user's files (MovieError) as CLIError."""
+    from .movie import MovieError
 
     try:
-        return tiff_shape(path)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-
-
-def read_frames(path: Path, ranges: list[tuple[int, int]]):
-    """Yield float32 frames [stop - start, H, W] for each (start, stop), reading only those pages."""
-    from .io import iter_tiff_frames
-
-    try:
-        yield from iter_tiff_frames(path, ranges=ranges)
-    except ValueError as err:
+        yield
+    except MovieError as err:
         raise CLIError(str(err)) from None
 
 
@@ -278,52 +255,6 @@ def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazil
         )
     except ValueError as err:
         raise CLIError(str(err)) from None
-
-
-def check_camera_fits(stack: Path, total: int, camera, quiet: bool = False, n_frames: int = 16) -> None:
-    """Compare the first frames with the camera (:mod:`smlm_diffusers.camera_check`): CLIError when it cannot
-    fit them, a warning on stderr when it is doubtful."""
-    from .camera_check import check_camera
-
-    frames = next(read_frames(stack, [(0, min(total, n_frames))]))
-    result = check_camera(frames, camera)
-    if result.errors:
-        raise CLIError("the camera does not fit the frames: " + "; ".join(result.errors)
-                       + " (--skip-camera-check to run anyway)")
-    for message in result.warnings:
-        _log(f"{PROG}: warning: {message}", quiet)
-
-
-# -- localize ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OutputPaths:
-    csv: Path
-    work: Path
-    render_png: Path
-    render_tif: Path
-    variance_png: Path
-    variance_tif: Path
-
-
-def output_paths(csv_path: str, render: str | None) -> OutputPaths:
-    from .io import localization_format
-
-    out = Path(csv_path)
-    if out.is_dir():
-        raise CLIError(f"-o must be a file path, got the folder {csv_path}")
-    try:
-        localization_format(out)
-    except ValueError as err:
-        raise CLIError(f"-o: {err}") from None
-    if render is None:
-        base = out.with_name(f"{out.stem}_render")
-    else:
-        r = Path(render)
-        base = r.with_suffix("") if r.suffix.lower() in (".png", ".tif", ".tiff") else r
-    var = base.with_name(f"{base.name}_uncertainty")
-    return OutputPaths(csv=out, work=out.with_name(out.name + ".partial"),
-                       render_png=base.with_name(base.name + ".png"), render_tif=base.with_name(base.name + ".tif"),
-                       variance_png=var.with_name(var.name + ".png"), variance_tif=var.with_name(var.name + ".tif"))
 
 
 def load_model(location: str | None):
@@ -342,35 +273,14 @@ def load_model(location: str | None):
     return pipe, str(location)
 
 
-def _cpu_only() -> bool:
-    """Whether to run on CPU processes: no accelerator, or ``ACCELERATE_USE_CPU`` set.
-
-    ``PartialState()`` sets up several CPU processes (gloo) only when told ``cpu=True``;
-    with the default it treats a ``torchrun`` launch on a CPU machine as one process each.
-    """
-    import torch
-
-    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    accel = getattr(torch, "accelerator", None)
-    available = accel.is_available() if accel is not None else torch.cuda.is_available()
-    return not available
-
-
-def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: int, title: str, label: str | None,
-                 cmap: str) -> None:
-    from .io import write_tiff
-    from .render import render_image
-
-    tif.parent.mkdir(parents=True, exist_ok=True)
-    write_tiff(tif, image.astype(np.float32), pixel_size_nm=camera.pixel_size_nm / upsampling)
-    render_image(image, camera.pixel_size_nm, upsampling, png, title=title, cmap=cmap, colorbar_label=label)
-
-
+# -- localize ----------------------------------------------------------------------------------
 def cmd_localize(args) -> int:
-    stack = check_stack_path(args.stack)
-    total, h, w = stack_shape(stack)
-    paths = output_paths(args.output, args.render)
+    from .movie import outputs
+
+    with _user_errors():
+        stack = outputs.check_stack_path(args.stack)
+        total, h, w = outputs.stack_shape(stack)
+        paths = outputs.output_paths(args.output, args.render)
     try:
         paths.csv.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -378,137 +288,80 @@ def cmd_localize(args) -> int:
 
     from accelerate import PartialState
 
+    from .defaults import check_inference_steps
     from .localization.crlb_uncertainty import add_crlb_uncertainty
-    from .movie import MovieError, localize_movie
+    from .movie import localize_movie
 
     pipe, model = load_model(args.model)
     cfg = pipe.kde_net.config
     camera = camera_from_args(args, pipe.kde_net.camera)
     ddpm = args.mode == "ddpm"
     if ddpm:
-        max_steps = int(getattr(pipe.scheduler.config, "max_inference_steps", 0) or 1000)
-        if args.steps > max_steps:
-            raise CLIError(f"--steps must be at most {max_steps} for this model, got {args.steps}")
+        try:
+            check_inference_steps(args.steps, pipe.scheduler)
+        except ValueError as err:
+            raise CLIError(f"--steps {err}") from None
     if args.min_probability is not None and args.min_probability > 1:
         raise CLIError(f"--min-probability must be in [0, 1], got {args.min_probability:g}")
     if min(h, w) < 4:
         raise CLIError(f"frames of {h} x {w} pixels are too small (at least 4 x 4)")
     if not args.skip_camera_check:
-        check_camera_fits(stack, total, camera, args.quiet)
+        with _user_errors():
+            for message in outputs.check_camera_fits(stack, total, camera):
+                _log(f"{PROG}: warning: {message}", args.quiet)
 
-    state = PartialState(cpu=_cpu_only())
+    state = PartialState(cpu=outputs.cpu_only())
     quiet = args.quiet or not state.is_main_process
     pipe.to(state.device)
-    upsampling = int(cfg.upsampling)
     psf = float(cfg.psf_sigma_px)
 
     def crlb(locs, windows):  # deepstorm mode: photometry and the CRLB on the raw frames
         return add_crlb_uncertainty(locs, windows, camera, psf)
 
     try:
-        run = localize_movie(
-            pipe, stack, paths.work, num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps,
-            batch_size=args.batch_size, seed=args.seed, camera=camera, threshold=args.threshold,
-            min_probability=args.min_probability if ddpm else None, mixed_precision=args.mixed_precision,
-            tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
-            postprocess=None if ddpm else crlb, signature={"deepstorm_uncertainty": None if ddpm else "crlb"},
-            model_id=model, progress=not quiet, log=lambda message: _log(f"{PROG}: {message}", quiet))
+        with _user_errors():
+            run = localize_movie(
+                pipe, stack, paths.work, num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps,
+                batch_size=args.batch_size, seed=args.seed, camera=camera, threshold=args.threshold,
+                min_probability=args.min_probability if ddpm else None, mixed_precision=args.mixed_precision,
+                tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
+                postprocess=None if ddpm else crlb, signature={"deepstorm_uncertainty": None if ddpm else "crlb"},
+                model_id=model, progress=not quiet, log=lambda message: _log(f"{PROG}: {message}", quiet))
     except KeyboardInterrupt:
         _log(f"{PROG}: interrupted; completed batches are kept in {paths.work}: re-run the same command to continue")
         return 130
-    except MovieError as err:
-        raise CLIError(str(err)) from None
     if not run.is_main_process:
         return 0
-
-    run_frames = run.frames_run
-    tables = run.write_table(paths.csv, pixel_size_nm=camera.pixel_size_nm, shape=(run_frames, h, w),
-                             psf_sigma_px=psf, samples=ddpm, camera=camera, source=stack.name,
-                             extra_info={"Mode": args.mode, "Model": model})
-    kde_sum, kde_var = run.render()
-    title = f"{stack.name}: {'DDPM mean' if ddpm else 'DeepSTORM'}, {run_frames} frames"
-    write_render(kde_sum, paths.render_png, paths.render_tif, camera, upsampling, title, None, "magma")
-    written = [*tables, paths.render_png, paths.render_tif]
-    if ddpm:
-        label = f"variance (molecules per {camera.pixel_size_nm / upsampling:g} nm pixel)$^2$"
-        write_render(kde_var, paths.variance_png, paths.variance_tif, camera, upsampling,
-                     f"{stack.name}: DDPM variance, {run_frames} frames", label, "viridis")
-        written += [paths.variance_png, paths.variance_tif]
+    written = outputs.write_run_outputs(run, paths, (h, w), camera, int(cfg.upsampling), psf, samples=ddpm,
+                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model})
     run.finish()
-    kept = "" if run.complete else (f"\n{PROG}: {run_frames} of {total} frames done; partial results kept in "
-                                    f"{paths.work} (re-run without --max-frames to continue)")
-    if not quiet:
-        n_new, seconds, rate = run.frames_new, run.seconds, ""
-        if n_new and seconds > 0:
-            fps = n_new / seconds
-            rate = f", {fps:.1f} frames/s" if fps >= 1 else f", {seconds / n_new:.1f} s/frame"
-        _log(f"{PROG}: {run.localizations_written} localizations in {run_frames} frames ({n_new} processed now in "
-             f"{seconds:.1f} s{rate})\n" + "\n".join(f"  wrote {p}" for p in written) + kept)
+    _log(outputs.run_summary(run, written, paths.work, PROG), quiet)
     return 0
 
 
 # -- estimate ----------------------------------------------------------------------------------
 def cmd_estimate(args) -> int:
-    stack = check_stack_path(args.stack)
-    total, h, w = stack_shape(stack)
-    n = min(total, args.max_frames)
+    from .movie import outputs
     from .psf_estimation import estimate_psf
+    from .psf_report import estimate_document, estimate_lines
     from .simulation import Camera
 
+    with _user_errors():
+        stack = outputs.check_stack_path(args.stack)
+        total, h, w = outputs.stack_shape(stack)
+        n = min(total, args.max_frames)
+        frames = np.concatenate(list(outputs.read_frames(stack, [(s, min(s + 64, n)) for s in range(0, n, 64)])))
     camera = camera_from_args(args, Camera())
-    frames = np.concatenate(list(read_frames(stack, [(s, min(s + 64, n)) for s in range(0, n, 64)])), axis=0)
     try:
         est = estimate_psf(frames, camera, sigma_guess_px=args.sigma_guess, threshold_snr=args.threshold_snr)
     except ValueError as err:
         raise CLIError(str(err)) from None
     del frames
-
-    def r(x, nd=3):
-        return None if x is None or not math.isfinite(x) else round(float(x), nd)
-
-    lines = [
-        f"{stack.name}: {n} of {total} frames of {h} x {w} pixels analysed",
-        f"camera: {camera.pixel_size_nm:g} nm pixels, offset {camera.offset:g} ADU, gain {camera.gain:g} ADU/e-, "
-        f"read noise {camera.read_noise:g} e-",
-        f"spots fitted: {est['n_spots']} (isolated: {est['n_isolated']}, bright candidates: {est['n_candidates']})",
-    ]
-    if est["n_spots"] == 0:
-        lines.append("no isolated bright spots found: check --offset/--gain, lower --threshold-snr, "
-                     "or use sparser frames")
-    else:
-        lines += [
-            f"PSF sigma: {est['sigma_px']:.3f} px = {est['sigma_nm']:.1f} nm (IQR {est['sigma_px_iqr']:.3f} px)",
-            f"background: {est['background']:.2f} photons/pixel (median of the fits; "
-            f"median of frame medians {est['background_frame_median']:.2f})",
-            f"photons per emitter: {est['photons']:.0f} (median; 10-90%: {est['photons_p10']:.0f}-"
-            f"{est['photons_p90']:.0f})",
-        ]
-        if est["sigma_px_iqr"] > 0.15 * est["sigma_px"]:
-            lines.append("caution: the fitted sigmas spread widely; the frames may be too dense (overlapping spots "
-                         "bias sigma and photons up): use sparser frames if you have them")
-    print("\n".join(lines))
+    print("\n".join(estimate_lines(est, camera, stack.name, n, total, (h, w))))
     if args.out:
         import yaml
 
-        doc = {
-            "source": {"stack": str(stack), "frames_analysed": n, "frames_in_stack": total},
-            "estimate": {
-                "psf_sigma_px": r(est["sigma_px"], 4), "psf_sigma_nm": r(est["sigma_nm"], 2),
-                "psf_sigma_px_iqr": r(est["sigma_px_iqr"], 4),
-                "background_photons_per_px": r(est["background"]),
-                "background_frame_median_photons_per_px": r(est["background_frame_median"]),
-                "photons_median": r(est["photons"], 1), "photons_p10": r(est["photons_p10"], 1),
-                "photons_p90": r(est["photons_p90"], 1),
-                "n_spots": int(est["n_spots"]), "n_isolated": int(est["n_isolated"]),
-                "n_candidates": int(est["n_candidates"]),
-            },
-            # keys of the training configs' data section (train/configs/*.yaml)
-            "data": {
-                "sigma_px": r(est["sigma_px"], 3), "pixel_size_nm": float(camera.pixel_size_nm),
-                "camera_offset": float(camera.offset), "camera_gain": float(camera.gain),
-                "read_noise": float(camera.read_noise),
-            },
-        }
+        doc = estimate_document(est, camera, str(stack), n, total)
         try:
             Path(args.out).write_text(
                 "# smlm-diffusers estimate: PSF, background and brightness of isolated spots\n"

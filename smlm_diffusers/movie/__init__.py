@@ -11,6 +11,8 @@ The command line (``smlm-diffusers localize``) and the web demo share this runne
 - :func:`localize_frames` is one batch: frames larger than ``tile_size`` camera pixels are cut
   into tiles with a margin (:mod:`~smlm_diffusers.movie.tiles`), the pipeline runs in calls of
   bounded size, and the tiles' cores are put back together without seams.
+- :mod:`~smlm_diffusers.movie.outputs`: the edges of a run: the input check, the output paths, the
+  table and the calibrated renders, the summary.
 """
 
 from .chunks import ChunkResult, localize_frames

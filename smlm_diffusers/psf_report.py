@@ -1,0 +1,61 @@
+"""The report of a PSF estimate (:func:`smlm_diffusers.psf_estimation.estimate_psf`): the lines
+``smlm-diffusers estimate`` prints, and the YAML document whose ``data:`` block a training
+config for a new microscope takes (``train/configs/*.yaml``)."""
+
+from __future__ import annotations
+
+import math
+
+
+def estimate_lines(est: dict, camera, name: str, n_frames: int, total: int, shape: tuple[int, int]) -> list[str]:
+    """Human-readable lines: what was analysed, the camera, the spots, PSF sigma, background, photons."""
+    h, w = shape
+    lines = [
+        f"{name}: {n_frames} of {total} frames of {h} x {w} pixels analysed",
+        f"camera: {camera.pixel_size_nm:g} nm pixels, offset {camera.offset:g} ADU, gain {camera.gain:g} ADU/e-, "
+        f"read noise {camera.read_noise:g} e-",
+        f"spots fitted: {est['n_spots']} (isolated: {est['n_isolated']}, bright candidates: {est['n_candidates']})",
+    ]
+    if est["n_spots"] == 0:
+        lines.append("no isolated bright spots found: check --offset/--gain, lower --threshold-snr, "
+                     "or use sparser frames")
+        return lines
+    lines += [
+        f"PSF sigma: {est['sigma_px']:.3f} px = {est['sigma_nm']:.1f} nm (IQR {est['sigma_px_iqr']:.3f} px)",
+        f"background: {est['background']:.2f} photons/pixel (median of the fits; "
+        f"median of frame medians {est['background_frame_median']:.2f})",
+        f"photons per emitter: {est['photons']:.0f} (median; 10-90%: {est['photons_p10']:.0f}-"
+        f"{est['photons_p90']:.0f})",
+    ]
+    if est["sigma_px_iqr"] > 0.15 * est["sigma_px"]:
+        lines.append("caution: the fitted sigmas spread widely; the frames may be too dense (overlapping spots "
+                     "bias sigma and photons up): use sparser frames if you have them")
+    return lines
+
+
+def _rounded(x, nd=3):
+    return None if x is None or not math.isfinite(x) else round(float(x), nd)
+
+
+def estimate_document(est: dict, camera, stack: str, n_frames: int, total: int) -> dict:
+    """The estimate as a YAML-ready dict: source, estimate (units in the keys) and a ``data:`` block."""
+    r = _rounded
+    return {
+        "source": {"stack": str(stack), "frames_analysed": n_frames, "frames_in_stack": total},
+        "estimate": {
+            "psf_sigma_px": r(est["sigma_px"], 4), "psf_sigma_nm": r(est["sigma_nm"], 2),
+            "psf_sigma_px_iqr": r(est["sigma_px_iqr"], 4),
+            "background_photons_per_px": r(est["background"]),
+            "background_frame_median_photons_per_px": r(est["background_frame_median"]),
+            "photons_median": r(est["photons"], 1), "photons_p10": r(est["photons_p10"], 1),
+            "photons_p90": r(est["photons_p90"], 1),
+            "n_spots": int(est["n_spots"]), "n_isolated": int(est["n_isolated"]),
+            "n_candidates": int(est["n_candidates"]),
+        },
+        # keys of the training configs' data section (train/configs/*.yaml)
+        "data": {
+            "sigma_px": r(est["sigma_px"], 3), "pixel_size_nm": float(camera.pixel_size_nm),
+            "camera_offset": float(camera.offset), "camera_gain": float(camera.gain),
+            "read_noise": float(camera.read_noise),
+        },
+    }
