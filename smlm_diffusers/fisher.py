@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .simulation.camera import Camera
+from .simulation.camera import PAPER_CAMERA, Camera
 from .simulation.psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative
 
 PARAMETERS = ("x", "y", "photons", "background")
@@ -55,7 +55,7 @@ def fisher_information(
     x_px=None,
     y_px=None,
     roi_size: int | None = None,
-    read_noise: float = 1.6,
+    read_noise: float = PAPER_CAMERA.read_noise,
     qe: float = 1.0,
     params: Sequence[str] = PARAMETERS,
 ) -> np.ndarray:
@@ -143,8 +143,8 @@ def crlb(
     photons,
     background,
     sigma_px: float = 1.0,
-    pixel_size_nm: float = 108.0,
-    read_noise: float = 1.6,
+    pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm,
+    read_noise: float = PAPER_CAMERA.read_noise,
     qe: float = 1.0,
     x_px=None,
     y_px=None,

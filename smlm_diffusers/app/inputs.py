@@ -19,7 +19,7 @@ import pandas as pd
 from ..camera_check import check_camera as check_camera_data
 from ..defaults import check_inference_steps
 from ..io import read_tiff_stack
-from ..simulation import Camera, simulate
+from ..simulation import PAPER_CAMERA, Camera, simulate
 from .model import MAX_STEPS
 
 MIN_FRAME_SIZE = 8  # camera pixels a side
@@ -123,7 +123,8 @@ def read_upload(path: str | os.PathLike | None) -> np.ndarray:
     return check_stack(frames, f"'{name}'")
 
 
-def check_camera(offset: float, gain: float, pixel_size_nm: float, read_noise: float = 1.6) -> Camera:
+def check_camera(offset: float, gain: float, pixel_size_nm: float,
+                 read_noise: float = PAPER_CAMERA.read_noise) -> Camera:
     """A Camera from the upload tab's fields (offset ADU, gain ADU/e-, pixel size nm, read noise
     e- rms), or an InputError that names the field and its allowed range."""
     fields = {CAMERA_FIELDS["offset"]: offset, CAMERA_FIELDS["gain"]: gain, "'Pixel size (nm)'": pixel_size_nm,

@@ -1,12 +1,13 @@
 """Simulation of SMLM frames by the paper's image-formation model (eqs. 1-6)."""
 
-from .camera import Camera
+from .camera import PAPER_CAMERA, Camera
 from .emitters import Emitters, filament_paths, sample_disc, sample_grid, sample_on_filaments, sample_uniform
 from .psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative, render_psfs
 from .simulator import FrameSimulator, SimulatedBatch, emitters_to_dataframe, simulate, smooth_background
 
 __all__ = [
     "Camera",
+    "PAPER_CAMERA",
     "Emitters",
     "FrameSimulator",
     "SimulatedBatch",

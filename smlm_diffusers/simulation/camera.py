@@ -6,7 +6,7 @@ Everything upstream of the camera works in photons; ADU only appears at this bou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ class Camera:
         Quantum efficiency (fraction of photons that become photo-electrons).
     """
 
+    # the paper's camera (DESIGN.md, default optics): the one place these numbers are written
     pixel_size_nm: float = 108.0
     offset: float = 100.0
     gain: float = 1.0
@@ -47,7 +48,20 @@ class Camera:
             raise ValueError(f"qe must be in (0, 1], got {self.qe}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The camera as a plain dict of floats (a config's camera block); :meth:`from_dict` inverts it."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Camera:
+        """A camera from a dict such as :meth:`to_dict` writes; missing keys take the defaults.
+
+        Unknown keys raise ``ValueError`` (a typo such as ``"readnoise"`` must not pass silently).
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown camera keys {unknown}; a camera has {names}")
+        return cls(**{k: float(v) for k, v in values.items()})
 
     def adu_to_photons(self, adu):
         """Convert ADU to detected photo-electrons, ``(ADU - offset) / gain``.
@@ -78,6 +92,11 @@ class Camera:
     def pixel_variance(self, expected_photons):
         """Variance of :meth:`adu_to_photons` of a pixel: ``qe * photons + read_noise^2``."""
         return self.qe * expected_photons + self.read_noise**2
+
+
+PAPER_CAMERA = Camera()
+"""The paper's camera: 108 nm pixels, offset 100 ADU, gain 1 ADU/e-, read noise 1.6 e- rms.
+Defaults elsewhere in the package are taken from here."""
 
 
 def as_numpy(x) -> np.ndarray:

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from ..kde import KDEScaling, render_kde
-from ..simulation import Camera, FrameSimulator, sample_uniform, simulate
+from ..simulation import PAPER_CAMERA, Camera, FrameSimulator, sample_uniform, simulate
 
 
 @dataclass
@@ -27,10 +27,10 @@ class SimulationRanges:
     background: tuple[float, float] = (5.0, 60.0)
     background_variation: float = 0.3
     sigma_px: float | tuple[float, float] = 1.0
-    pixel_size_nm: float = 108.0
-    camera_offset: float = 100.0
-    camera_gain: float = 1.0
-    read_noise: float = 1.6
+    pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm
+    camera_offset: float = PAPER_CAMERA.offset
+    camera_gain: float = PAPER_CAMERA.gain
+    read_noise: float = PAPER_CAMERA.read_noise
     upsampling: int = 4
     kde_sigma: float = 1.0
 
