@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from accelerate.utils import ProjectConfiguration
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from smlm_diffusers import DeepSTORM, GammaDDPMScheduler, SMLMDiffusionPipeline
 from smlm_diffusers.localization import evaluate
@@ -37,16 +35,15 @@ from smlm_diffusers.models import layout
 from smlm_diffusers.training.pairs import PairPool
 from smlm_diffusers.training import (
     CSVLogger,
-    finish_step,
     SimulationRanges,
     resume_from_checkpoint,
     load_config,
     make_validation_set,
     plot_log,
-    save_checkpoint,
     seeded_generator,
 )
 from smlm_diffusers.training.config import config_to_dict
+from smlm_diffusers.training.loop import train_loop
 
 
 @dataclass
@@ -201,48 +198,22 @@ def main(argv=None):
     pool = PairPool(cfg.data, kde_net, cfg.pool_size, cfg.pool_refresh,
                     seeded_generator(cfg.seed, step, 10**6, accelerator.process_index))
     crop_px = cfg.crop_size if cfg.layout == "camera" else cfg.crop_size // cfg.data.upsampling
-    unet.train()
-    progress = tqdm(total=cfg.max_steps, initial=step, desc="DDPM", disable=not accelerator.is_local_main_process)
-    t0, running = time.time(), []
-    while step < cfg.max_steps:
-        for micro in range(cfg.gradient_accumulation_steps):
-            gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
-            y, y_hat, frame_norm = pool.batch(cfg.batch_size, crop_px, cfg.crop_edge_px, cfg.augment)
-            net_config = accelerator.unwrap_model(unet).config
-            cond = layout.condition_channels(y_hat, frame_norm, net_config)
-            r0 = layout.to_working(y - y_hat, net_config)
-            noise = torch.randn(r0.shape, generator=gen).to(accelerator.device)
-            gamma = scheduler.sample_gammas(r0.shape[0], generator=gen, device=accelerator.device)
-            r_t = scheduler.add_noise(r0, noise, gamma)
-            with accelerator.accumulate(unet):
-                pred = unet(torch.cat([r_t, cond], dim=1), scheduler.noise_level_embedding(gamma)).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), scheduler.training_target(r0, noise, gamma))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            running.append(loss.item())
-        if accelerator.sync_gradients:
-            ema.step(unet.parameters())
-        step += 1
-        progress.update(1)
-        validation = ((lambda: validate(pipeline(use_ema=True), cfg, val_set, out / "samples", step))
-                      if accelerator.is_main_process else None)
-        row = finish_step(step, cfg, running, lr_scheduler.get_last_lr()[0], t0, progress, validation)
-        if row and logger:
-            logger.log(row)
-        out_of_time = cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes
-        if out_of_time and accelerator.is_main_process:
-            accelerator.set_trigger()  # the main process's clock decides for all of them
-        stop = accelerator.check_trigger()
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
-        if stop:
-            accelerator.print(f"time budget of {cfg.max_minutes:g} min spent: stopping at step {step}")
-            break
-    progress.close()
+    def loss_fn(step: int, micro: int) -> torch.Tensor:
+        # noise and gamma depend only on (seed, step, micro-batch, process): a resumed run draws the same
+        gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
+        y, y_hat, frame_norm = pool.batch(cfg.batch_size, crop_px, cfg.crop_edge_px, cfg.augment)
+        net_config = accelerator.unwrap_model(unet).config
+        cond = layout.condition_channels(y_hat, frame_norm, net_config)
+        r0 = layout.to_working(y - y_hat, net_config)
+        noise = torch.randn(r0.shape, generator=gen).to(accelerator.device)
+        gamma = scheduler.sample_gammas(r0.shape[0], generator=gen, device=accelerator.device)
+        r_t = scheduler.add_noise(r0, noise, gamma)
+        pred = unet(torch.cat([r_t, cond], dim=1), scheduler.noise_level_embedding(gamma)).sample
+        return torch.nn.functional.mse_loss(pred.float(), scheduler.training_target(r0, noise, gamma))
+
+    train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loss_fn, step, ckpt_dir, ema=ema,
+               validate=lambda s: validate(pipeline(use_ema=True), cfg, val_set, out / "samples", s), logger=logger,
+               desc="DDPM")
 
     if accelerator.is_main_process:
         final = out / "pipeline"
@@ -261,11 +232,9 @@ def main(argv=None):
 
             repo_id = args.hub_model_id or out.name
             results = Path(DEFAULT_RESULTS)  # the card's evaluation section, when the benchmark has run
-            try:
-                card = write_model_card(final, results=results if results.is_file() else None, repo_id=repo_id)
-                accelerator.print(f"wrote {card}")
-            except FileNotFoundError as err:  # no card template outside a clone of the repository
-                accelerator.print(f"no model card: {err}")
+            card = write_model_card(final, results=results if results.is_file() else None, repo_id=repo_id,
+                                    results_hint=DEFAULT_RESULTS)
+            accelerator.print(f"wrote {card}")
             push_folder(final, repo_id=repo_id)
     accelerator.end_training()
 

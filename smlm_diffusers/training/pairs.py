@@ -19,22 +19,14 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..kde import KDEScaling, render_kde
-from ..simulation import FrameSimulator, sample_uniform
-from .data import SimulationRanges
+from .data import SimulationRanges, make_training_batch
 
 
 def simulate_pairs(ranges: SimulationRanges, kde_net, n: int, generator: torch.Generator):
     """``n`` simulated patches -> (y, y_hat, frame_norm): true KDE and DeepSTORM KDE
     [n, 1, fP, fP] in [-1, 1] units, and DeepSTORM's normalized frame [n, 1, P, P]."""
-    shape = (ranges.patch_size, ranges.patch_size)
-    sigma = tuple(ranges.sigma_px) if isinstance(ranges.sigma_px, (list, tuple)) else ranges.sigma_px
-    sim = FrameSimulator(shape, ranges.camera, sigma, tuple(ranges.background), ranges.background_variation)
-    em = sample_uniform(n, shape, tuple(ranges.density), ranges.pixel_size_nm, tuple(ranges.photons),
-                        ranges.margin_px, generator)
-    frames = sim.render(em, generator=generator).frames_adu
-    y = KDEScaling(ranges.kde_sigma).to_unit(render_kde(em.x_px, em.y_px, em.mask, shape, ranges.upsampling,
-                                                        ranges.kde_sigma))
+    batch = make_training_batch(ranges, n, generator)  # the DeepSTORM training data, drawn the same way
+    frames, y = batch.frames_adu, batch.kde_unit
     device = kde_net.device
     y_hat = kde_net.predict(frames, batch_size=max(n, 1)).to(device)
     frame_norm = kde_net.normalize(frames.to(device))
