@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +20,22 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
 
 from smlm_diffusers.kde import KDEScaling
 from smlm_diffusers.localization import evaluate, localize_kde
 from smlm_diffusers.models import DeepSTORM
 from smlm_diffusers.training import (
     CSVLogger,
-    finish_step,
     SimulationRanges,
     resume_from_checkpoint,
     load_config,
     make_training_batch,
     make_validation_set,
     plot_log,
-    save_checkpoint,
     seeded_generator,
 )
 from smlm_diffusers.training.config import config_to_dict
+from smlm_diffusers.training.loop import train_loop
 
 
 @dataclass
@@ -56,6 +53,7 @@ class DeepSTORMTrainConfig:
     lr_warmup_steps: int = 200
     max_grad_norm: float = 1.0
     max_steps: int = 3000
+    max_minutes: float = 0.0  # time budget of this sitting: stop, checkpoint and export after it (0: none)
     l1_weight: float = 0.0  # optional sparsity term on the KDE in [0, 1] units
     checkpoint_every: int = 250
     checkpoints_total_limit: int = 2
@@ -139,39 +137,20 @@ def main(argv=None):
                                   background=cfg.val_background, seed=cfg.seed + 10_000)
     threshold = accelerator.unwrap_model(model).config.threshold
 
-    model.train()
-    progress = tqdm(total=cfg.max_steps, initial=step, desc="DeepSTORM", disable=not accelerator.is_local_main_process)
-    t0, running = time.time(), []
-    while step < cfg.max_steps:
-        for micro in range(cfg.gradient_accumulation_steps):
-            # data depends only on (seed, step, micro-batch, process): a resumed run sees the same stream
-            gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
-            batch = make_training_batch(ranges, cfg.batch_size, gen)
-            with accelerator.accumulate(model):
-                net = accelerator.unwrap_model(model)
-                x = net.normalize(batch.frames_adu.to(accelerator.device))
-                pred = model(x, clamp=False)
-                target = batch.kde_unit.to(accelerator.device)
-                loss = torch.nn.functional.mse_loss(pred, target)
-                if cfg.l1_weight:
-                    loss = loss + cfg.l1_weight * ((pred + 1) / 2).abs().mean()
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            running.append(loss.item())
-        step += 1
-        progress.update(1)
-        validation = (lambda: validate(accelerator.unwrap_model(model), kde_scaling, val_set, threshold, ranges,
-                                       accelerator.device)) if accelerator.is_main_process else None
-        row = finish_step(step, cfg, running, lr_scheduler.get_last_lr()[0], t0, progress, validation)
-        if row and logger:
-            logger.log(row)
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
-    progress.close()
+    def loss_fn(step: int, micro: int) -> torch.Tensor:
+        # data depends only on (seed, step, micro-batch, process): a resumed run sees the same stream
+        gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
+        batch = make_training_batch(ranges, cfg.batch_size, gen)
+        x = accelerator.unwrap_model(model).normalize(batch.frames_adu.to(accelerator.device))
+        pred = model(x, clamp=False)
+        loss = torch.nn.functional.mse_loss(pred, batch.kde_unit.to(accelerator.device))
+        if cfg.l1_weight:
+            loss = loss + cfg.l1_weight * ((pred + 1) / 2).abs().mean()
+        return loss
+
+    train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loss_fn, step, ckpt_dir,
+               validate=lambda s: validate(accelerator.unwrap_model(model), kde_scaling, val_set, threshold, ranges,
+                                           accelerator.device), logger=logger, desc="DeepSTORM")
 
     if accelerator.is_main_process:
         final = out / "kde_net"
