@@ -38,6 +38,7 @@ import pandas as pd
 import tifffile
 
 import smlm_diffusers as sd
+from smlm_diffusers.defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
 
 from .localizers import check_localizations, get_localizer
 
@@ -133,8 +134,8 @@ def _metrics(gt: pd.DataFrame, pred: pd.DataFrame) -> dict:
 
 
 def run_public(data: Path, datasets=tuple(DATASETS), methods=("picasso", "DeepSTORM", "DDPM"),
-               model: str = DEFAULT_MODEL, ddpm_frames: int = 4, ddpm_samples: int = 8, ddpm_steps: int = 20,
-               verbose: bool = True) -> pd.DataFrame:
+               model: str = DEFAULT_MODEL, ddpm_frames: int = 4, ddpm_samples: int = DEFAULT_SAMPLES,
+               ddpm_steps: int = DEFAULT_STEPS, verbose: bool = True) -> pd.DataFrame:
     """Score ``methods`` on the public ``datasets`` under ``data``; one row per dataset x method x subset."""
     options = {"DeepSTORM": {"model": model},
                "DDPM": {"model": model, "num_samples": ddpm_samples, "num_inference_steps": ddpm_steps}}
@@ -180,8 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="picasso,DeepSTORM,DDPM")
     p.add_argument("--model", default=DEFAULT_MODEL, help="pipeline folder or Hub id for DeepSTORM and the DDPM")
     p.add_argument("--ddpm-frames", type=int, default=4, help="frames of each set the DDPM runs on (default 4)")
-    p.add_argument("--ddpm-samples", type=int, default=8)
-    p.add_argument("--ddpm-steps", type=int, default=20)
+    p.add_argument("--ddpm-samples", type=int, default=DEFAULT_SAMPLES)
+    p.add_argument("--ddpm-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     data = Path(args.data)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..defaults import DEFAULT_STEPS
 from .chunks import CALL_PIXELS, FORWARD_PIXELS, FORWARD_PIXELS_GPU, localize_frames
 from .resume import MovieError, WorkFolder, batch_seed, empty_localizations
 from .sink import LocalizationWriter
@@ -151,7 +152,7 @@ def localize_movie(
     work_folder: str | os.PathLike,
     *,
     num_samples: int = 0,
-    num_inference_steps: int = 20,
+    num_inference_steps: int = DEFAULT_STEPS,
     batch_size: int = 32,
     seed: int = 0,
     camera=None,
