@@ -62,12 +62,13 @@ def main(argv=None):
     p.add_argument("--density", type=float, default=4.0)
     p.add_argument("--frames", type=int, default=6)
     args = p.parse_args(argv)
-    net = sd.SMLMDiffusionPipeline.from_pretrained(args.model).kde_net
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(args.model)
+    net = pipe.kde_net
     camera, sigma_px = net.camera, net.config.psf_sigma_px
     a = camera.pixel_size_nm
     frames, gt = sd.simulate(n_frames=args.frames, shape=(64, 64), density=args.density, photons=2000.0,
                              background=20.0, sigma_px=sigma_px, seed=4243, camera=camera)
-    locs = net.localize(frames, camera=camera)
+    locs = pipe.localize_density(pipe.kde_scaling.from_unit(net.predict(frames, camera=camera)), a)
     rows = []
     for f in range(len(frames)):
         g = gt[gt["frame"] == f].reset_index(drop=True)

@@ -24,11 +24,6 @@ def _pipeline(model: str):
     return pipe
 
 
-def _camera_kwargs(camera: sd.Camera) -> dict:
-    return dict(camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
-                pixel_size_nm=camera.pixel_size_nm)
-
-
 @register_localizer("DeepSTORM")
 def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_precision: str = "auto",
                    refine: bool | None = None, split: bool | None = None):
@@ -43,7 +38,7 @@ def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_preci
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
         out = pipe(frames_adu, num_samples=0, batch_size=batch_size, mixed_precision=mixed_precision, refine=refine,
-                   split=split, **_camera_kwargs(camera))
+                   split=split, camera=camera)
         return out.localizations
 
     return localize
@@ -59,7 +54,7 @@ def make_ddpm(model: str = DEFAULT_MODEL, num_samples: int = 8, num_inference_st
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
         out = pipe(frames_adu, num_samples=num_samples, num_inference_steps=num_inference_steps,
                    generator=torch.Generator().manual_seed(seed), batch_size=batch_size, sampler=sampler,
-                   schedule=schedule, refine=refine, split=split, **_camera_kwargs(camera))
+                   schedule=schedule, refine=refine, split=split, camera=camera)
         return out.localizations
 
     return localize

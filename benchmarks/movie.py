@@ -144,13 +144,13 @@ def breakdown(args, n_frames: int = 64) -> dict:
 
         return wrapper
 
-    import smlm_diffusers.pipelines.pipeline_smlm as pipeline_module
+    import smlm_diffusers.localization.molecules as readout
 
     net = pipe.kde_net
-    net.predict = timed("network", net.predict)  # the pipeline calls these two on its kde_net
-    net.localize_density = timed("peaks", net.localize_density)
-    if hasattr(pipeline_module, "refine_frames"):  # the frame MLE, where the model's config turns it on
-        pipeline_module.refine_frames = timed("refine", pipeline_module.refine_frames)
+    net.predict = timed("network", net.predict)  # the pipeline's network pass and its peak finding
+    pipe.localize_density = timed("peaks", pipe.localize_density)
+    # the frame MLE, where the model's config turns it on
+    readout.refine_frames = timed("refine", readout.refine_frames)
     post = timed("crlb", post) if post is not None else None
     runs = []
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

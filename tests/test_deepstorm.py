@@ -13,10 +13,11 @@ KDE_NET = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d" / 
 
 @pytest.mark.skipif(not KDE_NET.is_dir(), reason="the shipped weights are not in this checkout")
 def test_bf16_localizes_like_float32():
-    net = sd.DeepSTORM.from_pretrained(KDE_NET).eval()
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(KDE_NET.parent)
+    net = pipe.kde_net.eval()
     frames, gt = sd.simulate(n_frames=8, shape=(48, 48), density=2.0, seed=11)
-    fast = net.localize(frames, mixed_precision="bf16")
-    exact = net.localize(frames, mixed_precision="no")
+    fast = pipe(frames, num_samples=0, mixed_precision="bf16").localizations
+    exact = pipe(frames, num_samples=0, mixed_precision="no").localizations
     assert evaluate(gt, fast)["jaccard"] == pytest.approx(evaluate(gt, exact)["jaccard"], abs=0.01)
     # the same molecules, moved by far less than the localization error (~10 nm)
     pairs = match(exact, fast, tolerance_nm=20.0)

@@ -40,7 +40,7 @@ def test_sample_localizations_are_the_pipelines():
     assert list(locs.columns) == ["frame", "sample", "x_nm", "y_nm"]
     assert len(locs) == 1 and (locs["frame"].iloc[0], locs["sample"].iloc[0]) == (1, 2)
     assert locs["x_nm"].iloc[0] == pytest.approx(400.0, abs=5) and locs["y_nm"].iloc[0] == pytest.approx(300.0, abs=5)
-    ref = pipe.kde_net.localize_density(torch.from_numpy(samples[1, 2][None]), pixel_size_nm=108.0, threshold=0.05)
+    ref = pipe.localize_density(torch.from_numpy(samples[1, 2][None]), pixel_size_nm=108.0, threshold=0.05)
     np.testing.assert_allclose(locs[["x_nm", "y_nm"]].to_numpy(), ref[["x_nm", "y_nm"]].to_numpy())
 
 

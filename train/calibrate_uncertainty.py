@@ -66,8 +66,7 @@ def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFr
     """Per matched molecule: errors ``dx, dy`` (nm), raw spreads ``sx, sy`` (nm) and the bounds
     ``cx, cy`` (nm^2) that the pipeline combines them with."""
     out = pipe(frames, num_samples=samples, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-               camera_offset=camera.offset, camera_gain=camera.gain, read_noise=camera.read_noise,
-               pixel_size_nm=camera.pixel_size_nm)
+               camera=camera)
     mol = out.localizations.reset_index(drop=True)
     pairs = match(gt.reset_index(drop=True), mol)
     m = mol.iloc[pairs["pred_index"].to_numpy()].reset_index(drop=True)

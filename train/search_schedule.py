@@ -79,8 +79,7 @@ def main(argv=None):
         metrics = []
         for k, (frames, gt) in enumerate(movies):
             out = pipe(frames, num_samples=args.samples, num_inference_steps=args.steps, schedule="searched",
-                       generator=torch.Generator().manual_seed(k), camera_offset=camera.offset,
-                       camera_gain=camera.gain, read_noise=camera.read_noise, pixel_size_nm=camera.pixel_size_nm)
+                       generator=torch.Generator().manual_seed(k), camera=camera)
             metrics.append(sd.evaluate(gt, out.localizations))
         row = {"lo": lo, "hi": hi, "power": power,
                **{m: _mean([x.get(m, math.nan) for x in metrics])

@@ -23,6 +23,7 @@ from diffusers.optimization import get_scheduler
 
 from smlm_diffusers.kde import KDEScaling
 from smlm_diffusers.localization import evaluate, localize_kde
+from smlm_diffusers.localization.peaks import DEFAULT_THRESHOLD
 from smlm_diffusers.models import DeepSTORM
 from smlm_diffusers.training import (
     CSVLogger,
@@ -135,7 +136,7 @@ def main(argv=None):
     logger = CSVLogger(out / "train_log.csv", resume=step > 0) if accelerator.is_main_process else None
     val_set = make_validation_set(ranges, cfg.val_densities, cfg.val_frames, photons=cfg.val_photons,
                                   background=cfg.val_background, seed=cfg.seed + 10_000)
-    threshold = accelerator.unwrap_model(model).config.threshold
+    threshold = DEFAULT_THRESHOLD  # a pipeline setting now: train/tune_localization.py tunes it afterwards
 
     def loss_fn(step: int, micro: int) -> torch.Tensor:
         # data depends only on (seed, step, micro-batch, process): a resumed run sees the same stream

@@ -62,7 +62,7 @@ def localize_samples(pipe, samples: np.ndarray, pixel_size_nm: float, threshold:
     """Localizations of each posterior sample: frame, sample, x_nm, y_nm (as the pipeline finds them).
 
     ``samples`` [F, K, uH, uW] in KDE density units (``out.samples``); each sample KDE is
-    localized as :meth:`SMLMDiffusionPipeline.molecules` does before linking them.
+    localized as the pipeline does before linking them (:meth:`SMLMDiffusionPipeline.localize_density`).
     """
     import torch
 
@@ -70,9 +70,8 @@ def localize_samples(pipe, samples: np.ndarray, pixel_size_nm: float, threshold:
     if f * k == 0:
         return pd.DataFrame({"frame": pd.Series(dtype=np.int64), "sample": pd.Series(dtype=np.int64),
                              "x_nm": pd.Series(dtype=np.float64), "y_nm": pd.Series(dtype=np.float64)})
-    threshold = pipe.kde_net.config.threshold if threshold is None else threshold
     kde = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32).reshape(f * k, *samples.shape[2:]))
-    locs = pipe.kde_net.localize_density(kde, pixel_size_nm=pixel_size_nm, threshold=threshold)
+    locs = pipe.localize_density(kde, pixel_size_nm=pixel_size_nm, threshold=threshold)
     out = pd.DataFrame({"frame": (locs["frame"].to_numpy() // k).astype(np.int64),
                         "sample": (locs["frame"].to_numpy() % k).astype(np.int64),
                         "x_nm": locs["x_nm"].to_numpy(np.float64), "y_nm": locs["y_nm"].to_numpy(np.float64)})

@@ -22,19 +22,26 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
+from ..simulation.camera import PAPER_CAMERA
 from .kde_fit import erf_profile as _erf_profile
 from .kde_fit import fit_gaussian as _fit_gaussian
 
 COLUMNS = ["frame", "x_nm", "y_nm", "kde_mass", "peak"]
 
+# Defaults of the peak settings (``threshold``, ``refine``, ``window``); a pipeline's config
+# holds its tuned values (``threshold``, ``peak_refine``, ``peak_window``).
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_REFINE = "gaussian"
+DEFAULT_WINDOW = 5
+
 
 def localize_kde(
     kde,
-    pixel_size_nm: float = 108.0,
+    pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm,
     upsampling: int = 4,
-    threshold: float = 0.05,
-    refine: str = "gaussian",
-    window: int = 5,
+    threshold: float = DEFAULT_THRESHOLD,
+    refine: str = DEFAULT_REFINE,
+    window: int = DEFAULT_WINDOW,
     kernel_sigma: float = 1.0,
     frame_offset: int = 0,
     n_iter: int = 20,

@@ -22,7 +22,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
 
-from ..simulation.camera import Camera
+from ..simulation.camera import PAPER_CAMERA, Camera
 from .precision import use_bf16
 
 
@@ -71,8 +71,6 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         Camera pixel size of the training data.
     psf_sigma_px : float
         PSF width (camera pixels) of the training data (informational; used by the app).
-    threshold, refine, refine_window : localization settings tuned on a validation set
-        (``localize_kde`` arguments).
     head : {"resize_conv", "pixel_shuffle"}
         How the camera-resolution features become the 4x KDE. ``"resize_conv"`` is the
         paper's: two 2x nearest-neighbour resize-convolutions (``upsample_channels``), then
@@ -94,16 +92,13 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         prediction_channels: int = 16,
         upsampling: int = 4,
         clamp_range: tuple[float, float] = (-1.0, 1.0),
-        camera_offset: float = 100.0,
-        camera_gain: float = 1.0,
-        read_noise: float = 1.6,
+        camera_offset: float = PAPER_CAMERA.offset,
+        camera_gain: float = PAPER_CAMERA.gain,
+        read_noise: float = PAPER_CAMERA.read_noise,
         input_scale: float = 10.0,
         kde_sigma: float = 1.0,
-        pixel_size_nm: float = 108.0,
+        pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm,
         psf_sigma_px: float = 1.0,
-        threshold: float = 0.05,
-        refine: str = "gaussian",
-        refine_window: int = 5,
         head: str = "resize_conv",
         head_channels: int = 64,
     ):
@@ -132,6 +127,25 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         # capped at the bias for hundreds of steps (seen here: flat-topped KDEs at -0.73).
         nn.init.normal_(out_conv.weight, std=0.01)
         nn.init.constant_(out_conv.bias, -1.0)
+        self.legacy_localization: dict = {}
+
+    # Configs saved before the localization settings moved to the pipeline (its threshold,
+    # peak_refine, peak_window) carry them here. Loading sets them aside, unregistered and
+    # without diffusers' "unexpected config attributes" warning, as ``legacy_localization``:
+    # the pipeline adopts them where its own config has none (pipelines/pipeline_smlm.py).
+    LEGACY_LOCALIZATION_KEYS = ("threshold", "refine", "refine_window")
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        config_dict = {k: v for k, v in config_dict.items() if k not in cls.LEGACY_LOCALIZATION_KEYS}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        legacy = {k: config[k] for k in cls.LEGACY_LOCALIZATION_KEYS if isinstance(config, dict) and k in config}
+        out = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+        (out[0] if return_unused_kwargs else out).legacy_localization = legacy
+        return out
 
     @property
     def camera(self) -> Camera:
@@ -179,27 +193,6 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         if clamp if clamp is not None else not self.training:
             out = F.hardtanh(out, *self.config.clamp_range)
         return out
-
-    def localize_density(self, kde, pixel_size_nm: float | None = None, threshold: float | None = None,
-                         frame_offset: int = 0):
-        """Localizations (DataFrame in nm) of a KDE in density units, with this model's tuned
-        peak threshold and refinement (``localize_kde``); ``pixel_size_nm`` defaults to the config."""
-        from ..localization.peaks import localize_kde
-
-        c = self.config
-        return localize_kde(kde, pixel_size_nm=c.pixel_size_nm if pixel_size_nm is None else pixel_size_nm,
-                            upsampling=c.upsampling, threshold=c.threshold if threshold is None else threshold,
-                            refine=c.refine, window=c.refine_window, kernel_sigma=c.kde_sigma,
-                            frame_offset=frame_offset)
-
-    def localize(self, frames_adu, camera: Camera | None = None, batch_size: int = 64, threshold: float | None = None,
-                 mixed_precision: str = "auto"):
-        """Frames (ADU) -> localizations (frame, x_nm, y_nm, kde_mass, peak): DeepSTORM alone."""
-        from ..kde import KDEScaling
-
-        unit = self.predict(frames_adu, batch_size, camera, mixed_precision=mixed_precision)
-        kde = KDEScaling(self.config.kde_sigma).from_unit(unit)
-        return self.localize_density(kde, camera.pixel_size_nm if camera is not None else None, threshold)
 
     @torch.no_grad()
     def predict(

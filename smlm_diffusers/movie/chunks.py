@@ -118,8 +118,7 @@ def localize_frames(
         forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
     if num_samples == 0:
         batch_size = max(1, min(int(batch_size), int(forward_pixels) // (th * tw)))
-    call = dict(num_samples=num_samples, batch_size=batch_size, camera_offset=camera.offset,
-                camera_gain=camera.gain, read_noise=camera.read_noise, pixel_size_nm=camera.pixel_size_nm)
+    call = dict(num_samples=num_samples, batch_size=batch_size, camera=camera)
     kde_sum = np.zeros((height * u, width * u))
     kde_var = np.zeros_like(kde_sum) if num_samples > 0 else None
     images = None

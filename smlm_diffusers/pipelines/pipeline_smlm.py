@@ -3,12 +3,11 @@
 The DDPM models the residual ``r = y - y_hat`` between the true KDE ``y`` and the DeepSTORM
 estimate ``y_hat`` (both in the networks' [-1, 1] scale, :class:`~smlm_diffusers.KDEScaling`):
 sampling ``r`` instead of ``y`` removes the global background drift an epsilon-DDPM on the KDE
-itself showed here (DESIGN.md, traps). The UNet input is ``[r_t, y_hat]`` (and the bicubic-
-upsampled frame when ``unet.config.in_channels == 3``), concatenated along channels.
-
-Frames of any size are processed in overlapping tiles of ``tile_size`` KDE pixels; each tile
-keeps only its centre (``tile_overlap`` pixels are dropped on inner edges), so an emitter
-on a tile border sees the same context as one in the middle of a tile.
+itself showed here (DESIGN.md, traps). The UNet input is the noisy residual and the
+conditioning (:meth:`SMLMDiffusionPipeline.conditioning`), concatenated along channels, in
+overlapping tiles of its working grid (:mod:`.tiling`). Localization (peaks, association,
+refinement on the frame, sigmas) is :mod:`smlm_diffusers.localization`'s; the remote-code
+shims that ``save_pretrained`` writes are :mod:`.remote_code`'s.
 """
 
 from __future__ import annotations
@@ -17,27 +16,32 @@ import dataclasses
 import json
 import math
 import os
-from pathlib import Path
+import warnings
 
-import numpy as np
 import pandas as pd
 import torch
 from diffusers import DiffusionPipeline, UNet2DModel
-from torch.nn import functional as F
 
 from ..kde import KDEScaling
-from ..localization.photometry import PHOTOMETRY_COLUMNS, estimate_photometry, molecule_crlb
-from ..localization.refine import REFINE_COLUMNS, refine_frames
-from ..localization.uncertainty import MOLECULE_COLUMNS, aggregate_samples, sigma_model
+from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules, read_out, sample_molecules
+from ..localization.peaks import DEFAULT_REFINE, DEFAULT_THRESHOLD, DEFAULT_WINDOW, localize_kde
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
+from .remote_code import write_remote_code
+from .tiling import TileLayout
 
-# the two terms of the sigma model (nm): the corrected sample spread and the bound it is combined with
-SPREAD_COLUMNS = ["spread_x_nm", "spread_y_nm", "bound_x_nm", "bound_y_nm"]
+__all__ = ["SMLMDiffusionPipeline", "SPREAD_COLUMNS"]
+
+# the per-call camera floats replaced by ``camera=`` (Camera field each one sets)
+_CAMERA_KWARGS = {"camera_offset": "offset", "camera_gain": "gain", "read_noise": "read_noise",
+                  "pixel_size_nm": "pixel_size_nm"}
+# pipeline setting <- key of a kde_net config saved before the settings moved here, and default
+_PEAK_SETTINGS = {"threshold": ("threshold", DEFAULT_THRESHOLD), "peak_refine": ("refine", DEFAULT_REFINE),
+                  "peak_window": ("refine_window", DEFAULT_WINDOW)}
 
 
 class SMLMDiffusionPipeline(DiffusionPipeline):
@@ -46,7 +50,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     Parameters
     ----------
     kde_net : DeepSTORM
-        Frames (ADU) -> KDE estimate; also holds the camera model and localization settings.
+        Frames (ADU) -> KDE estimate; its config holds the camera the model was trained for.
     unet : UNet2DModel
         Denoiser of the residual. Its config says its layout (:mod:`smlm_diffusers.models.layout`):
         ``out_channels == 1`` runs at the KDE resolution (v1; ``in_channels`` 2 = noisy residual
@@ -59,7 +63,15 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         Molecules found in fewer than this fraction of samples are dropped.
     tile_size, tile_overlap : int
         Largest UNet tile and the margin each tile drops on inner edges, in pixels of the
-        UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (see :meth:`tile_layout`).
+        UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (:mod:`.tiling`).
+    sigma_scale, crlb_scale : float
+        The per-molecule sigma model, per axis, ``sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB``:
+        ``s`` the small-sample corrected spread of the molecule's positions across the samples
+        (column ``spread_x_nm``), sqrt(CRLB) the bound of the fit on the frame (column
+        ``bound_x_nm``; :mod:`smlm_diffusers.localization.molecules`). The spread alone does not
+        follow the photon count; the CRLB term does. ``(1, 0)`` reports the spread as it is.
+        ``train/calibrate_uncertainty.py`` fits both on simulated validation movies at
+        ``calibration_samples`` x ``calibration_steps`` and stores them here.
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     refine, refine_split : bool
@@ -70,33 +82,14 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     skip_empty_tiles : bool
         Do not sample tiles whose DeepSTORM estimate stays below a quarter of the detection
         threshold everywhere (their residual is set to zero).
-    sigma_scale, crlb_scale : float
-        The per-molecule sigma model, per axis:
-
-            sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB
-
-        ``s`` is the small-sample corrected spread of the molecule's positions across the
-        samples (:func:`~smlm_diffusers.localization.uncertainty.aggregate_samples`, column
-        ``spread_x_nm``), sqrt(CRLB) the column ``bound_x_nm``. With ``refine``, CRLB is the bound of the joint fit
-        on the frame (its neighbours and the background as nuisance parameters, widened where
-        the fit kept the seed; :func:`~smlm_diffusers.localization.refine.refine_frames`);
-        without, the bound of an isolated emitter at the photons and background fitted at the
-        molecule's position (:mod:`~smlm_diffusers.localization.photometry`). The spread alone
-        does not follow the photon count; the CRLB term does.
-        ``(1, 0)`` reports the spread as it is. ``train/calibrate_uncertainty.py`` fits both on
-        simulated validation movies at ``calibration_samples`` x ``calibration_steps`` and
-        stores them here.
+    threshold, peak_refine, peak_window : float, str, int, optional
+        KDE peak finding (:func:`~smlm_diffusers.localization.peaks.localize_kde`'s ``threshold``,
+        ``refine``, ``window``), tuned by ``train/tune_localization.py``. Where not given, the
+        values a kde_net config of a folder saved before they moved here carries
+        (``DeepSTORM.legacy_localization``), else ``localize_kde``'s defaults.
     """
 
     model_cpu_offload_seq = "kde_net->unet"
-    # (module file, class) of each component; ``save_pretrained`` writes a small module of that
-    # name into the folder so that ``DiffusionPipeline.from_pretrained(..., trust_remote_code=True)``
-    # finds the classes of the installed package (no copy of their code).
-    _shim_modules = {
-        "_class_name": ("pipeline_smlm", "smlm_diffusers.pipelines.pipeline_smlm", "SMLMDiffusionPipeline"),
-        "kde_net": ("deepstorm", "smlm_diffusers.models.deepstorm", "DeepSTORM"),
-        "scheduler": ("scheduling_gamma_ddpm", "smlm_diffusers.schedulers.scheduling_gamma_ddpm", "GammaDDPMScheduler"),
-    }
 
     def __init__(
         self,
@@ -115,32 +108,33 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         refine: bool = False,
         refine_split: bool = False,
         skip_empty_tiles: bool = True,
+        threshold: float | None = None,
+        peak_refine: str | None = None,
+        peak_window: int | None = None,
     ):
         super().__init__()
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
             raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
         if not (math.isfinite(crlb_scale) and crlb_scale >= 0):
             raise ValueError(f"crlb_scale must be a number >= 0, got {crlb_scale}")
+        legacy = getattr(kde_net, "legacy_localization", {})
+        given = {"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window}
+        peaks = {name: type(default)(legacy.get(old, default) if given[name] is None else given[name])
+                 for name, (old, default) in _PEAK_SETTINGS.items()}
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
                                 crlb_scale=float(crlb_scale),
                                 calibration_samples=calibration_samples, calibration_steps=calibration_steps,
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
-                                refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles))
+                                refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles), **peaks)
 
     # -- saving and loading -----------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
-        """Save components (safetensors) plus the shim modules of the remote-code loading path."""
-        super().save_pretrained(save_directory, **kwargs)
-        folder = Path(save_directory)
-        index_path = folder / "model_index.json"
-        index = json.loads(index_path.read_text())
-        for key, (module_file, module, cls) in self._shim_modules.items():
-            target = folder if key == "_class_name" else folder / key
-            (target / f"{module_file}.py").write_text(_SHIM.format(module=module, cls=cls, base=_BASES[key]))
-            index[key] = [module_file, cls]
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Write ``model_index.json`` plus the shim modules of the remote-code loading path
+        (:mod:`.remote_code`); ``save_pretrained`` ends here after saving the components."""
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+        write_remote_code(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> SMLMDiffusionPipeline:
@@ -166,13 +160,20 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     def kde_scaling(self) -> KDEScaling:
         return KDEScaling(self.kde_net.config.kde_sigma)
 
-    def _camera(self, camera_offset, camera_gain, read_noise, pixel_size_nm) -> Camera:
-        """The model's camera with the per-call overrides that are given."""
-        given = dict(pixel_size_nm=pixel_size_nm, offset=camera_offset, gain=camera_gain, read_noise=read_noise)
-        return dataclasses.replace(self.kde_net.camera, **{k: v for k, v in given.items() if v is not None})
+    @property
+    def camera(self) -> Camera:
+        """The camera of the model's config (``kde_net``): what a call assumes unless given ``camera=``."""
+        return self.kde_net.camera
 
-    def _localize(self, kde, camera: Camera, threshold: float) -> pd.DataFrame:
-        return self.kde_net.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
+    def localize_density(self, kde, pixel_size_nm: float | None = None, threshold: float | None = None,
+                         frame_offset: int = 0) -> pd.DataFrame:
+        """Localizations (DataFrame in nm) of a KDE in density units with the pipeline's peak
+        settings (``localize_kde``); ``pixel_size_nm`` and ``threshold`` default to the configs'."""
+        net, c = self.kde_net.config, self.config
+        return localize_kde(kde, pixel_size_nm=net.pixel_size_nm if pixel_size_nm is None else pixel_size_nm,
+                            upsampling=net.upsampling, threshold=c.threshold if threshold is None else threshold,
+                            refine=c.peak_refine, window=c.peak_window, kernel_sigma=net.kde_sigma,
+                            frame_offset=frame_offset)
 
     def conditioning(self, y_hat: torch.Tensor, frames: torch.Tensor, camera: Camera) -> torch.Tensor:
         """UNet conditioning channels in its working layout: the KDE estimate (+ the frame),
@@ -183,27 +184,27 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                                 read_noise=camera.read_noise)
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
-    def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
-        """How a working grid of ``h x w`` pixels (KDE or camera pixels, class docstring) is cut for the UNet.
-
-        Per axis, the fewest tiles of at most ``tile_size`` pixels whose centres
-        (``tile_size - 2 * tile_overlap``) cover the axis, all equal and just large enough
-        (a multiple of the UNet's downsampling factor): a 256-pixel axis gets two tiles of
-        160 with overlap 16, not three of 128. Returns the tile shape, the top-left corners
-        on the padded grid, and the padded grid's shape.
-        """
-        o, limit = self.config.tile_overlap, self.config.tile_size
+    def tile_plan(self, h: int, w: int) -> TileLayout:
+        """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`)."""
         mult = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return TileLayout.plan(h, w, self.config.tile_size, self.config.tile_overlap, mult)
 
-        def axis(n: int) -> tuple[int, int]:
-            count = max(1, math.ceil(n / (limit - 2 * o)))
-            size = int(math.ceil((math.ceil(n / count) + 2 * o) / mult) * mult)
-            return size, count
+    def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
+        """The tile shape, the top-left corners on the padded grid, and the padded grid's shape."""
+        plan = self.tile_plan(h, w)
+        return plan.tile, plan.corners, plan.padded
 
-        (th, ny), (tw, nx) = axis(h), axis(w)
-        sy, sx = th - 2 * o, tw - 2 * o
-        corners = [(i * sy, j * sx) for i in range(ny) for j in range(nx)]
-        return (th, tw), corners, (ny * sy + 2 * o, nx * sx + 2 * o)
+    def _call_camera(self, camera: Camera | None, floats: dict) -> Camera:
+        """``camera=``, or the model's camera with the deprecated per-call floats applied."""
+        given = {_CAMERA_KWARGS[k]: v for k, v in floats.items() if v is not None}
+        if not given:
+            return self.camera if camera is None else camera
+        if camera is not None:
+            raise ValueError(f"give camera= or the deprecated {sorted(floats)} floats, not both")
+        warnings.warn(f"{', '.join(k for k in floats if floats[k] is not None)}: passing camera floats to the "
+                      "pipeline is deprecated and will be removed in the next release; pass "
+                      "camera=smlm_diffusers.Camera(...) instead", FutureWarning, stacklevel=4)
+        return dataclasses.replace(self.camera, **given)
 
     # -- main entry ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,10 +217,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         batch_size: int = 64,
         output_type: str = "np",
         return_dict: bool = True,
-        camera_offset: float | None = None,
-        camera_gain: float | None = None,
-        read_noise: float | None = None,
-        pixel_size_nm: float | None = None,
+        camera: Camera | None = None,
         threshold: float | None = None,
         sampler: str | None = None,
         schedule: str | None = None,
@@ -227,6 +225,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         mixed_precision: str = "auto",
         refine: bool | None = None,
         split: bool | None = None,
+        camera_offset: float | None = None,
+        camera_gain: float | None = None,
+        read_noise: float | None = None,
+        pixel_size_nm: float | None = None,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -244,10 +246,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             Tiles (x samples) per UNet forward pass.
         output_type : {"np", "pt"}
             Arrays as numpy (default) or torch tensors.
-        camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
-            Override the camera of the model's config.
+        camera : Camera, optional
+            The camera of these frames (pixel size, offset, gain, read noise); default the
+            model's (:attr:`camera`).
         threshold : float, optional
-            KDE peak threshold for localization (default: the model's tuned value).
+            KDE peak threshold for localization (default: the pipeline's tuned ``threshold``).
         sampler : {"ancestral", "ddim"}, optional
         schedule : str, optional
             Inference noise schedule ("logsnr", "cosine", "linear", "searched").
@@ -259,47 +262,51 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             in float32, or (``"auto"``) bf16 only where the device runs it natively.
         refine, split : bool, optional
             Override the pipeline's ``refine`` / ``refine_split`` (class docstring).
+        camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
+            Deprecated (``FutureWarning``): pass ``camera=`` instead.
         """
         bf16 = use_bf16(mixed_precision, self._execution_device)
         if num_inference_steps is None:
-            num_inference_steps = self.config.get("default_inference_steps", 20)
+            num_inference_steps = self.config.default_inference_steps
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        camera = self._camera(camera_offset, camera_gain, read_noise, pixel_size_nm)
-        threshold = self.kde_net.config.threshold if threshold is None else threshold
+        camera = self._call_camera(camera, {"camera_offset": camera_offset, "camera_gain": camera_gain,
+                                            "read_noise": read_noise, "pixel_size_nm": pixel_size_nm})
+        threshold = self.config.threshold if threshold is None else threshold
         min_probability = self.config.min_probability if min_probability is None else min_probability
-        refine = self.config.get("refine", False) if refine is None else refine
-        split = self.config.get("refine_split", False) if split is None else split
+        refine = self.config.refine if refine is None else refine
+        split = self.config.refine_split if split is None else split
         frames = check_frames(frames)
         device = self._execution_device
         scaling = self.kde_scaling
+        psf_sigma_px = self.kde_net.config.psf_sigma_px
+
+        def localize(kde):
+            return self.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
 
         y_hat = self.kde_net.predict(frames, batch_size=batch_size, camera=camera,
                                      mixed_precision=mixed_precision).to(device)  # [F,1,uH,uW]
         deepstorm_kde = scaling.from_unit(y_hat[:, 0])
         if num_samples == 0:
-            locs = self._localize(deepstorm_kde, camera, threshold)
-            locs = locs.assign(sigma_x_nm=np.nan, sigma_y_nm=np.nan, probability=1.0, n_samples=0)
-            columns = MOLECULE_COLUMNS
-            if refine:  # the sigma is the bound of the joint fit
-                locs = refine_frames(frames.cpu().numpy(), locs[MOLECULE_COLUMNS], camera,
-                                     self.kde_net.config.psf_sigma_px, split=split, write_sigma=True)
-                columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + REFINE_COLUMNS
-            out = (locs[columns].reset_index(drop=True), deepstorm_kde, None, None, deepstorm_kde)
+            locs = deepstorm_molecules(localize(deepstorm_kde), frames.cpu().numpy(), camera, psf_sigma_px,
+                                       refine, split)
+            out = (locs, deepstorm_kde, None, None, deepstorm_kde)
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
             # tiles whose estimate stays below a quarter of the detection threshold are not sampled
             empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
-                if self.config.get("skip_empty_tiles", True) else -math.inf
+                if self.config.skip_empty_tiles else -math.inf
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
                                                   sampler, schedule, empty_level)  # [F, K, uH, uW]
             samples = scaling.from_unit(y_hat + residuals)
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-            locs = self.molecules(samples, kde_mean, frames, camera, threshold, min_probability, refine, split)
+            molecules = sample_molecules(samples, kde_mean, localize, self.config.link_radius_nm, min_probability)
+            locs = read_out(molecules, frames.cpu().numpy(), camera, psf_sigma_px, self.config.sigma_scale,
+                            self.config.crlb_scale, refine, split)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
@@ -318,28 +325,25 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         """
         cfg = self.unet.config
         n_frames, _, h, w = cond.shape
-        (th, tw), corners, (ph, pw) = self.tile_layout(h, w)
-        o = self.config.tile_overlap
+        plan = self.tile_plan(h, w)
         # outside the field the KDE is empty: pad the conditioning with the background level
         pad_value = layout.condition_pad_values(cfg)
-        padded = torch.cat([F.pad(cond[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
-                            for c, v in enumerate(pad_value)], dim=1)
+        padded = plan.pad(cond, pad_value)
         n_kde = len(pad_value) - int(layout.uses_frame(cfg))
-        occupied = {(f, c) for f in range(n_frames) for c in corners
-                    if padded[f, :n_kde, c[0]:c[0] + th, c[1]:c[1] + tw].max() > empty_level}
-        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in corners
+        occupied = {(f, c) for f in range(n_frames) for c in plan.corners
+                    if plan.window(padded[f, :n_kde], c).max() > empty_level}
+        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in plan.corners
                  if (f, c) in occupied]
-        out = torch.zeros(n_frames, num_samples, cfg.out_channels, ph - 2 * o, pw - 2 * o, device=cond.device)
+        out = torch.zeros(n_frames, num_samples, cfg.out_channels, *plan.core_grid, device=cond.device)
         self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
         n_batches = math.ceil(len(items) / batch_size)
-        sy, sx = th - 2 * o, tw - 2 * o
         with self.progress_bar(total=n_batches * len(self.scheduler.timesteps)) as bar:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
-                c_in = torch.stack([padded[f, :, i:i + th, j:j + tw] for f, _, (i, j) in chunk])
-                r = self.denoise(c_in, generator, sampler, bar)
-                for (f, k, (i, j)), tile in zip(chunk, r):
-                    out[f, k, :, i:i + sy, j:j + sx] = tile[:, o:o + sy, o:o + sx]
+                r = self.denoise(torch.stack([plan.window(padded[f], c) for f, _, c in chunk]), generator, sampler,
+                                 bar)
+                for (f, k, c), tile in zip(chunk, r):
+                    plan.place(out[f, k], tile, c)
         kde = layout.to_kde(out[..., :h, :w].flatten(0, 1), cfg)  # [F * K, 1, uH, uW]
         return kde.reshape(n_frames, num_samples, *kde.shape[-2:])
 
@@ -358,64 +362,3 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             if bar is not None:
                 bar.update()
         return r.float()
-
-    def molecules(self, samples: torch.Tensor, kde_mean: torch.Tensor, frames: torch.Tensor, camera: Camera,
-                  threshold: float, min_probability: float, refine: bool = False, split: bool = False) -> pd.DataFrame:
-        """Localize every sample and the mean; aggregate per frame into molecules; fit them on the
-        frames (ADU): jointly by maximum likelihood with ``refine``, else their photons and
-        background at fixed positions; form the sigmas (class docstring)."""
-        n_frames, k = samples.shape[:2]
-        per_sample = self._localize(samples.reshape(n_frames * k, *samples.shape[2:]), camera, threshold)
-        per_sample["sample"] = per_sample["frame"] % k
-        per_sample["frame"] = per_sample["frame"] // k
-        reference = self._localize(kde_mean, camera, threshold)
-        by_frame = dict(tuple(per_sample.groupby("frame")))
-        ref_by_frame = dict(tuple(reference.groupby("frame")))
-        empty = per_sample.iloc[:0]
-        tables = []
-        for f in range(n_frames):
-            det = by_frame.get(f, empty)
-            dets = [d for _, d in det.groupby("sample")] + [empty] * (k - det["sample"].nunique())
-            mol = aggregate_samples(dets, ref_by_frame.get(f, reference.iloc[:0]), self.config.link_radius_nm,
-                                    min_probability)
-            if len(mol):
-                tables.append(mol.assign(frame=f))
-        columns = MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + SPREAD_COLUMNS + (REFINE_COLUMNS if refine else [])
-        if not tables:
-            return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("frame", "n_samples") else np.float64)
-                                 for c in columns})
-        out = pd.concat(tables, ignore_index=True)[MOLECULE_COLUMNS]
-        out["spread_x_nm"], out["spread_y_nm"] = out["sigma_x_nm"], out["sigma_y_nm"]
-        sigma_px = self.kde_net.config.psf_sigma_px
-        frames_np = frames.cpu().numpy()
-        if refine:
-            out = refine_frames(frames_np, out, camera, sigma_px, split=split, write_sigma=True)
-            out["bound_x_nm"], out["bound_y_nm"] = out["sigma_x_nm"], out["sigma_y_nm"]
-        else:
-            out = out.join(estimate_photometry(frames_np, out, camera, sigma_px))
-            crlb_x, crlb_y = molecule_crlb(out, sigma_px, camera)
-            out["bound_x_nm"], out["bound_y_nm"] = np.sqrt(crlb_x), np.sqrt(crlb_y)
-        for axis in "xy":
-            out[f"sigma_{axis}_nm"] = sigma_model(out[f"spread_{axis}_nm"], out[f"bound_{axis}_nm"],
-                                                  self.config.sigma_scale, self.config.crlb_scale)
-        return out[columns]
-
-
-_BASES = {"_class_name": "DiffusionPipeline", "kde_net": "ModelMixin", "scheduler": "SchedulerMixin"}
-
-_SHIM = '''"""Written by smlm_diffusers' save_pretrained: the class comes from the installed package.
-
-It lets `diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` load
-this folder; the code itself is not copied here.
-"""
-
-from diffusers import {base}  # noqa: F401  (diffusers resolves the component's base class here)
-
-try:
-    from {module} import {cls}  # noqa: F401
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "This pipeline needs the smlm-diffusers package: `pip install smlm-diffusers` "
-        "(or `pip install -e .` in a clone of its repository)."
-    ) from err
-'''

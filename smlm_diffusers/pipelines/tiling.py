@@ -1,0 +1,70 @@
+"""Tiles of the UNet's working grid (KDE pixels for a v1 UNet, camera pixels for v2).
+
+Frames of any size are sampled in overlapping tiles; each tile keeps only its centre (the
+``overlap`` pixels of every edge are dropped), so an emitter on a tile border sees the same
+context as one in the middle of a tile. Outside the field the grid is padded with the
+conditioning's background level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How a working grid of ``shape`` pixels is cut: equal tiles of ``tile`` pixels at
+    ``corners`` (top-left, on the padded grid of ``padded`` pixels), each keeping its centre."""
+
+    shape: tuple[int, int]
+    tile: tuple[int, int]
+    corners: list[tuple[int, int]]
+    padded: tuple[int, int]
+    overlap: int
+
+    @classmethod
+    def plan(cls, h: int, w: int, tile_size: int, overlap: int, multiple: int) -> TileLayout:
+        """Per axis, the fewest tiles of at most ``tile_size`` pixels whose centres
+        (``tile_size - 2 * overlap``) cover the axis, all equal and just large enough (a
+        multiple of ``multiple``, the UNet's downsampling factor): a 256-pixel axis gets two
+        tiles of 160 with overlap 16, not three of 128."""
+
+        def axis(n: int) -> tuple[int, int]:
+            count = max(1, math.ceil(n / (tile_size - 2 * overlap)))
+            size = int(math.ceil((math.ceil(n / count) + 2 * overlap) / multiple) * multiple)
+            return size, count
+
+        (th, ny), (tw, nx) = axis(h), axis(w)
+        sy, sx = th - 2 * overlap, tw - 2 * overlap
+        corners = [(i * sy, j * sx) for i in range(ny) for j in range(nx)]
+        return cls((h, w), (th, tw), corners, (ny * sy + 2 * overlap, nx * sx + 2 * overlap), overlap)
+
+    @property
+    def core(self) -> tuple[int, int]:
+        """Side of the centre each tile keeps."""
+        return self.tile[0] - 2 * self.overlap, self.tile[1] - 2 * self.overlap
+
+    @property
+    def core_grid(self) -> tuple[int, int]:
+        """The padded grid without its margin: where the tile centres are placed."""
+        return self.padded[0] - 2 * self.overlap, self.padded[1] - 2 * self.overlap
+
+    def pad(self, x: torch.Tensor, values) -> torch.Tensor:
+        """``x`` [F, C, h, w] on the padded grid, channel ``c`` filled with ``values[c]``."""
+        (h, w), (ph, pw), o = self.shape, self.padded, self.overlap
+        return torch.cat([F.pad(x[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
+                          for c, v in enumerate(values)], dim=1)
+
+    def window(self, padded: torch.Tensor, corner: tuple[int, int]) -> torch.Tensor:
+        """The tile at ``corner`` of a padded grid [..., ph, pw]."""
+        i, j = corner
+        return padded[..., i:i + self.tile[0], j:j + self.tile[1]]
+
+    def place(self, out: torch.Tensor, tile: torch.Tensor, corner: tuple[int, int]) -> None:
+        """Write a tile's centre into ``out`` [..., ph - 2 o, pw - 2 o] (the grid without the margin)."""
+        (i, j), (sy, sx), o = corner, self.core, self.overlap
+        out[..., i:i + sy, j:j + sx] = tile[..., o:o + sy, o:o + sx]
