@@ -1,4 +1,5 @@
-"""Peak finding, sub-pixel refinement, refinement on the frames, matching to ground truth and the benchmark metrics."""
+"""Peak finding, sub-pixel refinement, refinement on the frames, the pipeline's readout of
+molecules from KDE samples (:mod:`.molecules`), matching to ground truth and the benchmark metrics."""
 
 from .matching import match
 from .metrics import evaluate

@@ -1,4 +1,5 @@
-"""The SMLM diffusion pipeline (a diffusers DiffusionPipeline)."""
+"""The SMLM diffusion pipeline (a diffusers DiffusionPipeline), its output, its tiles
+(:mod:`.tiling`) and the remote-code shims its folders carry (:mod:`.remote_code`)."""
 
 from .pipeline_output import SMLMPipelineOutput
 from .pipeline_smlm import SMLMDiffusionPipeline
