@@ -12,11 +12,9 @@ shims that ``save_pretrained`` writes are :mod:`.remote_code`'s.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import warnings
 
 import pandas as pd
 import torch
@@ -24,7 +22,7 @@ from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules, read_out, sample_molecules
-from ..localization.peaks import DEFAULT_REFINE, DEFAULT_THRESHOLD, DEFAULT_WINDOW, localize_kde
+from ..localization.peaks import localize_kde
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
@@ -32,16 +30,10 @@ from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
 from .remote_code import write_remote_code
+from .settings import call_camera, peak_settings
 from .tiling import TileLayout
 
 __all__ = ["SMLMDiffusionPipeline", "SPREAD_COLUMNS"]
-
-# the per-call camera floats replaced by ``camera=`` (Camera field each one sets)
-_CAMERA_KWARGS = {"camera_offset": "offset", "camera_gain": "gain", "read_noise": "read_noise",
-                  "pixel_size_nm": "pixel_size_nm"}
-# pipeline setting <- key of a kde_net config saved before the settings moved here, and default
-_PEAK_SETTINGS = {"threshold": ("threshold", DEFAULT_THRESHOLD), "peak_refine": ("refine", DEFAULT_REFINE),
-                  "peak_window": ("refine_window", DEFAULT_WINDOW)}
 
 
 class SMLMDiffusionPipeline(DiffusionPipeline):
@@ -52,10 +44,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     kde_net : DeepSTORM
         Frames (ADU) -> KDE estimate; its config holds the camera the model was trained for.
     unet : UNet2DModel
-        Denoiser of the residual. Its config says its layout (:mod:`smlm_diffusers.models.layout`):
-        ``out_channels == 1`` runs at the KDE resolution (v1; ``in_channels`` 2 = noisy residual
-        + KDE estimate, 3 = + frame); ``out_channels == 16`` runs at camera resolution on the
-        pixel-unshuffled KDE (v2; ``in_channels`` 32 or 33).
+        Denoiser of the residual; its channels say its layout (:mod:`smlm_diffusers.models.layout`):
+        the KDE grid (v1, ``out_channels == 1``) or camera pixels on the pixel-unshuffled KDE (v2, 16).
     scheduler : GammaDDPMScheduler
     link_radius_nm : float
         Association radius of detections across samples (per-molecule statistics).
@@ -65,13 +55,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         Largest UNet tile and the margin each tile drops on inner edges, in pixels of the
         UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (:mod:`.tiling`).
     sigma_scale, crlb_scale : float
-        The per-molecule sigma model, per axis, ``sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB``:
-        ``s`` the small-sample corrected spread of the molecule's positions across the samples
-        (column ``spread_x_nm``), sqrt(CRLB) the bound of the fit on the frame (column
-        ``bound_x_nm``; :mod:`smlm_diffusers.localization.molecules`). The spread alone does not
-        follow the photon count; the CRLB term does. ``(1, 0)`` reports the spread as it is.
-        ``train/calibrate_uncertainty.py`` fits both on simulated validation movies at
-        ``calibration_samples`` x ``calibration_steps`` and stores them here.
+        The per-molecule sigma model, per axis, ``sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB``
+        (``s`` the corrected sample spread, column ``spread_x_nm``; sqrt(CRLB) the bound of the fit
+        on the frame, ``bound_x_nm``; :mod:`smlm_diffusers.localization.molecules`). ``(1, 0)``
+        reports the spread as it is; ``train/calibrate_uncertainty.py`` fits both at
+        ``calibration_samples`` x ``calibration_steps``.
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     refine, refine_split : bool
@@ -117,10 +105,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
         if not (math.isfinite(crlb_scale) and crlb_scale >= 0):
             raise ValueError(f"crlb_scale must be a number >= 0, got {crlb_scale}")
-        legacy = getattr(kde_net, "legacy_localization", {})
-        given = {"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window}
-        peaks = {name: type(default)(legacy.get(old, default) if given[name] is None else given[name])
-                 for name, (old, default) in _PEAK_SETTINGS.items()}
+        peaks = peak_settings({"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window},
+                              getattr(kde_net, "legacy_localization", {}))
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
@@ -194,18 +180,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         plan = self.tile_plan(h, w)
         return plan.tile, plan.corners, plan.padded
 
-    def _call_camera(self, camera: Camera | None, floats: dict) -> Camera:
-        """``camera=``, or the model's camera with the deprecated per-call floats applied."""
-        given = {_CAMERA_KWARGS[k]: v for k, v in floats.items() if v is not None}
-        if not given:
-            return self.camera if camera is None else camera
-        if camera is not None:
-            raise ValueError(f"give camera= or the deprecated {sorted(floats)} floats, not both")
-        warnings.warn(f"{', '.join(k for k in floats if floats[k] is not None)}: passing camera floats to the "
-                      "pipeline is deprecated and will be removed in the next release; pass "
-                      "camera=smlm_diffusers.Camera(...) instead", FutureWarning, stacklevel=4)
-        return dataclasses.replace(self.camera, **given)
-
     # -- main entry ---------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -257,9 +231,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         min_probability : float, optional
             Drop molecules detected in fewer than this fraction of samples.
         mixed_precision : {"auto", "bf16", "no"}
-            Run DeepSTORM and the UNet under bfloat16 autocast (2-4x faster on CPUs with
-            AVX512-BF16, slower without; the scheduler arithmetic and the outputs stay float32),
-            in float32, or (``"auto"``) bf16 only where the device runs it natively.
+            DeepSTORM and the UNet under bfloat16 autocast, in float32, or bf16 only where the
+            device runs it natively (:mod:`smlm_diffusers.models.precision`); outputs stay float32.
         refine, split : bool, optional
             Override the pipeline's ``refine`` / ``refine_split`` (class docstring).
         camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
@@ -272,8 +245,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        camera = self._call_camera(camera, {"camera_offset": camera_offset, "camera_gain": camera_gain,
-                                            "read_noise": read_noise, "pixel_size_nm": pixel_size_nm})
+        camera = call_camera(self.camera, camera, {"camera_offset": camera_offset, "camera_gain": camera_gain,
+                                                   "read_noise": read_noise, "pixel_size_nm": pixel_size_nm})
         threshold = self.config.threshold if threshold is None else threshold
         min_probability = self.config.min_probability if min_probability is None else min_probability
         refine = self.config.refine if refine is None else refine
@@ -329,21 +302,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         # outside the field the KDE is empty: pad the conditioning with the background level
         pad_value = layout.condition_pad_values(cfg)
         padded = plan.pad(cond, pad_value)
-        n_kde = len(pad_value) - int(layout.uses_frame(cfg))
-        occupied = {(f, c) for f in range(n_frames) for c in plan.corners
-                    if plan.window(padded[f, :n_kde], c).max() > empty_level}
-        items = [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in plan.corners
-                 if (f, c) in occupied]
-        out = torch.zeros(n_frames, num_samples, cfg.out_channels, *plan.core_grid, device=cond.device)
+        items = plan.jobs(padded[:, :len(pad_value) - int(layout.uses_frame(cfg))], num_samples, empty_level)
         self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
-        n_batches = math.ceil(len(items) / batch_size)
-        with self.progress_bar(total=n_batches * len(self.scheduler.timesteps)) as bar:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                r = self.denoise(torch.stack([plan.window(padded[f], c) for f, _, c in chunk]), generator, sampler,
-                                 bar)
-                for (f, k, c), tile in zip(chunk, r):
-                    plan.place(out[f, k], tile, c)
+        with self.progress_bar(total=math.ceil(len(items) / batch_size) * len(self.scheduler.timesteps)) as bar:
+            out = plan.run(padded, items, (n_frames, num_samples, cfg.out_channels), batch_size,
+                           lambda tiles: self.denoise(tiles, generator, sampler, bar))
         kde = layout.to_kde(out[..., :h, :w].flatten(0, 1), cfg)  # [F * K, 1, uH, uW]
         return kde.reshape(n_frames, num_samples, *kde.shape[-2:])
 

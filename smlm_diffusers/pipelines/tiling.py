@@ -9,6 +9,7 @@ conditioning's background level.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,27 @@ class TileLayout:
         (h, w), (ph, pw), o = self.shape, self.padded, self.overlap
         return torch.cat([F.pad(x[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
                           for c, v in enumerate(values)], dim=1)
+
+    def jobs(self, padded_kde: torch.Tensor, num_samples: int, empty_level: float) -> list:
+        """``(frame, sample, corner)`` of every tile to sample, frame by frame, sample by sample:
+        the tiles whose KDE channels ``padded_kde`` [F, C, ph, pw] rise above ``empty_level``
+        somewhere (margin included); the others keep a zero residual."""
+        n_frames = padded_kde.shape[0]
+        occupied = {(f, c) for f in range(n_frames) for c in self.corners
+                    if self.window(padded_kde[f], c).max() > empty_level}
+        return [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in self.corners
+                if (f, c) in occupied]
+
+    def run(self, padded: torch.Tensor, jobs: list, shape: tuple[int, int, int], batch_size: int,
+            fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Apply ``fn`` (tiles [B, C, th, tw] -> [B, c, th, tw]) to the ``jobs`` in batches and
+        stitch the centres: [F, K, c, *core_grid] for ``shape = (F, K, c)``, zero where no job ran."""
+        out = torch.zeros(*shape, *self.core_grid, device=padded.device)
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            for (f, k, c), tile in zip(chunk, fn(torch.stack([self.window(padded[f], c) for f, _, c in chunk]))):
+                self.place(out[f, k], tile, c)
+        return out
 
     def window(self, padded: torch.Tensor, corner: tuple[int, int]) -> torch.Tensor:
         """The tile at ``corner`` of a padded grid [..., ph, pw]."""
