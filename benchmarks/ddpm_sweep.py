@@ -7,8 +7,10 @@
 For every (steps, samples, schedule) it samples the same simulated 64x64 frames (density 2
 per square micrometre, 2000 photons, background 20; seeds 5000+, not the main benchmark's)
 and reports Jaccard, RMSE and efficiency of the molecules, their 1-sigma coverage and std of
-z, and seconds per frame (wall time of the pipeline call / frames). DeepSTORM alone is the
-first row. Writes ``ddpm_sweep.csv`` (``--csv``); with several models (comma separated) each
+z with the folder's calibrated sigma and with the raw sample spread (``coverage_raw``,
+``z_std_raw``: sigma = the small-sample corrected spread of the positions across the samples),
+and seconds per frame (wall time of the pipeline call / frames). DeepSTORM alone (with the
+folder's frame refinement, if on) is the first row. Writes ``ddpm_sweep.csv`` (``--csv``); with several models (comma separated) each
 gets its rows, marked in a ``model`` column, all on the same frames.
 """
 
@@ -16,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +35,7 @@ RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0}  # the sigma model off: the
 
 
 def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("logsnr",), n_frames: int = 2,
-          density: float = 2.0, seed: int = 5000, mixed_precision: str = "bf16", raw_sigmas: bool = False
+          density: float = 2.0, seed: int = 5000, mixed_precision: str = "auto", raw_sigmas: bool = False
           ) -> pd.DataFrame:
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **(RAW_SIGMAS if raw_sigmas else {}))
     pipe.set_progress_bar_config(disable=True)
@@ -56,7 +61,11 @@ def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("lo
 
 def _metrics(gt, locs) -> dict:
     m = sd.evaluate(gt, locs)
-    return {k: m.get(k, float("nan")) for k in ("jaccard", "rmse_nm", "efficiency", "coverage_1sigma", "z_std")}
+    row = {k: m.get(k, float("nan")) for k in ("jaccard", "rmse_nm", "efficiency", "coverage_1sigma", "z_std")}
+    if {"spread_x_nm", "spread_y_nm"} <= set(locs.columns):  # DDPM rows: the raw sample spread as sigma
+        raw = sd.evaluate(gt, locs.assign(sigma_x_nm=locs["spread_x_nm"], sigma_y_nm=locs["spread_y_nm"]))
+        row |= {"coverage_raw": raw.get("coverage_1sigma", float("nan")), "z_std_raw": raw.get("z_std", float("nan"))}
+    return row
 
 
 def main(argv=None):
@@ -67,12 +76,16 @@ def main(argv=None):
     p.add_argument("--schedules", default="logsnr")
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--density", type=float, default=2.0)
-    p.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "no"],
+                   help="auto: bf16 where the hardware runs it natively, else float32")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--csv", default="ddpm_sweep.csv", help="file name of the table in --out")
     p.add_argument("--raw-sigmas", action="store_true",
                    help="ignore the folders' sigma model (compare the sample spread itself)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     tables = []
@@ -84,6 +97,11 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / args.csv, index=False)
+    # the command and settings beside the table: the report quotes them, nothing is retyped
+    argv = sys.argv[1:] if argv is None else list(argv)
+    meta = {"command": " ".join(["python -m benchmarks.ddpm_sweep", *map(shlex.quote, argv)]),
+            "frames": args.frames, "density": args.density, "threads": torch.get_num_threads()}
+    (out / args.csv).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / args.csv}")
 

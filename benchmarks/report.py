@@ -26,7 +26,14 @@ PUBLIC_START, PUBLIC_END = "<!-- public:start -->", "<!-- public:end -->"
 SWEEP_COLUMNS = [("method", "method", "s"), ("steps", "steps", "g"), ("samples", "samples", "g"),
                  ("jaccard", "Jaccard", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
                  ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("z_std", "std z", ".2f"),
+                 ("coverage_raw", "coverage, raw spread", ".3f"), ("z_std_raw", "std z, raw spread", ".2f"),
                  ("s_per_frame", "s per 64x64 frame", ".2f")]
+
+
+def _sidecar(csv: Path) -> dict | None:
+    """The command and settings a benchmark wrote beside ``csv`` (``<name>.json``), if any."""
+    meta = csv.with_suffix(".json")
+    return json.loads(meta.read_text()) if meta.is_file() else None
 
 
 def results_markdown(folder: Path) -> str:
@@ -37,18 +44,19 @@ def results_markdown(folder: Path) -> str:
             parts += [f"**{t['title']}**" + (f" ({t['settings']})" if t["settings"] else ""), "", t["table"], ""]
     sweep = folder / "ddpm_sweep.csv"
     if sweep.is_file():
-        parts += ["**DDPM: steps x samples against time** (`python -m benchmarks.ddpm_sweep --steps 5,10,20,50,100 "
-                  "--samples 4,8 --frames 1 --raw-sigmas`, one thread; the same 64x64 frame for every row: density 2 "
-                  "per square micrometre, 2000 photons, background 20; coverage of the uncalibrated sigmas: "
-                  "the sample spread alone)", "",
+        meta = _sidecar(sweep)
+        how = (f"`{meta['command']}`, {meta['threads']} thread(s); the same {meta['frames']} simulated 64x64 frame(s) "
+               f"for every row: density {meta['density']:g} per square micrometre, 2000 photons, background 20"
+               if meta else "`python -m benchmarks.ddpm_sweep`")
+        parts += [f"**DDPM: steps x samples against time** ({how}; coverage with the folder's calibrated sigma "
+                  "and with the raw sample spread)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
     channels = folder / "channels.csv"
     if channels.is_file():
+        meta = _sidecar(channels)
+        how = f"`{meta['command']}`" if meta else "`python -m benchmarks.ddpm_sweep --csv channels.csv`"
         parts += ["**DDPM: the frame as a third conditioning channel against the paper's two** "
-                  "(`python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch "
-                  "--steps 20 --samples 8 --frames 2 --raw-sigmas --csv channels.csv`; same training config "
-                  "and seed, the same two simulated frames for both (seed 5000, density 2); "
-                  "uncalibrated sigmas: the sample spread alone)", "",
+                  f"({how}; same training config and seed, the same simulated frames for both)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
     sim = folder / "simulator.json"

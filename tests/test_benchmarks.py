@@ -251,3 +251,23 @@ def test_labelled_methods_run_one_localizer_twice_with_their_own_options():
     by = res.set_index("method")["rmse_nm"]
     assert by["exact"] == pytest.approx(0.0, abs=1e-9)
     assert by["shifted"] == pytest.approx(3.0, rel=1e-6)  # lateral RMSE: sqrt(mean(dx^2 + dy^2))
+
+
+def test_ddpm_sweep_writes_raw_and_calibrated_coverage_and_its_command(tmp_path):
+    """The sweep's table has the DeepSTORM row, one row per (steps, samples), the raw-spread
+    coverage beside the calibrated one for DDPM rows, and a sidecar with the command for the report."""
+    from tiny_models import tiny_pipeline
+
+    from benchmarks import ddpm_sweep, report
+
+    model = tmp_path / "tiny"
+    tiny_pipeline(in_channels=3, threshold=1e3, layout="camera").save_pretrained(model)  # no molecules: quick
+    ddpm_sweep.main(["--model", str(model), "--steps", "1,2", "--samples", "2", "--frames", "1",
+                     "--out", str(tmp_path), "--mixed-precision", "no"])
+    table = pd.read_csv(tmp_path / "ddpm_sweep.csv")
+    assert list(table["steps"]) == [0, 1, 2] and list(table["method"]) == ["DeepSTORM", "DDPM", "DDPM"]
+    assert {"coverage_raw", "z_std_raw"} <= set(table.columns)
+    meta = json.loads((tmp_path / "ddpm_sweep.json").read_text())
+    assert meta["command"].startswith("python -m benchmarks.ddpm_sweep --model") and meta["frames"] == 1
+    md = report.results_markdown(tmp_path)
+    assert "--steps 1,2" in md and "coverage, raw spread" in md
