@@ -221,6 +221,7 @@ def bad_files(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_bad_uploads_give_messages_and_server_keeps_serving(client, tmp_path):
     for path, expected in bad_files(tmp_path).items():
         with pytest.raises(AppError) as err:
@@ -244,6 +245,7 @@ def test_bad_uploads_give_messages_and_server_keeps_serving(client, tmp_path):
     assert out["status"].startswith("Done:")
 
 
+@pytest.mark.slow
 def test_two_concurrent_requests_both_succeed(url):
     clients = [Client(url, verbose=False) for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:

@@ -174,6 +174,7 @@ def test_evaluate_interior_ignores_border():
 # ---------------------------------------------------------------------------- Picasso
 
 
+@pytest.mark.slow
 def test_picasso_coordinate_convention():
     """Picasso's pixel centres are integers: x_nm = (x_picasso + 0.5) * a, no half-pixel shift."""
     pytest.importorskip("picasso")

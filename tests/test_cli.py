@@ -152,6 +152,7 @@ def test_doubtful_camera_warns(stack, tiny_model_dir, tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_path, capsys):
     full = tmp_path / "full.csv"
     localize(stack, full, tiny_model_dir, *DEEPSTORM, "--batch-size", "8")
@@ -176,6 +177,7 @@ def test_resume_after_max_frames_and_option_change(stack, tiny_model_dir, tmp_pa
     assert "starting from scratch" in err and "threshold" in err
 
 
+@pytest.mark.slow
 def test_ddpm_resume_after_failure_is_identical(small_stack, tiny_model_dir, tmp_path, monkeypatch):
     full = tmp_path / "full.csv"
     localize(small_stack, full, tiny_model_dir, *DDPM, "--batch-size", "4")
@@ -233,6 +235,7 @@ class FakeState:
         return contextlib.nullcontext(items[start:start + n + (self.process_index < r)])
 
 
+@pytest.mark.slow
 def test_frames_split_between_processes(stack, tiny_model_dir, tmp_path, monkeypatch):
     import accelerate
 
@@ -352,6 +355,7 @@ def _console_script():
     return str(beside) if beside.is_file() else shutil.which("smlm-diffusers")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")
 def test_console_script_localizes_from_another_folder(tmp_path):
     """The README's command, without --model, from a folder that is not the repository: the shipped weights."""
@@ -368,6 +372,7 @@ def test_console_script_localizes_from_another_folder(tmp_path):
     assert len(read_thunderstorm_csv(tmp_path / "locs.csv")) > 0 and (tmp_path / "locs_render.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_console_script() is None, reason="console script not installed (pip install -e .)")
 def test_console_script_help():
     res = subprocess.run([_console_script(), "localize", "--help"], capture_output=True, text=True, timeout=120)

@@ -292,6 +292,7 @@ def simulate_isolated(n_trials, photons, background, sigma, roi, camera, seed):
     return adu, x[:, 0], y[:, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("photons, background", [(2000.0, 20.0), (1000.0, 50.0)])
 def test_mle_attains_crlb_monte_carlo(photons, background):
     n_trials, sigma = 10000, 1.0

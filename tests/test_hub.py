@@ -316,6 +316,7 @@ def test_dry_run_space(tmp_path, capsys):
 
 
 # -- push and load through the mock Hub --------------------------------------------------------------
+@pytest.mark.slow
 def test_push_uploads_exactly_the_plan(hub, pushed):
     model_dir = pushed["model_dir"]
     files = hub.files(MODEL_REPO)
@@ -331,12 +332,14 @@ def test_push_uploads_exactly_the_plan(hub, pushed):
     assert hub.unhandled == []
 
 
+@pytest.mark.slow
 def test_pushed_card_metadata(pushed):
     meta = pushed["report"]["card"]
     assert meta["library_name"] == "diffusers" and meta["pipeline_tag"] == "image-to-image"
     assert meta["license"] == "apache-2.0" and "smlm" in meta["tags"]
 
 
+@pytest.mark.slow
 def test_round_trip_same_output(pushed):
     report, model_dir = pushed["report"], pushed["model_dir"]
     assert report["same_samples"] and report["same_locs"] and report["n_locs"] > 0
@@ -347,6 +350,7 @@ def test_round_trip_same_output(pushed):
     assert not (snapshot / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_space_push(hub, pushed):
     files = hub.files(SPACE_REPO, "space")
     assert sorted(set(files) - {".gitattributes"}) == pushed["space_keep"] == pushed["plan"]["space"]
@@ -359,6 +363,7 @@ def test_space_push(hub, pushed):
             assert files[rel] == (root / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_offline_uses_cache_and_fails_clearly_without_it(pushed):
     work = pushed["work"]
     # offline, and the endpoint is a closed port: nothing may go out

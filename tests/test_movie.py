@@ -210,6 +210,7 @@ def test_max_frames_then_the_rest(tiny, tmp_path):
     np.testing.assert_array_equal(rest.render()[0], full.render()[0])
 
 
+@pytest.mark.slow
 def test_stack_larger_than_the_memory_budget_streams_in_batches(tiny, tmp_path, monkeypatch):
     """One batch of frames in memory at a time, and the same peak for a stack 8x longer."""
     import smlm_diffusers.movie.runner as runner

@@ -197,6 +197,7 @@ print(type(pipe).__name__)
 """
 
 
+@pytest.mark.slow
 def test_diffusers_loads_the_folder_with_remote_code(pipe, frames, tmp_path):
     """`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` in a process that never
     imports smlm_diffusers itself: the folder's shim modules bring in the installed classes."""

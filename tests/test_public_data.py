@@ -52,6 +52,7 @@ def test_all_zero_frames_are_dropped():
     assert gt["frame"].max() <= 998
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not PIPELINE.is_dir(), reason="the 100 nm pipeline is not in this checkout")
 def test_shipped_100nm_deepstorm_on_nairr_ld():
     from benchmarks import model_localizers  # noqa: F401  (registers DeepSTORM)

@@ -33,6 +33,7 @@ def deepstorm_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_deepstorm_training_runs_and_resumes(deepstorm_run):
     out = deepstorm_run
     log = pd.read_csv(out / "train_log.csv")
@@ -53,6 +54,7 @@ def test_deepstorm_training_runs_and_resumes(deepstorm_run):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_ddpm_training_runs_and_resumes(deepstorm_run, tmp_path):
     out = tmp_path / "ddpm"
     common = ["--config", "train/configs/ddpm_tiny.yaml", "--output_dir", str(out),
@@ -70,6 +72,7 @@ def test_ddpm_training_runs_and_resumes(deepstorm_run, tmp_path):
     assert o.samples.shape == (1, 2, 48, 48)
 
 
+@pytest.mark.slow
 def test_camera_layout_ddpm_trains_through_accelerate_and_resumes(deepstorm_run, tmp_path):
     """v2: the UNet at camera resolution (pixel-unshuffled KDE, 16 + 16 + 1 channels in, 16 out), pooled pairs."""
     out = tmp_path / "ddpm_v2"
@@ -153,6 +156,7 @@ def _config(tmp_path: Path, base: str, **changes) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_saved_weights_with_the_new_optics(deepstorm_run, tmp_path):
     source = deepstorm_run / "kde_net"
     # learning rate 0: the fine-tuned weights must be exactly the saved ones, the camera the new one
