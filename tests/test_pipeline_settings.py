@@ -106,6 +106,7 @@ print(type(pipe).__name__, pipe.config.threshold, pipe.config.peak_window)
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_diffusers_loads_an_old_format_folder_with_remote_code(frames, tmp_path):
     pipe = tiny_pipeline(threshold=0.1, peak_window=7)
     expected = run(pipe, frames).localizations
