@@ -132,7 +132,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
     # Configs saved before the localization settings moved to the pipeline (its threshold,
     # peak_refine, peak_window) carry them here. Loading sets them aside, unregistered and
     # without diffusers' "unexpected config attributes" warning, as ``legacy_localization``:
-    # the pipeline adopts them where its own config has none (pipelines/pipeline_smlm.py).
+    # the pipeline adopts them where its own config has none (pipelines/settings.py).
     LEGACY_LOCALIZATION_KEYS = ("threshold", "refine", "refine_window")
 
     @classmethod
