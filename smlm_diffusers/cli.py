@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
+from .movie.outputs import OUTPUTS_HELP
 
 PROG = "smlm-diffusers"
 
@@ -32,36 +33,7 @@ class CLIError(Exception):
 
 
 # -- argument parsing --------------------------------------------------------------------------
-LOCALIZE_EPILOG = f"""\
-outputs (-o chooses the table's format by its suffix):
-  TABLE.csv            ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm]
-                       (the model's PSF sigma), intensity [photon], uncertainty [nm],
-                       offset [photon], kde_mass (KDE mass of the molecule, in emitters) and,
-                       in ddpm mode, probability (fraction of samples that found it) and
-                       n_samples. intensity and offset are the photons and the background
-                       (photons per pixel) fitted jointly on the frame at the molecules.
-                       x is the column axis, the outer top-left corner of the image is
-                       (0, 0) nm (ThunderSTORM's convention).
-                       uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) of the 1-sigma
-                       position uncertainty: in ddpm mode the model's sigma model (spread of
-                       the samples + CRLB); in deepstorm mode the Cramer-Rao bound of an
-                       isolated emitter at the fitted photons and background (a lower bound;
-                       to be replaced by the CRLB of a full MLE refinement).
-  TABLE.hdf5 / .h5     Picasso's HDF5 + YAML pair (TABLE.yaml beside it) for Render, undrift,
-                       clustering: frame (0-based), x, y in camera pixels with pixel centres at
-                       integers (x = x_nm / pixel size - 0.5), photons, sx, sy (PSF sigma, px),
-                       bg (photons per pixel), lpx, lpy (the uncertainty above, px), kde_mass
-                       [, probability, n_samples]; metadata Frames, Width, Height, Pixelsize,
-                       camera. Picasso's loader drops molecules within half a pixel of the
-                       top or left edge (x or y < 0).
-  RENDER.png / .tif    super-resolved image: the KDE (DeepSTORM, or the mean of the DDPM
-                       samples) summed over frames, molecules per KDE pixel (pixel size / 4)
-                       as PNG (scale bar, colour bar) and float32 TIFF with its ImageJ
-                       calibration (pixel size in nm, as Fiji shows it). Default
-                       <table stem>_render.png next to the table; --render sets the PNG path.
-  RENDER_uncertainty.* ddpm mode: the per-pixel variance of the DDPM samples summed over
-                       frames (the variance of the render), PNG and calibrated float32 TIFF.
-
+LOCALIZE_EPILOG = OUTPUTS_HELP + f"""
 camera check:
   Before localizing, the first frames are compared with the camera (--offset, --gain,
   --read-noise or the model's): pixels below the offset, the background it implies, and the

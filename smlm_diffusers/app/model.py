@@ -68,7 +68,7 @@ def load_pipeline(location: str | os.PathLike | None = None, default_root=None):
 
 def warmup(pipe) -> None:
     """One tiny run, so that the first user request does not pay for the backends' start-up."""
-    frame = np.full((16, 16), float(pipe.kde_net.config.camera_offset) + 10.0, dtype=np.float32)
+    frame = np.full((16, 16), pipeline_camera(pipe).offset + 10.0, dtype=np.float32)
     with _PIPE_LOCK:
         pipe(frame, num_samples=1, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
 
