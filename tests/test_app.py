@@ -333,3 +333,11 @@ def test_progress_counts_frames_and_steps(tiny_model_dir):
     assert seen[-1][1] == "DDPM: 3 of 3 frames done"
     assert any(m.startswith("DDPM: 0 of 3 frames done · DDPM step 3 of 3") for _, m in seen), seen
     assert result.sample_localizations is not None and set(result.sample_localizations["sample"]) <= {0, 1}
+
+
+def test_app_utils_is_a_deprecated_alias_of_the_app_package():
+    sys.modules.pop("smlm_diffusers.app_utils", None)
+    with pytest.warns(DeprecationWarning, match="smlm_diffusers.app"):
+        from smlm_diffusers import app_utils
+    assert app_utils.run_pipeline is au.run_pipeline and app_utils.InputError is au.InputError
+    assert set(au.__all__) <= set(dir(app_utils))
