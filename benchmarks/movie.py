@@ -1,7 +1,8 @@
 """Whole movies in DeepSTORM mode: frames/s, peak resident memory, and where a frame's time goes.
 
-    python -m benchmarks.movie [--model pretrained/smlm-ddpm-2d] [--threads 1] [--mixed-precision no]
-                               [--sizes 64 256 512] [--frames 200 20 8] [--memory-frames 4 16]
+    python -m benchmarks.movie [--model pretrained/smlm-ddpm-2d[,other folder...]] [--threads 1]
+                               [--mixed-precision no] [--sizes 64 256 512] [--frames 200 20 8]
+                               [--memory-frames 8 24] [--out benchmarks/results]
 
 For each frame size it writes a uint16 TIFF movie (density 2 per square micrometre, 2000
 photons, background 20; a few simulated frames repeated, written page by page) into a
@@ -10,12 +11,14 @@ temporary folder and localizes it with :func:`smlm_diffusers.movie.localize_movi
 fresh process so that its peak resident memory (``VmHWM``) is its own. Frames/s counts the
 run alone (model loading excluded). Two 512 x 512 movies of different lengths give the memory
 per frame: the growth of the peak per extra frame, against the 512 KB of one raw frame.
+With several models (comma separated, e.g. the two DeepSTORM heads) each gets its rows.
 
 Then, on 64 x 64 frames, where the time goes per frame: the network (``DeepSTORM.predict``), peak
 finding and refinement (``localize_kde``), the rest of the pipeline call, the CRLB photometry,
-and the runner's own work (reading, checkpoints, table). It prints both tables; nothing is
-written outside the temporary folder. ``--model`` takes any pipeline folder (e.g. one with the
-sub-pixel head).
+and the runner's own work (reading, checkpoints, table). It prints the tables and, with
+``--out``, writes ``movie.csv`` (one row per model and frame size, with the model's DeepSTORM
+head and whether the frame refinement ran) and ``movie.json`` (the command, the memory runs and
+the breakdowns) for ``python -m benchmarks.report``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -72,6 +76,14 @@ def load(model: str, threads: int):
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def model_facts(model: str) -> dict:
+    """The DeepSTORM head and the frame-refinement setting of a pipeline folder (from its configs)."""
+    folder = Path(model)
+    kde = json.loads((folder / "kde_net" / "config.json").read_text()) if folder.is_dir() else {}
+    index = json.loads((folder / "model_index.json").read_text()) if folder.is_dir() else {}
+    return {"model": folder.name, "head": kde.get("head", "resize_conv"), "refine": bool(index.get("refine", False))}
 
 
 def crlb_postprocess(pipe):
@@ -177,9 +189,19 @@ def breakdown(args, n_frames: int = 64) -> dict:
                  "molecules_per_frame": len(out.localizations) / n_frames}
 
 
+def breakdown_text(t: dict) -> str:
+    """One line of :func:`breakdown`'s milliseconds per 64 x 64 frame."""
+    return (f"network {t['network']:.1f}, peak finding + KDE refinement {t['peaks']:.1f}, "
+            f"frame MLE {t.get('refine', 0.0):.1f}, CRLB photometry {t.get('crlb', 0.0):.1f}, the rest (pipeline "
+            f"bookkeeping, reading, checkpoints, table) {t['rest']:.1f}; total {t['total']:.1f} "
+            f"({1e3 / t['total']:.1f} frames/s); {t['molecules_per_frame']:.0f} molecules per frame, "
+            f"Jaccard {t['jaccard']:.3f}, RMSE {t['rmse_nm']:.2f} nm")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.movie", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline folder(s), comma separated")
+    p.add_argument("--out", default=None, help="folder for movie.csv and movie.json (default: print only)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the other core trains here)")
     p.add_argument("--mixed-precision", default="no", help="'no' (float32; this CPU has no native bf16) or 'bf16'")
     p.add_argument("--batch-size", type=int, default=32, help="frames per batch (default 32)")
@@ -204,29 +226,47 @@ def main(argv=None) -> int:
     if len(args.frames) != len(args.sizes):
         p.error("--frames needs one length per --sizes entry")
 
-    print(f"model {args.model}, {args.threads} thread(s), mixed precision {args.mixed_precision}, "
-          f"batch {args.batch_size}, density {DENSITY:g}/um^2, uncertainty {args.uncertainty}")
-    print(f"{'frame':>9} {'frames':>6} {'frames/s':>9} {'s/frame':>8} {'peak RSS MB':>12}")
-    for size, n in zip(args.sizes, args.frames):
-        r = child(args, size, n)
-        print(f"{size:>4} x {size:<4}{n:>6} {r['frames_per_s']:>9.2f} {1 / r['frames_per_s']:>8.3f} "
-              f"{r['peak_rss_mb']:>12.0f}")
-    if not args.no_memory:
-        n1, n2 = args.memory_frames
-        size, mb = args.memory_size, args.memory_batch
-        a, b = child(args, size, n1, mb), child(args, size, n2, mb)
-        per_frame_kb = 1024 * (b["peak_rss_mb"] - a["peak_rss_mb"]) / (n2 - n1)
-        print(f"{size} x {size}, batches of {mb}: peak RSS {a['peak_rss_mb']:.0f} MB at {n1} frames, "
-              f"{b['peak_rss_mb']:.0f} MB at {n2} frames: {per_frame_kb:+.0f} KB per extra frame "
-              f"(one raw frame: {size * size * 2 // 1024} KB uint16, {size * size * 4 // 1024} KB float32)")
-    if not args.no_breakdown:
-        t = child(args, what="breakdown")
-        print(f"64 x 64 frame, ms: network {t['network']:.1f}, peak finding + KDE refinement {t['peaks']:.1f}, "
-              f"frame MLE {t.get('refine', 0.0):.1f}, CRLB photometry {t.get('crlb', 0.0):.1f}, "
-              f"the rest (pipeline bookkeeping, reading, "
-              f"checkpoints, table) {t['rest']:.1f}; total {t['total']:.1f} ({1e3 / t['total']:.1f} frames/s); "
-              f"{t['molecules_per_frame']:.0f} molecules per frame, Jaccard {t['jaccard']:.3f}, "
-              f"RMSE {t['rmse_nm']:.2f} nm")
+    rows, extra = [], {}
+    for model in [m.strip() for m in args.model.split(",") if m.strip()]:
+        args.model = model
+        facts = model_facts(model)
+        print(f"model {model} ({facts['head']} head, refine {facts['refine']}), {args.threads} thread(s), "
+              f"mixed precision {args.mixed_precision}, batch {args.batch_size}, density {DENSITY:g}/um^2, "
+              f"uncertainty {args.uncertainty}")
+        print(f"{'frame':>9} {'frames':>6} {'frames/s':>9} {'s/frame':>8} {'peak RSS MB':>12}")
+        for size, n in zip(args.sizes, args.frames):
+            r = child(args, size, n)
+            rows.append(facts | {"size": size, "frames": n, "frames_per_s": r["frames_per_s"],
+                                 "peak_rss_mb": r["peak_rss_mb"]})
+            print(f"{size:>4} x {size:<4}{n:>6} {r['frames_per_s']:>9.2f} {1 / r['frames_per_s']:>8.3f} "
+                  f"{r['peak_rss_mb']:>12.0f}")
+        here = extra.setdefault(facts["model"], {})
+        if not args.no_memory:
+            n1, n2 = args.memory_frames
+            size, mb = args.memory_size, args.memory_batch
+            a, b = child(args, size, n1, mb), child(args, size, n2, mb)
+            per_frame_kb = 1024 * (b["peak_rss_mb"] - a["peak_rss_mb"]) / (n2 - n1)
+            here["memory"] = {"size": size, "batch": mb, "frames": [n1, n2],
+                              "peak_rss_mb": [a["peak_rss_mb"], b["peak_rss_mb"]], "kb_per_extra_frame": per_frame_kb}
+            print(f"{size} x {size}, batches of {mb}: peak RSS {a['peak_rss_mb']:.0f} MB at {n1} frames, "
+                  f"{b['peak_rss_mb']:.0f} MB at {n2} frames: {per_frame_kb:+.0f} KB per extra frame "
+                  f"(one raw frame: {size * size * 2 // 1024} KB uint16, {size * size * 4 // 1024} KB float32)")
+        if not args.no_breakdown:
+            t = child(args, what="breakdown")
+            here["breakdown_ms"] = t
+            print(f"64 x 64 frame, ms: {breakdown_text(t)}")
+    if args.out:
+        import pandas as pd
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out / "movie.csv", index=False)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        meta = {"command": " ".join(["python -m benchmarks.movie", *map(shlex.quote, argv)]), "threads": args.threads,
+                "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
+                "uncertainty": args.uncertainty, "models": extra}
+        (out / "movie.json").write_text(json.dumps(meta, indent=2) + "\n")
+        print(f"wrote {out / 'movie.csv'} and {out / 'movie.json'}")
     return 0
 
 

@@ -36,6 +36,40 @@ def _sidecar(csv: Path) -> dict | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
+MOVIE_COLUMNS = [("model", "model", "s"), ("head", "DeepSTORM head", "s"), ("refine", "frame MLE", "s"),
+                 ("frame", "frame", "s"), ("frames", "frames", "g"), ("frames_per_s", "frames/s", ".1f"),
+                 ("peak_rss_mb", "peak RSS (MB)", ".0f")]
+
+
+def movie_markdown(folder: Path) -> list[str]:
+    """The whole-movie table (``python -m benchmarks.movie --out``), with memory and time breakdown."""
+    csv = folder / "movie.csv"
+    if not csv.is_file():
+        return []
+    from .movie import breakdown_text
+
+    meta = _sidecar(csv) or {}
+    rows = pd.read_csv(csv).to_dict("records")
+    for r in rows:
+        r["frame"] = f"{r['size']} x {r['size']}"
+        r["refine"] = "on" if r["refine"] else "off"
+    how = (f"`{meta['command']}`, {meta['threads']} thread(s), mixed precision {meta['mixed_precision']}, "
+           f"batches of {meta['batch_size']} frames" if meta else "`python -m benchmarks.movie --out benchmarks/results`")
+    parts = [f"**Whole movies in DeepSTORM mode** ({how}; uint16 TIFF movies read page by page, density 2 per "
+             "square micrometre, 2000 photons, background 20; frames/s of the run alone, each run in a fresh "
+             "process, peak RSS of that process)", "", markdown_table(rows, MOVIE_COLUMNS), ""]
+    for model, facts in (meta.get("models") or {}).items():
+        m, t = facts.get("memory"), facts.get("breakdown_ms")
+        if m:
+            parts.append(f"- `{model}`, {m['size']} x {m['size']} frames in batches of {m['batch']}: peak RSS "
+                         f"{m['peak_rss_mb'][0]:.0f} MB at {m['frames'][0]} frames and {m['peak_rss_mb'][1]:.0f} MB "
+                         f"at {m['frames'][1]} frames ({m['kb_per_extra_frame']:+.0f} KB per extra frame; one raw "
+                         f"frame is {m['size'] ** 2 * 2 // 1024} KB).")
+        if t:
+            parts.append(f"- `{model}`, a 64 x 64 frame in ms: {breakdown_text(t)}.")
+    return parts + [""]
+
+
 def results_markdown(folder: Path) -> str:
     parts = []
     csv = folder / "results.csv"
@@ -59,6 +93,7 @@ def results_markdown(folder: Path) -> str:
                   f"({how}; same training config and seed, the same simulated frames for both)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
+    parts += movie_markdown(folder)
     sim = folder / "simulator.json"
     if sim.is_file():
         s = json.loads(sim.read_text())

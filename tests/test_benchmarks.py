@@ -272,3 +272,26 @@ def test_ddpm_sweep_writes_raw_and_calibrated_coverage_and_its_command(tmp_path)
     assert meta["command"].startswith("python -m benchmarks.ddpm_sweep --model") and meta["frames"] == 1
     md = report.results_markdown(tmp_path)
     assert "--steps 1,2" in md and "coverage, raw spread" in md
+
+
+@pytest.mark.slow
+def test_movie_benchmark_writes_rows_per_model_and_size_for_the_report(tmp_path):
+    """``benchmarks.movie --out``: one row per model and frame size (head and refinement from the
+    folder's configs), the memory runs and breakdown in the sidecar, and the report's table."""
+    from tiny_models import tiny_pipeline
+
+    from benchmarks import movie, report
+
+    model = tmp_path / "tiny"
+    tiny_pipeline(in_channels=3, threshold=0.3).save_pretrained(model)
+    movie.main(["--model", str(model), "--sizes", "16", "32", "--frames", "3", "2", "--memory-size", "32",
+                "--memory-frames", "2", "4", "--memory-batch", "1", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "movie.csv")
+    assert list(table["size"]) == [16, 32] and list(table["frames"]) == [3, 2]
+    assert (table["frames_per_s"] > 0).all() and (table["peak_rss_mb"] > 50).all()
+    assert set(table["head"]) == {movie.model_facts(str(model))["head"]}
+    meta = json.loads((tmp_path / "movie.json").read_text())
+    facts = meta["models"]["tiny"]
+    assert facts["memory"]["frames"] == [2, 4] and facts["breakdown_ms"]["total"] > 0
+    md = "\n".join(report.movie_markdown(tmp_path))
+    assert "16 x 16" in md and "32 x 32" in md and "KB per extra frame" in md and meta["command"] in md
