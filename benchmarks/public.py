@@ -14,8 +14,8 @@ Datasets (read where they lie; each folder's SOURCE.md documents its origin and 
   the first 100 frames of the matching training movie.
 
 The networks are not tuned on any of these: they run as shipped, with each dataset's camera.
-The DDPM costs about a minute per 64 x 64 frame here, so it runs on the first
-``--ddpm-frames`` frames of each set; the other methods are scored on all frames *and* on that
+The DDPM runs on the first ``--ddpm-frames`` frames of each set (all of them with a number at
+least the set's length); the other methods are scored on all frames *and* on that
 subset (rows with ``subset = ddpm``), so the DDPM is compared on equal frames.
 
 Metrics as in DESIGN.md: per-frame Hungarian matching within 250 nm, Jaccard, RMSE,
@@ -38,7 +38,7 @@ import pandas as pd
 import tifffile
 
 import smlm_diffusers as sd
-from smlm_diffusers.defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
+from smlm_diffusers.defaults import DEFAULT_SAMPLES
 
 from .localizers import check_localizations, get_localizer
 
@@ -135,7 +135,7 @@ def _metrics(gt: pd.DataFrame, pred: pd.DataFrame) -> dict:
 
 def run_public(data: Path, datasets=tuple(DATASETS), methods=("picasso", "DeepSTORM", "DDPM"),
                model: str = DEFAULT_MODEL, ddpm_frames: int = 4, ddpm_samples: int = DEFAULT_SAMPLES,
-               ddpm_steps: int = DEFAULT_STEPS, verbose: bool = True) -> pd.DataFrame:
+               ddpm_steps: int | None = None, verbose: bool = True) -> pd.DataFrame:
     """Score ``methods`` on the public ``datasets`` under ``data``; one row per dataset x method x subset."""
     options = {"DeepSTORM": {"model": model},
                "DDPM": {"model": model, "num_samples": ddpm_samples, "num_inference_steps": ddpm_steps}}
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=DEFAULT_MODEL, help="pipeline folder or Hub id for DeepSTORM and the DDPM")
     p.add_argument("--ddpm-frames", type=int, default=4, help="frames of each set the DDPM runs on (default 4)")
     p.add_argument("--ddpm-samples", type=int, default=DEFAULT_SAMPLES)
-    p.add_argument("--ddpm-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--ddpm-steps", type=int, default=None, help="default: the folder's default_inference_steps")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     data = Path(args.data)
