@@ -6,7 +6,7 @@
 Scenarios (``benchmarks.scenarios``, seeds of the main benchmark): isolated emitters on an 8 px grid with
 +-1.5 px jitter (64 per 64x64 frame, neighbours >= 5 px apart) at 500 / 1000 / 5000 photons, and uniform
 emitters at 1 / 2 / 4 per square micrometre with 2000 photons; background 20, PSF sigma 1 px, 108 nm
-pixels, the model's camera. Each is localized by ``pipe(frames, num_samples=0)`` (DeepSTORM mode), then
+pixels, the model's camera. Each is localized by ``pipe(frames, num_samples=0, refine=False)`` (DeepSTORM mode), then
 scored as it is, refined (``split=False``) and refined with splitting (``split=True``), both with
 ``write_sigma=True``. Columns: Jaccard, recall, RMSE (nm), RMSE/sqrt(CRLB) (isolated; CRLB at the truth),
 the 1-sigma coverage and std of z = error / sigma, the fraction of |z| > 3, the refinement's wall and
@@ -19,6 +19,9 @@ writes ``refinement.csv``.
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,7 +74,7 @@ def run(model: str, isolated_frames: int, dense_frames: int, timing_frames: int)
     rows = []
     for sc in scenarios(isolated_frames, dense_frames):
         frames, gt = simulate_scenario(sc, camera=camera)
-        locs = pipe(frames, num_samples=0).localizations
+        locs = pipe(frames, num_samples=0, refine=False).localizations
         bound = (lambda g: crlb_at_truth(g, sigma_px, camera)) if sc.isolated else None
         for name, kwargs in METHODS.items():
             pred, ms, cpu_ms = ((locs, float("nan"), float("nan")) if kwargs is None
@@ -86,7 +89,7 @@ def run(model: str, isolated_frames: int, dense_frames: int, timing_frames: int)
     if timing_frames:
         sc = density_scenarios(densities=(2.0,), n_frames=timing_frames)[0]
         frames, gt = simulate_scenario(sc, camera=camera)
-        locs = pipe(frames, num_samples=0).localizations
+        locs = pipe(frames, num_samples=0, refine=False).localizations
         for name, kwargs in list(METHODS.items())[1:]:
             _, ms, cpu_ms = timed_refine(frames, locs, camera, sigma_px, **kwargs)
             rows.append({"scenario": f"timing_density_2_{timing_frames}f", "method": name, "n_gt": len(gt),
@@ -110,6 +113,10 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "refinement.csv", index=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    meta = {"command": " ".join(["python -m benchmarks.refinement", *map(shlex.quote, argv)]), "threads": args.threads,
+            "model": args.model}
+    (out / "refinement.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {out / 'refinement.csv'}")
 
 

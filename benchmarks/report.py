@@ -41,6 +41,27 @@ MOVIE_COLUMNS = [("model", "model", "s"), ("head", "DeepSTORM head", "s"), ("ref
                  ("peak_rss_mb", "peak RSS (MB)", ".0f")]
 
 
+REFINE_COLUMNS = [("scenario", "scenario", "s"), ("method", "method", "s"), ("jaccard", "Jaccard", ".3f"),
+                  ("recall", "recall", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"),
+                  ("rmse_crlb_ratio", "RMSE / sqrt(CRLB)", ".3f"), ("coverage_1sigma", "coverage of 1 sigma", ".3f"),
+                  ("z_std", "std(z)", ".2f"), ("frac_abs_z_gt_3", "share of abs(z) > 3", ".3f"),
+                  ("cpu_ms_per_frame", "refinement CPU ms per frame", ".1f")]
+
+
+def refinement_markdown(folder: Path) -> list[str]:
+    """DeepSTORM mode with the frame refinement off and on (``python -m benchmarks.refinement``)."""
+    csv = folder / "refinement.csv"
+    if not csv.is_file():
+        return []
+    meta = _sidecar(csv)
+    how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.refinement`"
+    rows = pd.read_csv(csv).to_dict("records")
+    return [f"**Refinement on the frame, off and on, in DeepSTORM mode** ({how}; isolated: 64 emitters per "
+            "64x64 frame on a jittered 8 px grid, background 20; density rows at 2000 photons; sigma = the "
+            "bound of the fit; the timing rows refine 100 frames at density 2)", "",
+            markdown_table(rows, REFINE_COLUMNS), ""]
+
+
 def movie_markdown(folder: Path) -> list[str]:
     """The whole-movie table (``python -m benchmarks.movie --out``), with memory and time breakdown."""
     csv = folder / "movie.csv"
@@ -93,6 +114,7 @@ def results_markdown(folder: Path) -> str:
                   f"({how}; same training config and seed, the same simulated frames for both)", "",
                   markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
+    parts += refinement_markdown(folder)
     parts += movie_markdown(folder)
     sim = folder / "simulator.json"
     if sim.is_file():
