@@ -192,6 +192,7 @@ def test_picasso_coordinate_convention():
     assert pred["photons"].median() == pytest.approx(5000.0, rel=0.15)
 
 
+@pytest.mark.slow
 def test_picasso_harness_columns(picasso_results):
     res = picasso_results
     assert list(res.columns) == RESULT_COLUMNS
@@ -206,6 +207,7 @@ def test_picasso_harness_columns(picasso_results):
     assert res["jaccard"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_picasso_reaches_crlb_on_bright_isolated_emitters(picasso_results):
     iso = picasso_results[picasso_results["group"] == "isolated"].iloc[0]
     assert iso["jaccard"] > 0.95

@@ -47,6 +47,7 @@ class MiscalibratedPipeline:
         return type("Out", (), {"localizations": locs})()
 
 
+@pytest.mark.slow
 def test_fit_recovers_the_sigma_model_and_is_written(tmp_path, monkeypatch):
     fake = MiscalibratedPipeline()
     simulate = sd.simulate
