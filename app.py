@@ -310,7 +310,7 @@ def build_demo(pipe=None, model_name: str | None = None) -> gr.Blocks:
                                                     label="DDPM samples per frame",
                                                     info="0 = DeepSTORM only (fastest; σ is then the CRLB)",
                                                     elem_id="samples"))
-                    steps = checked(gr.Slider(1, s_max, value=min(au.DEFAULT_STEPS, s_max), step=1,
+                    steps = checked(gr.Slider(1, s_max, value=min(au.model_steps(pipe), s_max), step=1,
                                               label="Diffusion steps", elem_id="steps"))
                     sample_seed = gr.Number(0, precision=0, label="Sampling seed")
                 progress_box = gr.Markdown("", elem_id="run-progress")

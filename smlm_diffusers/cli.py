@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
                      help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
     loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
-                     help=f"reverse diffusion steps (default {DEFAULT_STEPS})")
+                     help="reverse diffusion steps (default: the model's default_inference_steps, 8 for the "
+                          "shipped one)")
     loc.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                      help="frames read and processed per batch; also UNet tiles per forward pass (default 32)")
     loc.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise (default 0)")
@@ -260,7 +261,7 @@ def cmd_localize(args) -> int:
 
     from accelerate import PartialState
 
-    from .defaults import check_inference_steps
+    from .defaults import model_steps
     from .localization.crlb_uncertainty import add_crlb_uncertainty
     from .movie import localize_movie
 
@@ -270,7 +271,7 @@ def cmd_localize(args) -> int:
     ddpm = args.mode == "ddpm"
     if ddpm:
         try:
-            check_inference_steps(args.steps, pipe.scheduler)
+            args.steps = model_steps(pipe, args.steps)
         except ValueError as err:
             raise CLIError(f"--steps {err}") from None
     if args.min_probability is not None and args.min_probability > 1:

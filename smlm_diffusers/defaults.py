@@ -21,9 +21,10 @@ MODEL_ENV = "SMLM_DIFFUSERS_MODEL"
 DEFAULT_MODEL = "smlm-ddpm-2d"  # name of the shipped pipeline folder under pretrained/
 HUB_MODEL_ID = "smlm-diffusers/smlm-ddpm-2d"  # the Hub id the Space's front matter names (README.md)
 DEFAULT_SAMPLES = 8  # DDPM samples per frame (CLI)
-DEFAULT_STEPS = 20  # reverse diffusion steps (CLI)
-APP_SAMPLES = 4  # the web demo's defaults: one request stays seconds on a CPU Space
-APP_STEPS = 10
+DEFAULT_STEPS = None  # reverse diffusion steps (CLI): None is the folder's default_inference_steps
+FALLBACK_STEPS = 20  # for a pipeline folder without default_inference_steps
+APP_SAMPLES = 8  # the web demo's defaults (8 x the folder's steps: about a second per 64x64 frame here)
+APP_STEPS = None
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -74,6 +75,15 @@ MAX_STEPS_FALLBACK = 1000  # a scheduler that does not say
 def max_inference_steps(scheduler) -> int:
     """The most reverse diffusion steps ``scheduler`` takes (its ``max_inference_steps``)."""
     return int(getattr(scheduler.config, "max_inference_steps", 0) or MAX_STEPS_FALLBACK)
+
+
+def model_steps(pipe, steps: int | None = None) -> int:
+    """``steps``, or when None the pipeline folder's ``default_inference_steps`` (the few-step
+    sampling its accuracy was measured with), else :data:`FALLBACK_STEPS`; checked against the
+    model's range (:func:`check_inference_steps`)."""
+    if steps is None:
+        steps = getattr(getattr(pipe, "config", None), "default_inference_steps", None) or FALLBACK_STEPS
+    return check_inference_steps(steps, getattr(pipe, "scheduler", None))
 
 
 def check_inference_steps(steps, scheduler=None, limit: int | None = None) -> int:

@@ -320,7 +320,8 @@ def test_default_ddpm_settings_take_an_ordinary_upload():
     if default_model_path() is None:
         pytest.skip("the shipped pipeline folder is not in this checkout")
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(default_model_path())
-    assert au.check_work(pipe, (5, 64, 64), au.DEFAULT_SAMPLES, au.DEFAULT_STEPS) <= au.MAX_DDPM_MPX_STEPS
+    assert au.DEFAULT_STEPS is None and au.model_steps(pipe) == pipe.config.default_inference_steps
+    assert au.check_work(pipe, (5, 64, 64), au.DEFAULT_SAMPLES, au.model_steps(pipe)) <= au.MAX_DDPM_MPX_STEPS
 
 
 def test_progress_counts_frames_and_steps(tiny_model_dir):

@@ -12,7 +12,7 @@
 
 from ..defaults import APP_SAMPLES as DEFAULT_SAMPLES
 from ..defaults import APP_STEPS as DEFAULT_STEPS
-from ..defaults import DEFAULT_MODEL, HUB_MODEL_ID, MODEL_ENV
+from ..defaults import DEFAULT_MODEL, HUB_MODEL_ID, MODEL_ENV, model_steps
 from .core import RunResult, crlb_curve, rmse_crlb_sweep, run_metrics, run_pipeline
 from .downloads import write_outputs
 from .inputs import (CAMERA_FIELDS, DEFAULT_FRAME_SIZE, DEFAULT_FRAMES, GALLERY_SAMPLES, MAX_DDPM_MPX_STEPS,
@@ -24,7 +24,7 @@ from .inputs import (CAMERA_FIELDS, DEFAULT_FRAME_SIZE, DEFAULT_FRAMES, GALLERY_
 from .model import MAX_STEPS, load_pipeline, max_inference_steps, model_location, pipeline_camera, warmup
 
 __all__ = [
-    "CAMERA_FIELDS", "DEFAULT_FRAMES", "DEFAULT_FRAME_SIZE", "DEFAULT_MODEL", "DEFAULT_SAMPLES", "DEFAULT_STEPS",
+    "model_steps", "CAMERA_FIELDS", "DEFAULT_FRAMES", "DEFAULT_FRAME_SIZE", "DEFAULT_MODEL", "DEFAULT_SAMPLES", "DEFAULT_STEPS",
     "GALLERY_SAMPLES", "HUB_MODEL_ID", "MAX_DDPM_MPX_STEPS", "MAX_FRAMES", "MAX_FRAME_SIZE", "MAX_READ_NOISE",
     "MAX_SAMPLES", "MAX_STEPS", "MAX_STORED_SAMPLE_VALUES", "MAX_TOTAL_PIXELS", "MAX_UPLOAD_MB", "MIN_FRAME_SIZE",
     "MODEL_ENV", "STRUCTURES", "SWEEP_FRAMES", "SWEEP_FRAMES_DDPM", "SWEEP_PHOTONS", "InputError", "RunResult",

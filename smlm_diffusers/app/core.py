@@ -102,7 +102,7 @@ def run_pipeline(
     pipe,
     frames: np.ndarray,
     num_samples: int = DEFAULT_SAMPLES,
-    num_inference_steps: int = DEFAULT_STEPS,
+    num_inference_steps: int | None = DEFAULT_STEPS,
     seed: int = 0,
     camera: Camera | None = None,
     ground_truth: pd.DataFrame | None = None,
@@ -211,7 +211,7 @@ def rmse_crlb_sweep(
     sigma_px: float = 1.0,
     n_frames: int = SWEEP_FRAMES,
     num_samples: int = 0,
-    num_inference_steps: int = DEFAULT_STEPS,
+    num_inference_steps: int | None = DEFAULT_STEPS,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..camera_check import check_camera as check_camera_data
-from ..defaults import check_inference_steps
+from ..defaults import FALLBACK_STEPS, check_inference_steps
 from ..io import read_tiff_stack
 from ..simulation import PAPER_CAMERA, Camera, simulate
 from .model import MAX_STEPS
@@ -31,10 +31,10 @@ MAX_SAMPLES = 16
 GALLERY_SAMPLES = 8  # samples per frame kept for display (the gallery)
 MAX_STORED_SAMPLE_VALUES = 32_000_000  # float16 values of kept samples per run (64 MB)
 # DDPM work per request, in megapixel-steps: frames x samples x steps x the KDE pixels of the
-# UNet tiles of one frame (overlaps included). The default request (one 32 x 32 frame, 4 x 10)
-# is about 1; on a 2-core CPU one unit takes a few seconds. An ordinary upload of 5 frames of
-# 64 x 64 at the default 4 x 10 is 20.5; up to 9 such frames fit. Longer stacks run in
-# DeepSTORM mode (samples = 0), which has no such limit.
+# UNet tiles of one frame (overlaps included; a camera-layout UNet covers the same area at 1/16
+# of the pixels, so the measure is conservative for it). An ordinary upload of 5 frames of
+# 64 x 64 at the default 8 samples x the folder's 8 steps fits (tests/test_app.py). Longer stacks
+# run in DeepSTORM mode (samples = 0), which has no such limit.
 MAX_DDPM_MPX_STEPS = 40.0
 MAX_READ_NOISE = 100.0  # e- rms
 # the upload tab's field labels, as the camera check names them
@@ -201,7 +201,9 @@ def simulate_frames(settings: SimulationSettings, camera: Camera) -> tuple[np.nd
 
 def check_sampling(num_samples, num_inference_steps, pipe=None) -> tuple[int, int]:
     """(samples, steps) as ints: samples in [0, MAX_SAMPLES] (0 is DeepSTORM alone, steps unused),
-    steps in [1, the model's maximum, at most MAX_STEPS]."""
+    steps in [1, the model's maximum, at most MAX_STEPS]; steps None is the folder's default."""
+    if num_inference_steps is None:
+        num_inference_steps = getattr(getattr(pipe, "config", None), "default_inference_steps", None) or FALLBACK_STEPS
     k, s = int(num_samples), int(num_inference_steps)
     if not 0 <= k <= MAX_SAMPLES:
         raise InputError(f"Samples must be between 0 (DeepSTORM only) and {MAX_SAMPLES}, got {k}.")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..defaults import DEFAULT_STEPS
+from ..defaults import DEFAULT_STEPS, model_steps
 from .chunks import CALL_PIXELS, FORWARD_PIXELS, FORWARD_PIXELS_GPU, localize_frames
 from .resume import MovieError, WorkFolder, batch_seed, empty_localizations
 from .sink import LocalizationWriter
@@ -152,7 +152,7 @@ def localize_movie(
     work_folder: str | os.PathLike,
     *,
     num_samples: int = 0,
-    num_inference_steps: int = DEFAULT_STEPS,
+    num_inference_steps: int | None = DEFAULT_STEPS,
     batch_size: int = 32,
     seed: int = 0,
     camera=None,
@@ -194,7 +194,8 @@ def localize_movie(
     work_folder : str or path-like
         Checkpoint folder (created; reused when compatible, else cleared with a message).
     num_samples, num_inference_steps, threshold, min_probability, mixed_precision
-        The pipeline's arguments; ``num_samples=0`` is DeepSTORM mode.
+        The pipeline's arguments; ``num_samples=0`` is DeepSTORM mode; ``num_inference_steps=None``
+        is the folder's ``default_inference_steps``.
     batch_size : int
         Frames per batch (the unit of checkpoints and seeds), and the pipeline's batch size.
     seed : int
@@ -241,8 +242,9 @@ def localize_movie(
                "seed": int(seed), "threshold": threshold, "mixed_precision": mixed_precision,
                "camera": camera.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
                "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
-    if ddpm:
-        options |= {"num_inference_steps": int(num_inference_steps), "min_probability": min_probability}
+    if ddpm:  # the checkpoint records the steps that ran: None is the folder's default
+        num_inference_steps = model_steps(pipe, num_inference_steps)
+        options |= {"num_inference_steps": num_inference_steps, "min_probability": min_probability}
     full_signature = run_signature(pipe, source_info, options | {"extra": signature or {}}, model_id)
 
     work = WorkFolder(work_folder, state.process_index)
