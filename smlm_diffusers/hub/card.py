@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from ..models import layout
 from .tables import _is_missing, benchmark_tables, fmt, markdown_table, simulation_table, training_table
 
 # package data (pyproject.toml), so the card renders from an installed package too
@@ -199,7 +200,9 @@ def card_context(folder: str | Path, results: str | Path | None = None, repo_id:
         "pipeline": {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)},
         "evaluation": evaluation,
         "results_path": (results_path.as_posix() if results_path else results_hint),
-        "condition_on_frame": bool(unet_cfg and unet_cfg.get("in_channels") == 3),
+        "condition_on_frame": bool(unet_cfg and layout.uses_frame(unet_cfg)),
+        "layout": layout.layout_of(unet_cfg) if unet_cfg else None,
+        "layout_factor": math.isqrt(int(unet_cfg["out_channels"])) if unet_cfg else None,
     }
 
 
