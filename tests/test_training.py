@@ -177,3 +177,42 @@ def test_fine_tuning_starts_from_the_saved_weights_with_the_new_optics(deepstorm
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode != 0 and "either model" in res.stderr
+
+
+def test_install_weights_continues_the_log_and_replaces_the_unet_in_place(tmp_path):
+    """train/install_weights.py: a sitting's UNet replaces the folder's (same file), the log continues
+    with offset steps and a sitting column, the first sitting's config is kept beside the new one."""
+    import importlib.util
+
+    import pandas as pd
+    from safetensors.torch import load_file
+    from tiny_models import tiny_pipeline
+
+    spec = importlib.util.spec_from_file_location("install_weights", Path(__file__).parents[1] / "train" / "install_weights.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    folder, run = tmp_path / "shipped", tmp_path / "run"
+    torch.manual_seed(0)
+    tiny_pipeline(in_channels=3).save_pretrained(folder)
+    torch.manual_seed(1)
+    tiny_pipeline(in_channels=3).save_pretrained(run / "pipeline")
+    pd.DataFrame({"step": [50, 100], "loss": [0.5, 0.4]}).to_csv(folder / "unet" / "train_log.csv", index=False)
+    (folder / "unet" / "train_config.yaml").write_text("sitting: 1\n")
+    pd.DataFrame({"step": [50, 100, 150], "loss": [0.3, 0.2, 0.1]}).to_csv(run / "train_log.csv", index=False)
+    (run / "train_config.yaml").write_text("sitting: 2\n")
+    mod.main([str(run), str(folder)])
+    weights = "diffusion_pytorch_model.safetensors"
+    a, b = load_file(folder / "unet" / weights), load_file(run / "pipeline" / "unet" / weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = pd.read_csv(folder / "unet" / "train_log.csv")
+    assert list(log["step"]) == [50, 100, 150, 200, 250] and list(log["sitting"]) == [1, 1, 2, 2, 2]
+    assert (folder / "unet" / "train_config_sitting1.yaml").read_text() == "sitting: 1\n"
+    assert (folder / "unet" / "train_config.yaml").read_text() == "sitting: 2\n"
+    assert (folder / "unet" / "train_log.png").is_file()
+    other = tmp_path / "other"
+    torch.manual_seed(2)
+    tiny_pipeline(in_channels=2).save_pretrained(other / "pipeline")
+    (other / "train_log.csv").write_text("step,loss\n1,1\n")
+    with pytest.raises(SystemExit, match="architecture"):
+        mod.main([str(other), str(folder)])
