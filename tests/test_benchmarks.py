@@ -218,6 +218,7 @@ def test_picasso_reaches_crlb_on_bright_isolated_emitters(picasso_results):
     assert 0.7 <= iso["z_std"] <= 1.5
 
 
+@pytest.mark.slow
 def test_main_writes_outputs(tmp_path):
     pytest.importorskip("picasso")
     rc = main(["--quick", "--groups", "isolated", "--isolated-frames", "1", "--sim-frames", "20",
