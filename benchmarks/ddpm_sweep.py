@@ -1,8 +1,8 @@
 """Accuracy against time of the DDPM: steps x samples x schedule, per 64x64 frame.
 
     python -m benchmarks.ddpm_sweep --out benchmarks/results
-    python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-2ch \
-        --steps 20 --samples 8 --raw-sigmas --csv channels.csv    # several models on the same frames
+    python -m benchmarks.ddpm_sweep --model pretrained/smlm-ddpm-2d,pretrained/smlm-ddpm-2d-v1 \
+        --steps 8,20 --samples 8 --csv models.csv    # several models on the same frames (v2 against v1)
 
 For every (steps, samples, schedule) it samples the same simulated 64x64 frames (density 2
 per square micrometre, 2000 photons, background 20; seeds 5000+, not the main benchmark's)

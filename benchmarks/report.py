@@ -4,7 +4,7 @@
                                 [--public-model pretrained/smlm-ddpm-2d-100nm]
 
 Nothing is retyped: the tables come from ``results.csv`` (``python -m benchmarks.run``),
-``ddpm_sweep.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json`` and, between the
+``ddpm_sweep.csv`` and ``models.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json`` and, between the
 public markers, ``public.csv`` (``python -m benchmarks.public``), formatted by the same code as the
 model card (``smlm_diffusers.hub``).
 """
@@ -106,13 +106,14 @@ def results_markdown(folder: Path) -> str:
         parts += [f"**DDPM: steps x samples against time** ({how}; coverage with the folder's calibrated sigma "
                   "and with the raw sample spread)", "",
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
-    channels = folder / "channels.csv"
-    if channels.is_file():
-        meta = _sidecar(channels)
-        how = f"`{meta['command']}`" if meta else "`python -m benchmarks.ddpm_sweep --csv channels.csv`"
-        parts += ["**DDPM: the frame as a third conditioning channel against the paper's two** "
-                  f"({how}; same training config and seed, the same simulated frames for both)", "",
-                  markdown_table(pd.read_csv(channels).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
+    models = folder / "models.csv"
+    if models.is_file():
+        meta = _sidecar(models)
+        how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.ddpm_sweep --csv models.csv`"
+        parts += ["**DDPM v2 against v1 on the same frames** "
+                  f"({how}; the same simulated 64x64 frames for every row: density 2, 2000 photons, background 20; "
+                  "each folder's own calibrated sigma, and the raw sample spread)", "",
+                  markdown_table(pd.read_csv(models).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
     parts += refinement_markdown(folder)
     parts += movie_markdown(folder)

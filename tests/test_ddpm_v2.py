@@ -1,7 +1,6 @@
 """The camera-resolution (v2) DDPM on simulated molecules: tile seams are invisible.
 
-It runs on ``pretrained/smlm-ddpm-2d-v2``, the v2 model in training (the default folder stays v1
-until v2 beats it on the benchmark)."""
+It runs on ``pretrained/smlm-ddpm-2d``, the shipped v2 model."""
 
 from pathlib import Path
 

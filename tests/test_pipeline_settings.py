@@ -18,7 +18,7 @@ from smlm_diffusers.simulation.camera import PAPER_CAMERA
 from tiny_models import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["smlm-ddpm-2d", "smlm-ddpm-2d-v2", "smlm-ddpm-2d-100nm", "smlm-ddpm-2d-2ch"]
+SHIPPED = ["smlm-ddpm-2d", "smlm-ddpm-2d-v1", "smlm-ddpm-2d-100nm"]
 PEAK_KEYS = {"threshold": "threshold", "peak_refine": "refine", "peak_window": "refine_window"}
 
 
