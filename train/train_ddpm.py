@@ -16,7 +16,6 @@ pixel-unshuffled KDE, ``layout: kde`` (v1) at the KDE resolution; the UNet input
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from smlm_diffusers.training import (
     seeded_generator,
 )
 from smlm_diffusers.training.config import config_to_dict
+from smlm_diffusers.training.data import check_kde_net_optics
 from smlm_diffusers.training.loop import train_loop
 
 
@@ -148,12 +148,7 @@ def main(argv=None):
                               mixed_precision=cfg.mixed_precision,
                               project_config=ProjectConfiguration(project_dir=str(out)))
     kde_net = DeepSTORM.from_pretrained(cfg.kde_net_path).to(accelerator.device).eval().requires_grad_(False)
-    # the training data must come from the optics DeepSTORM was trained for
-    for key, attr in [("pixel_size_nm", "pixel_size_nm"), ("camera_offset", "camera_offset"),
-                      ("camera_gain", "camera_gain"), ("read_noise", "read_noise"), ("kde_sigma", "kde_sigma")]:
-        if not math.isclose(getattr(cfg.data, key), getattr(kde_net.config, attr)):
-            raise ValueError(f"data.{key}={getattr(cfg.data, key)} differs from the DeepSTORM config "
-                             f"({getattr(kde_net.config, attr)}): retrain DeepSTORM or fix the config")
+    check_kde_net_optics(cfg.data, kde_net)  # the training data must come from DeepSTORM's optics
     in_channels, out_channels = layout.unet_channels(cfg.layout, cfg.data.upsampling, cfg.condition_on_frame)
     if cfg.init_from:
         if cfg.unet:

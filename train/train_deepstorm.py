@@ -87,7 +87,7 @@ def validate(model, kde_scaling, val_set, threshold, ranges, device) -> dict:
         for density, frames, gt in val_set:
             unit = model.predict(frames, batch_size=8)
             kde = kde_scaling.from_unit(unit)
-            pred = localize_kde(kde, pixel_size_nm=ranges.pixel_size_nm, upsampling=ranges.upsampling,
+            pred = localize_kde(kde, pixel_size_nm=ranges.camera.pixel_size_nm, upsampling=ranges.upsampling,
                                 threshold=threshold, kernel_sigma=ranges.kde_sigma)
             m = evaluate(gt, pred)
             metrics[f"jaccard_d{density:g}"] = m["jaccard"]
@@ -112,8 +112,9 @@ def main(argv=None):
         project_config=ProjectConfiguration(project_dir=str(out)),
     )
     ranges = cfg.data
-    camera = dict(camera_offset=ranges.camera_offset, camera_gain=ranges.camera_gain, read_noise=ranges.read_noise,
-                  kde_sigma=ranges.kde_sigma, pixel_size_nm=ranges.pixel_size_nm,
+    cam = ranges.camera
+    camera = dict(camera_offset=cam.offset, camera_gain=cam.gain, read_noise=cam.read_noise,
+                  pixel_size_nm=cam.pixel_size_nm, kde_sigma=ranges.kde_sigma,
                   psf_sigma_px=float(np.mean(ranges.sigma_px)))
     if cfg.init_from:
         if cfg.model:

@@ -6,6 +6,7 @@ Everything upstream of the camera works in photons; ADU only appears at this bou
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -63,6 +64,25 @@ class Camera:
             raise ValueError(f"unknown camera keys {unknown}; a camera has {names}")
         return cls(**{k: float(v) for k, v in values.items()})
 
+    def differences(self, other: Camera, names=None, rel_tol: float = 1e-6,
+                    abs_tol: float = 1e-9) -> dict[str, tuple[float, float]]:
+        """Fields (all, or those in ``names``) where the cameras differ beyond the float
+        tolerance (:func:`math.isclose`): name -> (this camera's value, the other's)."""
+        names = [f.name for f in fields(self)] if names is None else list(names)
+        return {n: (getattr(self, n), getattr(other, n)) for n in names
+                if not math.isclose(getattr(self, n), getattr(other, n), rel_tol=rel_tol, abs_tol=abs_tol)}
+
+    def isclose(self, other: Camera, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
+        """Whether every field agrees with ``other``'s within the float tolerance."""
+        return not self.differences(other, rel_tol=rel_tol, abs_tol=abs_tol)
+
+    @classmethod
+    def from_flat(cls, values: dict) -> Camera:
+        """A camera from the flat keys of :data:`FLAT_KEYS` (``camera_offset``, ...), as DeepSTORM's
+        config and training configs written before the camera block hold them; missing keys take
+        the defaults, other keys are ignored."""
+        return cls(**{name: float(values[key]) for key, name in FLAT_KEYS.items() if key in values})
+
     def adu_to_photons(self, adu):
         """Convert ADU to detected photo-electrons, ``(ADU - offset) / gain``.
 
@@ -93,6 +113,11 @@ class Camera:
         """Variance of :meth:`adu_to_photons` of a pixel: ``qe * photons + read_noise^2``."""
         return self.qe * expected_photons + self.read_noise**2
 
+
+FLAT_KEYS = {"pixel_size_nm": "pixel_size_nm", "camera_offset": "offset", "camera_gain": "gain",
+             "read_noise": "read_noise"}
+"""Flat config key -> :class:`Camera` field: the names of DeepSTORM's config and of the ``data:``
+section of training configs written before it took a ``camera:`` block."""
 
 PAPER_CAMERA = Camera()
 """The paper's camera: 108 nm pixels, offset 100 ADU, gain 1 ADU/e-, read noise 1.6 e- rms.

@@ -15,6 +15,9 @@ T = TypeVar("T")
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     if not isinstance(data, dict):
         raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    upgrade = getattr(cls, "upgrade_config", None)  # a class that reads older configs maps them first
+    if upgrade is not None:
+        data = upgrade(data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -24,11 +27,21 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     for name, value in data.items():
         sub = hints.get(name)
         if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(value, dict):
-            value = _build(sub, value, f"{where}.{name}")
+            value = _from_dict(sub, value, f"{where}.{name}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """A nested dataclass: its own ``from_dict`` where it has one (e.g. ``Camera``), else :func:`_build`."""
+    if not hasattr(cls, "from_dict"):
+        return _build(cls, data, where)
+    try:
+        return cls.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}: {err}") from err
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 
 from ..kde import KDEScaling, render_kde
 from ..simulation import PAPER_CAMERA, Camera, FrameSimulator, sample_uniform, simulate
+from ..simulation.camera import FLAT_KEYS
 
 
 @dataclass
@@ -17,7 +19,11 @@ class SimulationRanges:
     """What the training simulator draws from (DESIGN.md training ranges by default).
 
     Ranges are ``[low, high]`` drawn uniformly: density per frame (emitters per square
-    micrometre), photons per emitter, background per frame (photons per pixel).
+    micrometre), photons per emitter, background per frame (photons per pixel). The camera is
+    one block (``camera: {pixel_size_nm: 108.0, offset: 100.0, gain: 1.0, read_noise: 1.6}``);
+    a config written before it, with the flat keys ``pixel_size_nm``, ``camera_offset``,
+    ``camera_gain``, ``read_noise``, still loads (:meth:`upgrade_config`), and those names stay
+    as read-only properties.
     """
 
     patch_size: int = 32
@@ -27,16 +33,40 @@ class SimulationRanges:
     background: tuple[float, float] = (5.0, 60.0)
     background_variation: float = 0.3
     sigma_px: float | tuple[float, float] = 1.0
-    pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm
-    camera_offset: float = PAPER_CAMERA.offset
-    camera_gain: float = PAPER_CAMERA.gain
-    read_noise: float = PAPER_CAMERA.read_noise
+    camera: Camera = field(default_factory=lambda: PAPER_CAMERA)
     upsampling: int = 4
     kde_sigma: float = 1.0
 
+    @classmethod
+    def upgrade_config(cls, data: dict, where: str = "data") -> dict:
+        """A ``data:`` mapping with the old flat camera keys -> the same with a ``camera:`` block
+        (what :func:`~smlm_diffusers.training.config.load_config` reads); both at once is an error."""
+        flat = [k for k in FLAT_KEYS if k in data]
+        if not flat:
+            return data
+        if "camera" in data:
+            raise ValueError(f"{where}: give the camera either as one camera: block or as the old flat keys "
+                             f"{flat}, not both (move them into camera: as "
+                             f"{', '.join(FLAT_KEYS[k] for k in flat)})")
+        rest = {k: v for k, v in data.items() if k not in FLAT_KEYS}
+        return rest | {"camera": {FLAT_KEYS[k]: data[k] for k in flat}}
+
+    # the flat names of configs written before the camera block, read-only
     @property
-    def camera(self) -> Camera:
-        return Camera(self.pixel_size_nm, self.camera_offset, self.camera_gain, self.read_noise)
+    def pixel_size_nm(self) -> float:
+        return self.camera.pixel_size_nm
+
+    @property
+    def camera_offset(self) -> float:
+        return self.camera.offset
+
+    @property
+    def camera_gain(self) -> float:
+        return self.camera.gain
+
+    @property
+    def read_noise(self) -> float:
+        return self.camera.read_noise
 
 
 @dataclass
@@ -56,7 +86,7 @@ def make_training_batch(
     shape = (ranges.patch_size, ranges.patch_size)
     sim = FrameSimulator(shape, ranges.camera, _tuple(ranges.sigma_px), _tuple(ranges.background),
                          ranges.background_variation)
-    em = sample_uniform(batch_size, shape, _tuple(ranges.density), ranges.pixel_size_nm,
+    em = sample_uniform(batch_size, shape, _tuple(ranges.density), ranges.camera.pixel_size_nm,
                         _tuple(ranges.photons), ranges.margin_px, generator, device)
     batch = sim.render(em, generator=generator)
     kde = render_kde(em.x_px, em.y_px, em.mask, shape, ranges.upsampling, ranges.kde_sigma)
@@ -80,6 +110,22 @@ def make_validation_set(
                               sigma_px=sigma, seed=seed + k, camera=ranges.camera, margin_px=ranges.margin_px)
         out.append((d, frames, gt))
     return out
+
+
+def check_kde_net_optics(ranges: SimulationRanges, kde_net) -> None:
+    """The DDPM's training data must come from the optics DeepSTORM was trained for.
+
+    Compares ``ranges.camera`` with ``kde_net.camera`` (the fields a DeepSTORM config records:
+    pixel size, offset, gain, read noise) and ``kde_sigma``, within float tolerance; raises
+    ``ValueError`` naming every field that differs.
+    """
+    diff = {f"camera.{k}": v for k, v in ranges.camera.differences(kde_net.camera, FLAT_KEYS.values()).items()}
+    if not math.isclose(ranges.kde_sigma, kde_net.config.kde_sigma, rel_tol=1e-6):
+        diff["kde_sigma"] = (ranges.kde_sigma, kde_net.config.kde_sigma)
+    if diff:
+        listed = ", ".join(f"data.{k} = {a:g} (DeepSTORM: {b:g})" for k, (a, b) in diff.items())
+        raise ValueError(f"the training data differ from the DeepSTORM config in {listed}: "
+                         "retrain DeepSTORM for these optics or fix the config")
 
 
 def _tuple(v):
