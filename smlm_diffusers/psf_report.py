@@ -52,10 +52,6 @@ def estimate_document(est: dict, camera, stack: str, n_frames: int, total: int) 
             "n_spots": int(est["n_spots"]), "n_isolated": int(est["n_isolated"]),
             "n_candidates": int(est["n_candidates"]),
         },
-        # keys of the training configs' data section (train/configs/*.yaml)
-        "data": {
-            "sigma_px": r(est["sigma_px"], 3), "pixel_size_nm": float(camera.pixel_size_nm),
-            "camera_offset": float(camera.offset), "camera_gain": float(camera.gain),
-            "read_noise": float(camera.read_noise),
-        },
+        # keys of the training configs' data section (train/configs/*.yaml), the camera as one block
+        "data": {"sigma_px": r(est["sigma_px"], 3), "camera": camera.to_dict()},
     }

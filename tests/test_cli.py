@@ -292,7 +292,9 @@ def test_estimate_subcommand(tmp_path, capsys):
     assert est["background_photons_per_px"] == pytest.approx(30, rel=0.05)
     assert est["photons_median"] == pytest.approx(1500, rel=0.1)
     assert est["n_spots"] >= 30
-    assert doc["data"]["camera_offset"] == 200 and doc["data"]["sigma_px"] == pytest.approx(1.3, rel=0.05)
+    assert doc["data"]["camera"] == {"pixel_size_nm": 100.0, "offset": 200.0, "gain": 2.0, "read_noise": 2.0,
+                                     "qe": 1.0}
+    assert doc["data"]["sigma_px"] == pytest.approx(1.3, rel=0.05)
 
 
 @pytest.mark.parametrize(
