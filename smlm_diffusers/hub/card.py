@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..models import layout
-from .tables import _is_missing, benchmark_tables, fmt, markdown_table, simulation_table, training_table
+from .tables import _is_missing, benchmark_tables, flat_camera, fmt, markdown_table, simulation_table, training_table
 
 # package data (pyproject.toml), so the card renders from an installed package too
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "smlm_pipeline.md"
@@ -140,7 +140,7 @@ def card_context(folder: str | Path, results: str | Path | None = None, repo_id:
         except (OSError, ValueError, TypeError):
             scheduler = None
     record = _find_training_record(folder)
-    data = next((r["config"]["data"] for r in (record.get("ddpm"), record.get("deepstorm"))
+    data = next((flat_camera(r["config"]["data"]) for r in (record.get("ddpm"), record.get("deepstorm"))
                  if r and isinstance((r.get("config") or {}).get("data"), dict)), None)
 
     optics = None

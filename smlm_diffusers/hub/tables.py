@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..simulation.camera import FLAT_KEYS
 
 
 def _is_missing(v) -> bool:
@@ -44,6 +45,7 @@ _SIM_KEYS = [  # (key, meaning with unit)
     ("camera_offset", "camera offset (ADU)"),
     ("camera_gain", "camera gain (ADU per photo-electron)"),
     ("read_noise", "read noise (e- rms)"),
+    ("qe", "quantum efficiency"),
     ("photons", "photons per emitter"),
     ("background", "background (photons per pixel)"),
     ("background_variation", "relative background variation across a frame"),
@@ -55,10 +57,21 @@ _SIM_KEYS = [  # (key, meaning with unit)
 ]
 
 
+def flat_camera(data: dict) -> dict:
+    """A config's ``data`` section with its ``camera:`` block spelled as the flat keys of the older
+    configs (``pixel_size_nm``, ``camera_offset``, ...), so cards read both formats alike."""
+    camera = data.get("camera")
+    if not isinstance(camera, dict):
+        return data
+    names = {field: key for key, field in FLAT_KEYS.items()} | {"qe": "qe"}
+    return {k: v for k, v in data.items() if k != "camera"} | {names.get(k, f"camera.{k}"): v
+                                                               for k, v in camera.items()}
+
+
 def simulation_table(record: dict) -> str | None:
     """Markdown table of the ``data`` (simulation) section of each training config."""
     sources = [(name, (record.get(name) or {}).get("config") or {}) for name in ("deepstorm", "ddpm")]
-    sources = [(n, c.get("data")) for n, c in sources if isinstance(c.get("data"), dict)]
+    sources = [(n, flat_camera(c["data"])) for n, c in sources if isinstance(c.get("data"), dict)]
     if not sources:
         return None
     keys = [k for k, _ in _SIM_KEYS] + sorted({k for _, d in sources for k in d} - {k for k, _ in _SIM_KEYS})
