@@ -278,6 +278,30 @@ def test_card_without_results_or_training_record(tiny_dir, tmp_path):
     assert "| paper (section 5) | 100 |" in card.text
 
 
+def test_card_reads_the_camera_block_and_the_old_flat_keys_alike(tiny_dir, tmp_path):
+    # shipped folders keep the flat train_config.yaml of their time; new trainings write a camera: block
+    texts = {}
+    for fmt in ("block", "flat"):
+        folder = _with_training_record(shutil.copytree(tiny_dir, tmp_path / fmt / "smlm-tiny"))
+        (folder / "kde_net" / "config.json").unlink()  # the optics then come from the training configs too
+        for sub in ("unet", "kde_net"):
+            path = folder / sub / "train_config.yaml"
+            cfg = yaml.safe_load(path.read_text())
+            camera = cfg["data"].pop("camera")
+            assert camera["offset"] == 100.0
+            if fmt == "flat":
+                cfg["data"] |= {"pixel_size_nm": camera["pixel_size_nm"], "camera_offset": camera["offset"],
+                                "camera_gain": camera["gain"], "read_noise": camera["read_noise"]}
+            else:
+                cfg["data"]["camera"] = camera
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        out = write_model_card(folder, out=tmp_path / f"{fmt}.md")
+        texts[fmt] = out.read_text().replace((tmp_path / fmt).as_posix(), "<tmp>")
+    assert texts["block"] == texts["flat"]
+    assert "| `camera_offset` | camera offset (ADU) | 100 | 100 |" in texts["block"]
+    assert "| camera offset | 100 | ADU |" in texts["block"]
+
+
 # -- dry runs ------------------------------------------------------------------------------------
 def _printed_files(capsys) -> list[str]:
     lines = capsys.readouterr().out.splitlines()

@@ -33,6 +33,23 @@ def test_camera_gain_and_offset_are_undone():
     assert est["photons"] == pytest.approx(1500, rel=0.1)
 
 
+def test_estimate_document_data_block_loads_as_a_training_config(tmp_path):
+    import yaml
+
+    from smlm_diffusers.psf_report import estimate_document
+    from smlm_diffusers.training import SimulationRanges, load_config
+
+    camera = sd.Camera(pixel_size_nm=160.0, offset=400.0, gain=2.5, read_noise=3.0)
+    frames, _ = sd.simulate(n_frames=30, shape=(40, 40), density=0.1, photons=1500, background=30, sigma_px=1.2,
+                            seed=1, camera=camera)
+    doc = estimate_document(estimate_psf(frames, camera), camera, "beads.tif", 30, 30)
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(doc["data"]))  # the block a user pastes under data:
+    ranges = load_config(SimulationRanges, path)
+    assert ranges.camera == camera
+    assert ranges.sigma_px == pytest.approx(1.2, rel=0.05)
+
+
 def test_fit_recovers_noise_free_spot():
     import torch
 

@@ -139,6 +139,94 @@ def test_config_rejects_unknown_keys(tmp_path):
 
 
 
+def _script_config(name: str, cls: str):
+    """The config dataclass of a training script (train/ is not a package)."""
+    import importlib.util
+
+    if not hasattr(sys.modules.get(name), cls):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "train" / f"{name}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses resolve annotations through it
+        spec.loader.exec_module(sys.modules[name])
+    return getattr(sys.modules[name], cls)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_camera_block_and_old_flat_keys_load_alike(tmp_path):
+    import yaml
+
+    from smlm_diffusers.training.config import config_to_dict
+
+    flat = _write(tmp_path / "flat.yaml", "patch_size: 16\npixel_size_nm: 100\ncamera_offset: 400.0\n"
+                                          "camera_gain: 2.5\nread_noise: 3.0\nkde_sigma: 1.0\n")
+    block = _write(tmp_path / "block.yaml", "patch_size: 16\n"
+                                            "camera: {pixel_size_nm: 100, offset: 400.0, gain: 2.5, read_noise: 3.0}\n")
+    old, new = load_config(SimulationRanges, flat), load_config(SimulationRanges, block)
+    assert old == new
+    assert new.camera == sd.Camera(pixel_size_nm=100.0, offset=400.0, gain=2.5, read_noise=3.0)
+    # the names code used before the block still read (read-only)
+    assert (new.pixel_size_nm, new.camera_offset, new.camera_gain, new.read_noise) == (100.0, 400.0, 2.5, 3.0)
+    # a partial block or a partial set of flat keys: the rest is the paper's camera
+    assert load_config(SimulationRanges, _write(tmp_path / "p.yaml", "read_noise: 2.0\n")).camera == \
+        load_config(SimulationRanges, _write(tmp_path / "q.yaml", "camera: {read_noise: 2.0}\n")).camera == \
+        sd.Camera(read_noise=2.0)
+
+    both = _write(tmp_path / "both.yaml", "camera: {offset: 100.0}\nread_noise: 1.6\ncamera_gain: 1.0\n")
+    with pytest.raises(ValueError, match=r"camera: block or as the old flat keys \['camera_gain', 'read_noise'\]"):
+        load_config(SimulationRanges, both)
+    typo = _write(tmp_path / "typo.yaml", "camera: {readnoise: 2.0}\n")
+    with pytest.raises(ValueError, match=r"typo.yaml.camera: unknown camera keys \['readnoise'\]"):
+        load_config(SimulationRanges, typo)
+
+    # saved configs carry the block, and load back to the same ranges
+    cls = _script_config("train_ddpm", "DDPMTrainConfig")
+    cfg = load_config(cls, _write(tmp_path / "ddpm.yaml", yaml.safe_dump({"data": yaml.safe_load(flat.read_text())})))
+    saved = config_to_dict(cfg)
+    assert saved["data"]["camera"] == new.camera.to_dict()
+    assert not {"pixel_size_nm", "camera_offset", "camera_gain", "read_noise"} & set(saved["data"])
+    again = load_config(cls, _write(tmp_path / "saved.yaml", yaml.safe_dump(saved, sort_keys=False)))
+    assert again == cfg and config_to_dict(again) == saved
+
+
+def test_shipped_flat_train_configs_load_into_the_camera():
+    import yaml
+
+    paths = sorted((ROOT / "pretrained").glob("*/*/train_config.yaml"))
+    assert paths
+    for path in paths:
+        cls = _script_config(*(("train_ddpm", "DDPMTrainConfig") if path.parent.name == "unet"
+                               else ("train_deepstorm", "DeepSTORMTrainConfig")))
+        data = yaml.safe_load(path.read_text())["data"]
+        cfg = load_config(cls, path)
+        if "camera" not in data:  # the format these folders were written in
+            assert cfg.data.camera == sd.Camera(**{"pixel_size_nm": data.get("pixel_size_nm", 108.0),
+                                                   "offset": data.get("camera_offset", 100.0),
+                                                   "gain": data.get("camera_gain", 1.0),
+                                                   "read_noise": data.get("read_noise", 1.6)}), path
+
+
+def test_camera_mismatch_with_deepstorm_names_the_fields():
+    from types import SimpleNamespace
+
+    from smlm_diffusers.training.data import check_kde_net_optics
+
+    def kde_net(kde_sigma=1.0, **camera):
+        return SimpleNamespace(camera=sd.Camera(**camera), config=SimpleNamespace(kde_sigma=kde_sigma))
+
+    ranges = SimulationRanges(camera=sd.Camera(pixel_size_nm=100.0, read_noise=3.0))
+    check_kde_net_optics(ranges, kde_net(pixel_size_nm=100.0 * (1 + 1e-9), read_noise=3.0))  # float tolerance
+    with pytest.raises(ValueError) as err:
+        check_kde_net_optics(ranges, kde_net(pixel_size_nm=108.0, read_noise=3.0, kde_sigma=1.5))
+    msg = str(err.value)
+    assert "data.camera.pixel_size_nm = 100 (DeepSTORM: 108)" in msg and "data.kde_sigma = 1 (DeepSTORM: 1.5)" in msg
+    assert "read_noise" not in msg and "offset" not in msg
+    assert ranges.camera.isclose(sd.Camera(pixel_size_nm=100.0 + 1e-7, read_noise=3.0))
+    assert ranges.camera.differences(sd.Camera()) == {"pixel_size_nm": (100.0, 108.0), "read_noise": (3.0, 1.6)}
+
+
 def _config(tmp_path: Path, base: str, **changes) -> str:
     """A copy of a training config with top-level keys changed (a nested dict replaces its key's)."""
     import yaml

@@ -76,13 +76,6 @@ class Camera:
         """Whether every field agrees with ``other``'s within the float tolerance."""
         return not self.differences(other, rel_tol=rel_tol, abs_tol=abs_tol)
 
-    @classmethod
-    def from_flat(cls, values: dict) -> Camera:
-        """A camera from the flat keys of :data:`FLAT_KEYS` (``camera_offset``, ...), as DeepSTORM's
-        config and training configs written before the camera block hold them; missing keys take
-        the defaults, other keys are ignored."""
-        return cls(**{name: float(values[key]) for key, name in FLAT_KEYS.items() if key in values})
-
     def adu_to_photons(self, adu):
         """Convert ADU to detected photo-electrons, ``(ADU - offset) / gain``.
 
