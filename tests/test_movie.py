@@ -295,3 +295,33 @@ def test_progress_reports_frames_per_second(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "frame/s" in err and "12/12" in err
     assert run.frames_per_second > 0
+
+
+def test_checkpoint_rows_keep_the_refinement_columns_exactly():
+    """The float64 checkpoint rows carry the frame refinement's text and bool columns (fit_flag as a
+    code of its fixed values): the table read back equals the one written; an unknown flag is refused."""
+    from smlm_diffusers.movie.resume import MovieError, rows_bytes, rows_table, table_columns
+
+    locs = pd.DataFrame({"frame": np.array([0, 0, 3], dtype=np.int64), "x_nm": [1.5, 2.25, 1e4 / 3],
+                         "refine_ok": [True, False, True], "fit_flag": ["ok", "runaway", "seed_kept"],
+                         "split": [False, False, True], "cluster_size": np.array([1, 2, 2], dtype=np.int64)})
+    back = rows_table(rows_bytes(locs), table_columns(locs))
+    pd.testing.assert_frame_equal(back, locs)
+    with pytest.raises(MovieError, match="fit_flag"):
+        rows_bytes(locs.assign(fit_flag=["ok", "odd", "ok"]))
+
+
+def test_movie_with_frame_refinement_writes_its_columns_and_resumes(shipped, tmp_path):
+    """A folder with refine on (the shipped one) streams through the runner (its checkpoints hold the
+    refinement's text and bool columns), every molecule gets the fit's bound as its uncertainty, and
+    a run cut short then resumed gives the same bytes."""
+    frames, _ = sd.simulate(n_frames=6, shape=(32, 32), density=1.0, seed=4, camera=shipped.camera)
+    stack = tmp_path / "movie.tif"
+    tifffile.imwrite(stack, np.round(frames).clip(0, 65535).astype(np.uint16))
+    whole, csv = run_and_write(shipped, stack, tmp_path, "whole", batch_size=2)
+    table = pd.read_csv(csv)
+    sigma = table[[c for c in table.columns if c.startswith("uncertainty")][0]]
+    assert len(table) > 0 and np.isfinite(sigma).all() and (sigma > 0).all()
+    localize_movie(shipped, stack, tmp_path / "cut.partial", progress=False, batch_size=2, max_frames=4, **TINY)
+    _, cut = run_and_write(shipped, stack, tmp_path, "cut", batch_size=2)
+    assert cut.read_bytes() == csv.read_bytes()

@@ -40,6 +40,7 @@ from ._mle import (_assess, _check, _clusters, _fisher, _fixed_light, _free, _gr
                    _objective, _per_molecule, _start, _State, _store)
 
 REFINE_COLUMNS = ["crlb_x_nm", "crlb_y_nm", "fit_deviance", "refine_ok", "fit_flag", "split", "cluster_size"]
+FIT_FLAGS = ("ok", "runaway", "seed_kept")  # the values of fit_flag
 
 
 def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, max_shift, min_photons_e):

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..localization.refine import FIT_FLAGS
+
 from ..localization.uncertainty import MOLECULE_COLUMNS
 
 STATE_FORMAT = 3
@@ -54,21 +56,44 @@ def empty_localizations(columns=MOLECULE_COLUMNS) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in INT_COLUMNS else np.float64) for c in columns})
 
 
+# text columns of the localization tables and their values, stored as codes in the float64 rows
+TEXT_COLUMNS = {"fit_flag": FIT_FLAGS}
+
+
+def _text_dtype(name: str) -> str:
+    return "text:" + "|".join(TEXT_COLUMNS[name])
+
+
 def rows_bytes(locs: pd.DataFrame) -> bytes:
-    """A table's rows as float64 bytes, row-major (integers up to 2**53 are exact)."""
-    return np.ascontiguousarray(locs.to_numpy(dtype=np.float64)).tobytes()
+    """A table's rows as float64 bytes, row-major (integers up to 2**53 are exact; the text
+    columns of :data:`TEXT_COLUMNS` as the index of their value)."""
+    out = locs.copy()
+    for name, values in TEXT_COLUMNS.items():
+        if name in out.columns:
+            codes = pd.Categorical(out[name], categories=list(values)).codes
+            if (codes < 0).any():
+                bad = sorted(set(out[name][codes < 0].astype(str)))
+                raise MovieError(f"column {name} has values {bad} outside {list(values)}")
+            out[name] = codes.astype(np.float64)
+    return np.ascontiguousarray(out.to_numpy(dtype=np.float64)).tobytes()
 
 
 def rows_table(data: bytes, columns: list[list[str]]) -> pd.DataFrame:
     """The inverse of :func:`rows_bytes` for ``columns`` = [[name, dtype], ...]."""
     values = np.frombuffer(data, dtype=np.float64).reshape(-1, len(columns))
-    return pd.DataFrame({name: values[:, k].astype(dtype) for k, (name, dtype) in enumerate(columns)},
+
+    def column(k: int, dtype: str):
+        if dtype.startswith("text:"):
+            return np.array(dtype[5:].split("|"), dtype=object)[values[:, k].astype(np.int64)]
+        return values[:, k].astype(dtype)
+
+    return pd.DataFrame({name: column(k, dtype) for k, (name, dtype) in enumerate(columns)},
                         columns=[name for name, _ in columns])
 
 
 def table_columns(locs: pd.DataFrame) -> list[list[str]]:
     """[[name, dtype], ...] of a table (the checkpoint's schema)."""
-    return [[str(c), str(locs[c].dtype)] for c in locs.columns]
+    return [[str(c), _text_dtype(c) if c in TEXT_COLUMNS else str(locs[c].dtype)] for c in locs.columns]
 
 
 def describe_changes(old: dict, new: dict, prefix: str = "") -> str:
