@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--uncertainty", choices=("crlb", "none"), default="crlb",
                    help="crlb: the CLI's photometry and CRLB per molecule (default); none: positions only")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-per-frame runs")
+    p.add_argument("--extras", choices=("all", "first"), default="all",
+                   help="memory runs and time breakdown for every model, or the first only")
     p.add_argument("--no-breakdown", action="store_true", help="skip the time breakdown")
     p.add_argument("--child", choices=("movie", "breakdown"), help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -227,8 +229,9 @@ def main(argv=None) -> int:
         p.error("--frames needs one length per --sizes entry")
 
     rows, extra = [], {}
-    for model in [m.strip() for m in args.model.split(",") if m.strip()]:
+    for i, model in enumerate(m.strip() for m in args.model.split(",") if m.strip()):
         args.model = model
+        extras = args.extras == "all" or i == 0
         facts = model_facts(model)
         print(f"model {model} ({facts['head']} head, refine {facts['refine']}), {args.threads} thread(s), "
               f"mixed precision {args.mixed_precision}, batch {args.batch_size}, density {DENSITY:g}/um^2, "
@@ -241,7 +244,7 @@ def main(argv=None) -> int:
             print(f"{size:>4} x {size:<4}{n:>6} {r['frames_per_s']:>9.2f} {1 / r['frames_per_s']:>8.3f} "
                   f"{r['peak_rss_mb']:>12.0f}")
         here = extra.setdefault(facts["model"], {})
-        if not args.no_memory:
+        if extras and not args.no_memory:
             n1, n2 = args.memory_frames
             size, mb = args.memory_size, args.memory_batch
             a, b = child(args, size, n1, mb), child(args, size, n2, mb)
@@ -251,7 +254,7 @@ def main(argv=None) -> int:
             print(f"{size} x {size}, batches of {mb}: peak RSS {a['peak_rss_mb']:.0f} MB at {n1} frames, "
                   f"{b['peak_rss_mb']:.0f} MB at {n2} frames: {per_frame_kb:+.0f} KB per extra frame "
                   f"(one raw frame: {size * size * 2 // 1024} KB uint16, {size * size * 4 // 1024} KB float32)")
-        if not args.no_breakdown:
+        if extras and not args.no_breakdown:
             t = child(args, what="breakdown")
             here["breakdown_ms"] = t
             print(f"64 x 64 frame, ms: {breakdown_text(t)}")

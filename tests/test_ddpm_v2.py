@@ -12,7 +12,7 @@ import smlm_diffusers as sd
 from smlm_diffusers.models.layout import layout_of
 from smlm_diffusers.simulation.emitters import Emitters
 
-SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d-v2"
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d"
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
     (the fit's bound), DDPM mode combines the bound with the sample spread by the sigma model."""
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d-v2"
+    folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d"
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config.refine
