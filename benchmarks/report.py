@@ -37,7 +37,7 @@ def _sidecar(csv: Path) -> dict | None:
 
 
 MOVIE_COLUMNS = [("model", "model", "s"), ("head", "DeepSTORM head", "s"), ("refine", "frame MLE", "s"),
-                 ("frame", "frame", "s"), ("frames", "frames", "g"), ("frames_per_s", "frames/s", ".1f"),
+                 ("frame", "frame", "s"), ("frames", "frames", "g"), ("frames_per_s", "frames/s", ".3g"),
                  ("peak_rss_mb", "peak RSS (MB)", ".0f")]
 
 
