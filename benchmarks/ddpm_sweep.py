@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ import torch
 import smlm_diffusers as sd
 
 from .model_localizers import DEFAULT_MODEL
+from .sidecar import write_sidecar
 
 RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0}  # the sigma model off: the sample spread as it is
 
@@ -97,11 +95,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / args.csv, index=False)
-    # the command and settings beside the table: the report quotes them, nothing is retyped
-    argv = sys.argv[1:] if argv is None else list(argv)
-    meta = {"command": " ".join(["python -m benchmarks.ddpm_sweep", *map(shlex.quote, argv)]),
-            "frames": args.frames, "density": args.density, "threads": torch.get_num_threads()}
-    (out / args.csv).with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_sidecar(out / args.csv, "benchmarks.ddpm_sweep", argv, frames=args.frames, density=args.density,
+                  threads=torch.get_num_threads())
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / args.csv}")
 

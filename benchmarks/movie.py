@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .model_localizers import DEFAULT_MODEL
+from .sidecar import write_sidecar
 
 DENSITY, PHOTONS, BACKGROUND = 2.0, 2000.0, 20.0
 
@@ -264,11 +264,9 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(out / "movie.csv", index=False)
-        argv = sys.argv[1:] if argv is None else list(argv)
-        meta = {"command": " ".join(["python -m benchmarks.movie", *map(shlex.quote, argv)]), "threads": args.threads,
-                "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
-                "uncertainty": args.uncertainty, "models": extra}
-        (out / "movie.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_sidecar(out / "movie.csv", "benchmarks.movie", argv, threads=args.threads,
+                      mixed_precision=args.mixed_precision, batch_size=args.batch_size, uncertainty=args.uncertainty,
+                      models=extra)
         print(f"wrote {out / 'movie.csv'} and {out / 'movie.json'}")
     return 0
 

@@ -19,9 +19,6 @@ writes ``refinement.csv``.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +32,7 @@ from smlm_diffusers.fisher import crlb_at_truth
 from smlm_diffusers.localization import match, refine_frames
 
 from .model_localizers import DEFAULT_MODEL
+from .sidecar import write_sidecar
 from .scenarios import density_scenarios, isolated_scenarios, simulate_scenario
 
 METHODS = {"DeepSTORM": None, "DeepSTORM + refine": dict(split=False), "DeepSTORM + refine + split": dict(split=True)}
@@ -113,10 +111,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "refinement.csv", index=False)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    meta = {"command": " ".join(["python -m benchmarks.refinement", *map(shlex.quote, argv)]), "threads": args.threads,
-            "model": args.model}
-    (out / "refinement.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_sidecar(out / "refinement.csv", "benchmarks.refinement", argv, threads=args.threads, model=args.model)
     print(f"\nwrote {out / 'refinement.csv'}")
 
 

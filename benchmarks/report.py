@@ -20,6 +20,8 @@ import pandas as pd
 
 from smlm_diffusers.hub import benchmark_tables, markdown_table, write_model_card
 
+from .sidecar import read_sidecar
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PUBLIC_START, PUBLIC_END = "<!-- public:start -->", "<!-- public:end -->"
 
@@ -28,12 +30,6 @@ SWEEP_COLUMNS = [("method", "method", "s"), ("steps", "steps", "g"), ("samples",
                  ("coverage_1sigma", "coverage of 1 sigma", ".3f"), ("z_std", "std z", ".2f"),
                  ("coverage_raw", "coverage, raw spread", ".3f"), ("z_std_raw", "std z, raw spread", ".2f"),
                  ("s_per_frame", "s per 64x64 frame", ".2f")]
-
-
-def _sidecar(csv: Path) -> dict | None:
-    """The command and settings a benchmark wrote beside ``csv`` (``<name>.json``), if any."""
-    meta = csv.with_suffix(".json")
-    return json.loads(meta.read_text()) if meta.is_file() else None
 
 
 MOVIE_COLUMNS = [("model", "model", "s"), ("head", "DeepSTORM head", "s"), ("refine", "frame MLE", "s"),
@@ -47,13 +43,12 @@ REFINE_COLUMNS = [("scenario", "scenario", "s"), ("method", "method", "s"), ("ja
                   ("z_std", "std(z)", ".2f"), ("frac_abs_z_gt_3", "share of abs(z) > 3", ".3f"),
                   ("cpu_ms_per_frame", "refinement CPU ms per frame", ".1f")]
 
-
 def refinement_markdown(folder: Path) -> list[str]:
     """DeepSTORM mode with the frame refinement off and on (``python -m benchmarks.refinement``)."""
     csv = folder / "refinement.csv"
     if not csv.is_file():
         return []
-    meta = _sidecar(csv)
+    meta = read_sidecar(csv)
     how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.refinement`"
     rows = pd.read_csv(csv).to_dict("records")
     return [f"**Refinement on the frame, off and on, in DeepSTORM mode** ({how}; isolated: 64 emitters per "
@@ -69,7 +64,7 @@ def movie_markdown(folder: Path) -> list[str]:
         return []
     from .movie import breakdown_text
 
-    meta = _sidecar(csv) or {}
+    meta = read_sidecar(csv) or {}
     rows = pd.read_csv(csv).to_dict("records")
     for r in rows:
         r["frame"] = f"{r['size']} x {r['size']}"
@@ -99,7 +94,7 @@ def results_markdown(folder: Path) -> str:
             parts += [f"**{t['title']}**" + (f" ({t['settings']})" if t["settings"] else ""), "", t["table"], ""]
     sweep = folder / "ddpm_sweep.csv"
     if sweep.is_file():
-        meta = _sidecar(sweep)
+        meta = read_sidecar(sweep)
         how = (f"`{meta['command']}`, {meta['threads']} thread(s); the same {meta['frames']} simulated 64x64 frame(s) "
                f"for every row: density {meta['density']:g} per square micrometre, 2000 photons, background 20"
                if meta else "`python -m benchmarks.ddpm_sweep`")
@@ -108,7 +103,7 @@ def results_markdown(folder: Path) -> str:
                   markdown_table(pd.read_csv(sweep).to_dict("records"), SWEEP_COLUMNS), ""]
     models = folder / "models.csv"
     if models.is_file():
-        meta = _sidecar(models)
+        meta = read_sidecar(models)
         how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.ddpm_sweep --csv models.csv`"
         parts += ["**DDPM v2 against v1 on the same frames** "
                   f"({how}; the same simulated 64x64 frames for every row: density 2, 2000 photons, background 20; "

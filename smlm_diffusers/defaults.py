@@ -77,13 +77,16 @@ def max_inference_steps(scheduler) -> int:
     return int(getattr(scheduler.config, "max_inference_steps", 0) or MAX_STEPS_FALLBACK)
 
 
+def default_steps(pipe) -> int:
+    """The pipeline folder's ``default_inference_steps`` (the few-step sampling its accuracy was
+    measured with), else :data:`FALLBACK_STEPS`."""
+    return getattr(getattr(pipe, "config", None), "default_inference_steps", None) or FALLBACK_STEPS
+
+
 def model_steps(pipe, steps: int | None = None) -> int:
-    """``steps``, or when None the pipeline folder's ``default_inference_steps`` (the few-step
-    sampling its accuracy was measured with), else :data:`FALLBACK_STEPS`; checked against the
-    model's range (:func:`check_inference_steps`)."""
-    if steps is None:
-        steps = getattr(getattr(pipe, "config", None), "default_inference_steps", None) or FALLBACK_STEPS
-    return check_inference_steps(steps, getattr(pipe, "scheduler", None))
+    """``steps``, or when None :func:`default_steps`; checked against the model's range
+    (:func:`check_inference_steps`)."""
+    return check_inference_steps(default_steps(pipe) if steps is None else steps, getattr(pipe, "scheduler", None))
 
 
 def check_inference_steps(steps, scheduler=None, limit: int | None = None) -> int:

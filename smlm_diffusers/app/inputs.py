@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..camera_check import check_camera as check_camera_data
-from ..defaults import FALLBACK_STEPS, check_inference_steps
+from ..defaults import check_inference_steps, default_steps
 from ..io import read_tiff_stack
 from ..simulation import PAPER_CAMERA, Camera, simulate
 from .model import MAX_STEPS
@@ -203,7 +203,7 @@ def check_sampling(num_samples, num_inference_steps, pipe=None) -> tuple[int, in
     """(samples, steps) as ints: samples in [0, MAX_SAMPLES] (0 is DeepSTORM alone, steps unused),
     steps in [1, the model's maximum, at most MAX_STEPS]; steps None is the folder's default."""
     if num_inference_steps is None:
-        num_inference_steps = getattr(getattr(pipe, "config", None), "default_inference_steps", None) or FALLBACK_STEPS
+        num_inference_steps = default_steps(pipe)
     k, s = int(num_samples), int(num_inference_steps)
     if not 0 <= k <= MAX_SAMPLES:
         raise InputError(f"Samples must be between 0 (DeepSTORM only) and {MAX_SAMPLES}, got {k}.")
