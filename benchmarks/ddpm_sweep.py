@@ -29,7 +29,7 @@ import smlm_diffusers as sd
 from .model_localizers import DEFAULT_MODEL
 from .sidecar import write_sidecar
 
-RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0}  # the sigma model off: the sample spread as it is
+RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0, "sigma_models": None}  # the sigma model off: the spread as it is
 
 
 def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("logsnr",), n_frames: int = 2,

@@ -20,8 +20,9 @@ import search_schedule  # noqa: E402
 
 class MiscalibratedPipeline:
     """Reports the raw sample spread ``s`` (random, 2-10 nm) while its true errors have the variance
-    ``(2 s)^2 + 1.5^2 CRLB``: the sigma model the calibration fits, with ``(a, b) = (2, 1.5)``. The
-    photons and background it reports are the truth, so the CRLB is exact."""
+    ``(2 s)^2 + 1.5^2 CRLB``: the sigma model the calibration fits, with ``(a, b) = (2, 1.5)``, at 8
+    steps; at ``k`` steps it reports ``s k / 8`` (fewer steps, less spread), so there ``a = 16 / k``.
+    The photons and background it reports are the truth, so the CRLB is exact."""
 
     A, B = 2.0, 1.5
 
@@ -34,13 +35,14 @@ class MiscalibratedPipeline:
     def set_progress_bar_config(self, **kwargs):
         pass
 
-    def __call__(self, frames, **kwargs):
+    def __call__(self, frames, num_inference_steps=8, **kwargs):
         gt = self.gt.reset_index(drop=True)
         camera = self.kde_net.camera
         cx, cy = crlb_at_truth(gt, self.kde_net.config.psf_sigma_px, camera)
         sx, sy = self.rng.uniform(2, 10, len(gt)), self.rng.uniform(2, 10, len(gt))
         ex = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sx) ** 2 + self.B**2 * cx)
         ey = self.rng.normal(0, 1, len(gt)) * np.sqrt((self.A * sy) ** 2 + self.B**2 * cy)
+        sx, sy = sx * num_inference_steps / 8, sy * num_inference_steps / 8
         locs = gt.assign(x_nm=gt["x_nm"] + ex, y_nm=gt["y_nm"] + ey, sigma_x_nm=sx, sigma_y_nm=sy, kde_mass=1.0,
                          probability=1.0, spread_x_nm=sx, spread_y_nm=sy, bound_x_nm=np.sqrt(cx),
                          bound_y_nm=np.sqrt(cy))
@@ -59,15 +61,20 @@ def test_fit_recovers_the_sigma_model_and_is_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sd.SMLMDiffusionPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: fake))
     monkeypatch.setattr(sd, "simulate", simulate_and_remember)
-    (tmp_path / "model_index.json").write_text(json.dumps({"sigma_scale": 1.0, "tile_size": 160}))
-    a, b = calibrate_uncertainty.main([str(tmp_path), "--samples", "6", "--steps", "7", "--densities", "2,4",
+    (tmp_path / "model_index.json").write_text(json.dumps({"sigma_scale": 1.0, "tile_size": 160,
+                                                           "default_inference_steps": 8}))
+    a, b = calibrate_uncertainty.main([str(tmp_path), "--samples", "6", "--steps", "4,8", "--densities", "2,4",
                                        "--photons", "300,1000,5000", "--molecules", "400"])
     assert a == pytest.approx(MiscalibratedPipeline.A, rel=0.1)
     assert b == pytest.approx(MiscalibratedPipeline.B, rel=0.25)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index == {"sigma_scale": a, "crlb_scale": b, "calibration_samples": 6, "calibration_steps": 7,
-                     "tile_size": 160}
+    a4, b4 = index.pop("sigma_models").pop("4")  # one model per step count; the default's is the folder's
+    assert a4 == pytest.approx(2 * MiscalibratedPipeline.A, rel=0.1) and b4 == pytest.approx(MiscalibratedPipeline.B, rel=0.25)
+    assert index == {"sigma_scale": a, "crlb_scale": b, "calibration_samples": 6, "calibration_steps": 8,
+                     "tile_size": 160, "default_inference_steps": 8}
     table = pd.read_csv(tmp_path / "uncertainty_calibration.csv")
+    assert sorted(table["steps"].unique()) == [4, 8]
+    table = table[table["steps"] == 8]
     assert len(table) == 6 and (table["coverage_uncalibrated"] < 0.45).all()
     assert table["coverage_calibrated"].between(0.62, 0.75).all()
     assert table["z_std_calibrated"].between(0.85, 1.15).all()
@@ -75,11 +82,13 @@ def test_fit_recovers_the_sigma_model_and_is_written(tmp_path, monkeypatch):
     dim, bright = table[table["photons"] == 300], table[table["photons"] == 5000]
     assert (dim["coverage_spread_only"].to_numpy() < bright["coverage_spread_only"].to_numpy() - 0.05).all()
     molecules = pd.read_csv(tmp_path / "uncertainty_calibration_molecules.csv")
-    assert len(molecules) == table["n_molecules"].sum()
+    assert (molecules["steps"] == 8).sum() == table["n_molecules"].sum()
     # a refit of the saved molecules needs no pipeline and gives the same answer
+    written = pd.read_csv(tmp_path / "uncertainty_calibration.csv")
     monkeypatch.setattr(sd.SMLMDiffusionPipeline, "from_pretrained", None)
     assert calibrate_uncertainty.main([str(tmp_path), "--refit"]) == (a, b)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "uncertainty_calibration.csv"), table)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "uncertainty_calibration.csv"), written)
+    assert json.loads((tmp_path / "model_index.json").read_text())["sigma_models"]["4"] == [a4, b4]
 
 
 def test_schedule_candidates():

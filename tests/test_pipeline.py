@@ -136,6 +136,45 @@ def test_tiles_stitch_into_the_whole_image_result(pipe):
     torch.testing.assert_close(a, b)
 
 
+def test_single_tile_axis_takes_the_edge_margin_and_stitches_like_one_tile():
+    """``tile_edge``: an axis that one tile covers is padded by the edge margin only (no seam);
+    a tiled axis keeps the full overlap; the stitched result equals one big tile's."""
+
+    def local_denoise(cond, generator=None, sampler=None, bar=None):
+        return torch.nn.functional.avg_pool2d(cond[:, :1], 3, stride=1, padding=1, count_include_pad=True)
+
+    edged = tiny_pipeline(tile_size=32, tile_overlap=4, tile_edge=2)
+    (th, tw), corners, padded = edged.tile_layout(20, 70)
+    assert th == 24 and padded[0] == 24  # rows: one tile, 20 + 2 * 2 pixels
+    assert len({j for _, j in corners}) == 3 and tw - 2 * 4 > 0  # columns: three tiles with overlap 4
+    assert tiny_pipeline(tile_size=32, tile_overlap=4).tile_layout(20, 70)[0][0] == 28  # without: 20 + 2 * 4
+    whole = tiny_pipeline(tile_size=256)
+    for p in (edged, whole):
+        p.denoise = local_denoise
+    cond = torch.randn(1, 1, 20, 70)
+    torch.testing.assert_close(edged.sample_residuals(cond, 2, 3, None, 64), whole.sample_residuals(cond, 2, 3, None, 64))
+    with pytest.raises(ValueError, match="tile_edge"):
+        tiny_pipeline(tile_size=32, tile_overlap=4, tile_edge=5)
+
+
+def test_sigma_model_follows_the_step_count(frames):
+    """``sigma_models``: the sigma model fitted at a call's step count, else at the nearest one
+    (log steps); without entries the folder's single pair."""
+    models = {2: [2.0, 0.0], 8: [0.5, 0.0]}
+    pipe = tiny_pipeline(threshold=0.1, sigma_models=models)
+    assert pipe.config.sigma_models == {"2": [2.0, 0.0], "8": [0.5, 0.0]}  # JSON-ready keys
+    assert [pipe.sigma_model_for(k) for k in (1, 2, 3, 5, 8, 100)] == [(2.0, 0.0)] * 3 + [(0.5, 0.0)] * 3
+    assert tiny_pipeline(sigma_scale=1.5, crlb_scale=0.5).sigma_model_for(4) == (1.5, 0.5)
+    finite = 0
+    for steps, (a, _) in models.items():
+        locs = run(pipe, frames, num_samples=6, num_inference_steps=steps).localizations
+        finite += int(locs["sigma_x_nm"].notna().sum())
+        np.testing.assert_allclose(locs["sigma_x_nm"], a * locs["spread_x_nm"], rtol=1e-9)
+    assert finite > 0
+    with pytest.raises(ValueError, match="sigma_models"):
+        tiny_pipeline(sigma_models={4: [0.0, 1.0]})
+
+
 def test_tile_layout_is_balanced():
     pipe = tiny_pipeline(tile_size=160, tile_overlap=16)
     (th, tw), corners, padded = pipe.tile_layout(256, 100)

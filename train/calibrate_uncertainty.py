@@ -1,6 +1,6 @@
 """Fit the DDPM's per-molecule sigma model on simulated validation movies.
 
-    python train/calibrate_uncertainty.py pretrained/smlm-ddpm-2d [--samples 8 --steps 20]
+    python train/calibrate_uncertainty.py pretrained/smlm-ddpm-2d [--samples 8 --steps 2,4,8]
     python train/calibrate_uncertainty.py runs/ddpm_100nm/pipeline --photons 1000,3000 --backgrounds 20,500
 
 The pipeline reports, per molecule and axis (:class:`smlm_diffusers.SMLMDiffusionPipeline`),
@@ -22,9 +22,13 @@ on a grid to meet the benchmark's calibration targets in every setting: it minim
     sum over settings of ((coverage - 0.683) / 0.05)^2 + ((std(z) - 1) / 0.15)^2,
 
 z = error / sigma over both axes. For comparison it also fits the spread alone (``b = 0``, ``a``
-the 68.27% quantile of ``|error| / s``). It writes ``sigma_scale = a``, ``crlb_scale = b`` and the
-samples and steps they hold for into the folder's ``model_index.json``, the per-setting table
-to ``uncertainty_calibration.csv`` and the per-molecule errors to
+the 68.27% quantile of ``|error| / s``). The sample spread shrinks with fewer steps, so
+``(a, b)`` is fitted per step count: ``--steps 2,4,8`` runs the same movies at each and writes
+``sigma_models = {steps: [a, b]}`` (the pipeline picks the entry of a call's step count) and, for
+the folder's ``default_inference_steps`` (else the last count given), ``sigma_scale = a``,
+``crlb_scale = b`` and the samples and steps they hold for into the folder's
+``model_index.json``; the per-setting table (a ``steps`` column) to
+``uncertainty_calibration.csv`` and the per-molecule errors to
 ``uncertainty_calibration_molecules.csv``.
 """
 
@@ -57,7 +61,7 @@ def floats(text: str) -> tuple[float, ...]:
 def load_uncalibrated(folder: Path):
     """The pipeline with ``sigma_scale = 1, crlb_scale = 0`` (the raw sample spread), quiet, and the
     camera of its DeepSTORM config (the optics the validation movies are simulated with)."""
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0, crlb_scale=0.0)
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder, sigma_scale=1.0, crlb_scale=0.0, sigma_models=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe, pipe.kde_net.camera
 
@@ -121,22 +125,53 @@ def summary(errors: pd.DataFrame, a: float, b: float) -> tuple[float, float]:
     return float(np.mean(np.abs(z) <= 1.0)), float(np.std(z))
 
 
-def simulate_errors(folder: Path, args) -> list[pd.DataFrame]:
-    """Run the uncalibrated pipeline on validation movies; per-molecule errors of each setting."""
+def simulate_errors(folder: Path, args) -> dict[int, list[pd.DataFrame]]:
+    """Run the uncalibrated pipeline on validation movies at each of ``args.steps``: per step
+    count, the per-molecule errors of each setting (the same movies at every step count)."""
     pipe, camera = load_uncalibrated(folder)
     cfg = pipe.kde_net.config
     area_um2 = (args.shape * camera.pixel_size_nm / 1000.0) ** 2
-    groups = []
+    groups = {steps: [] for steps in args.steps}
     for k, (d, ph, bg) in enumerate(itertools.product(args.densities, args.photons, args.backgrounds)):
         n_frames = max(args.min_frames, math.ceil(args.molecules / (d * area_um2)))
         frames, gt = sd.simulate(n_frames=n_frames, shape=(args.shape, args.shape), density=d, photons=ph,
                                  background=bg, sigma_px=cfg.psf_sigma_px, seed=9500 + k, camera=camera)
-        errors = molecule_errors(pipe, frames, gt, camera, args.samples, args.steps, seed=k)
-        groups.append(errors.assign(density=d, photons_true=ph, background_true=bg, frames=n_frames))
-        cov, zstd = summary(errors, 1.0, 0.0)
-        print(f"density {d:g}, {ph:g} photons, background {bg:g}: {len(errors)} molecules in {n_frames} frames, "
-              f"coverage {cov:.3f}, std(z) {zstd:.2f}", flush=True)
+        for steps in args.steps:
+            errors = molecule_errors(pipe, frames, gt, camera, args.samples, steps, seed=k)
+            groups[steps].append(errors.assign(density=d, photons_true=ph, background_true=bg, frames=n_frames,
+                                               steps=steps))
+            cov, zstd = summary(errors, 1.0, 0.0)
+            print(f"density {d:g}, {ph:g} photons, background {bg:g}, {steps} steps: {len(errors)} molecules in "
+                  f"{n_frames} frames, coverage {cov:.3f}, std(z) {zstd:.2f}", flush=True)
     return groups
+
+
+def calibrate(groups: list[pd.DataFrame], samples: int, steps: int) -> tuple[float, float, pd.DataFrame]:
+    """Fit ``(a, b)`` on one step count's settings; print and return them with the per-setting table."""
+    if sum(len(g) for g in groups) < 50 or min(len(g) for g in groups) < 5:
+        raise SystemExit("too few matched molecules with a sigma: raise --molecules")
+    a, b = fit_sigma_model(groups)
+    a_only = spread_only_scale(groups)
+    table = pd.DataFrame([{"steps": steps, "density": float(g["density"].iloc[0]),
+                           "photons": float(g["photons_true"].iloc[0]),
+                           "background": float(g["background_true"].iloc[0]), "frames": int(g["frames"].iloc[0]),
+                           "n_molecules": len(g)} for g in groups])
+    for name, (aa, bb) in {"uncalibrated": (1.0, 0.0), "spread_only": (a_only, 0.0), "calibrated": (a, b)}.items():
+        stats = [summary(g, aa, bb) for g in groups]
+        table[f"coverage_{name}"] = [s[0] for s in stats]
+        table[f"z_std_{name}"] = [s[1] for s in stats]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table["sigma_scale"], table["crlb_scale"], table["spread_only_scale"] = a, b, a_only
+    all_errors = pd.concat(groups, ignore_index=True)
+    cov0, std0 = summary(all_errors, 1.0, 0.0)
+    cov1, std1 = summary(all_errors, a_only, 0.0)
+    cov2, std2 = summary(all_errors, a, b)
+    print(f"\nsigma_scale = {a:.2f}, crlb_scale = {b:.2f} over {len(all_errors)} molecules, "
+          f"{samples} samples x {steps} steps. Coverage / std(z) over all settings: "
+          f"spread {cov0:.3f} / {std0:.2f}; spread x {a_only:.2f} {cov1:.3f} / {std1:.2f}; "
+          f"fitted model {cov2:.3f} / {std2:.2f}")
+    print(tail_report(all_errors, a, b) + "\n")
+    return a, b, table
 
 
 def tail_report(errors: pd.DataFrame, a: float, b: float, limit: float = 3.0) -> str:
@@ -157,7 +192,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pipeline", help="a pipeline folder (written by train_ddpm.py or save_pretrained)")
     p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=lambda t: tuple(int(v) for v in floats(t)), default=(8,),
+                   help="reverse diffusion steps, comma separated: one sigma model per step count")
     p.add_argument("--densities", type=floats, default=(0.5, 2.0, 4.0), help="emitters per um^2")
     p.add_argument("--photons", type=floats, default=(500.0, 1500.0, 4000.0), help="photons per emitter")
     p.add_argument("--backgrounds", type=floats, default=(20.0,), help="photons per pixel")
@@ -177,39 +213,31 @@ def main(argv=None):
     if args.refit:
         if not molecules_path.is_file():
             raise SystemExit(f"--refit needs {molecules_path}: run without --refit first")
+        saved = pd.read_csv(molecules_path)
+        if "steps" not in saved:  # written before sigma models per step count
+            saved["steps"] = int(index.get("calibration_steps") or 0)
         keys = ["density", "photons_true", "background_true"]
-        groups = [g.reset_index(drop=True) for _, g in pd.read_csv(molecules_path).groupby(keys, sort=False)]
-        args.samples, args.steps = index.get("calibration_samples"), index.get("calibration_steps")
+        groups = {int(steps): [g.reset_index(drop=True) for _, g in by_steps.groupby(keys, sort=False)]
+                  for steps, by_steps in saved.groupby("steps", sort=False)}
+        args.samples = index.get("calibration_samples")
     else:
         groups = simulate_errors(folder, args)
-    if sum(len(g) for g in groups) < 50 or min(len(g) for g in groups) < 5:
-        raise SystemExit("too few matched molecules with a sigma: raise --molecules")
-    a, b = fit_sigma_model(groups)
-    a_only = spread_only_scale(groups)
-    table = pd.DataFrame([{"density": float(g["density"].iloc[0]), "photons": float(g["photons_true"].iloc[0]),
-                           "background": float(g["background_true"].iloc[0]), "frames": int(g["frames"].iloc[0]),
-                           "n_molecules": len(g)} for g in groups])
-    for name, (aa, bb) in {"uncalibrated": (1.0, 0.0), "spread_only": (a_only, 0.0), "calibrated": (a, b)}.items():
-        stats = [summary(g, aa, bb) for g in groups]
-        table[f"coverage_{name}"] = [s[0] for s in stats]
-        table[f"z_std_{name}"] = [s[1] for s in stats]
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    table["sigma_scale"], table["crlb_scale"], table["spread_only_scale"] = a, b, a_only
-    all_errors = pd.concat(groups, ignore_index=True)
-    cov0, std0 = summary(all_errors, 1.0, 0.0)
-    cov1, std1 = summary(all_errors, a_only, 0.0)
-    cov2, std2 = summary(all_errors, a, b)
-    print(f"\nsigma_scale = {a:.2f}, crlb_scale = {b:.2f} over {len(all_errors)} molecules, "
-          f"{args.samples} samples x {args.steps} steps. Coverage / std(z) over all settings: "
-          f"spread {cov0:.3f} / {std0:.2f}; spread x {a_only:.2f} {cov1:.3f} / {std1:.2f}; "
-          f"fitted model {cov2:.3f} / {std2:.2f}")
-    print(tail_report(all_errors, a, b))
+    fits = {steps: calibrate(g, args.samples, steps) for steps, g in groups.items()}
+    default = index.get("default_inference_steps")
+    primary = default if default in fits else list(fits)[-1]
+    a, b, _ = fits[primary]
+    if len(fits) > 1:
+        print("sigma model per step count: " + ", ".join(f"{k} steps ({fa:.2f}, {fb:.2f})" for k, (fa, fb, _) in fits.items()))
     if not args.dry_run:
-        index.update(sigma_scale=a, crlb_scale=b, calibration_samples=args.samples, calibration_steps=args.steps)
+        index.update(sigma_scale=a, crlb_scale=b, calibration_samples=args.samples, calibration_steps=primary)
+        if len(fits) > 1 or "sigma_models" in index:
+            index["sigma_models"] = {str(k): [fa, fb] for k, (fa, fb, _) in fits.items()}
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        table.to_csv(folder / "uncertainty_calibration.csv", index=False)
+        pd.concat([t for _, _, t in fits.values()], ignore_index=True).to_csv(
+            folder / "uncertainty_calibration.csv", index=False)
         if not args.refit:
-            all_errors.to_csv(molecules_path, index=False, float_format="%.5g")
+            pd.concat([e for g in groups.values() for e in g], ignore_index=True).to_csv(
+                molecules_path, index=False, float_format="%.7g")
         print(f"wrote {index_path}")
     return a, b
 

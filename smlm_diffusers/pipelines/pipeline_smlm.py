@@ -54,12 +54,21 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     tile_size, tile_overlap : int
         Largest UNet tile and the margin each tile drops on inner edges, in pixels of the
         UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (:mod:`.tiling`).
+    tile_edge : int, optional
+        The margin (background padding) of a frame axis that one tile covers, at most
+        ``tile_overlap`` (the default): it has no inner seam, only the field's edge, and the
+        padding the UNet's training crops reached past their field (``crop_edge_px``) suffices.
     sigma_scale, crlb_scale : float
         The per-molecule sigma model, per axis, ``sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB``
         (``s`` the corrected sample spread, column ``spread_x_nm``; sqrt(CRLB) the bound of the fit
         on the frame, ``bound_x_nm``; :mod:`smlm_diffusers.localization.molecules`). ``(1, 0)``
         reports the spread as it is; ``train/calibrate_uncertainty.py`` fits both at
         ``calibration_samples`` x ``calibration_steps``.
+    sigma_models : dict, optional
+        ``{steps: [sigma_scale, crlb_scale]}``: the sigma model fitted at each of several step
+        counts (the sample spread shrinks with fewer steps, so one fit holds for one step count).
+        A call uses the entry of its step count, else the nearest calibrated count (in log steps);
+        without entries, ``sigma_scale`` and ``crlb_scale`` (:meth:`sigma_model_for`).
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     refine, refine_split : bool
@@ -88,10 +97,12 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         min_probability: float = 0.5,
         tile_size: int = 160,
         tile_overlap: int = 16,
+        tile_edge: int | None = None,
         sigma_scale: float = 1.0,
         crlb_scale: float = 0.0,
         calibration_samples: int | None = None,
         calibration_steps: int | None = None,
+        sigma_models: dict | None = None,
         default_inference_steps: int = 20,
         refine: bool = False,
         refine_split: bool = False,
@@ -105,13 +116,21 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
         if not (math.isfinite(crlb_scale) and crlb_scale >= 0):
             raise ValueError(f"crlb_scale must be a number >= 0, got {crlb_scale}")
+        sigma_models = {str(int(k)): [float(a), float(b)] for k, (a, b) in (sigma_models or {}).items()} or None
+        for k, (a, b) in (sigma_models or {}).items():
+            if int(k) < 1 or not (math.isfinite(a) and a > 0 and math.isfinite(b) and b >= 0):
+                raise ValueError(f"sigma_models needs steps >= 1 -> [sigma_scale > 0, crlb_scale >= 0], got {k}: {[a, b]}")
+        if tile_edge is not None and not 0 <= int(tile_edge) <= tile_overlap:
+            raise ValueError(f"tile_edge must be between 0 and tile_overlap ({tile_overlap}), got {tile_edge}")
         peaks = peak_settings({"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window},
                               getattr(kde_net, "legacy_localization", {}))
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
-                                tile_size=tile_size, tile_overlap=tile_overlap, sigma_scale=float(sigma_scale),
+                                tile_size=tile_size, tile_overlap=tile_overlap,
+                                tile_edge=None if tile_edge is None else int(tile_edge), sigma_scale=float(sigma_scale),
                                 crlb_scale=float(crlb_scale),
                                 calibration_samples=calibration_samples, calibration_steps=calibration_steps,
+                                sigma_models=sigma_models,
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
                                 refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles), **peaks)
 
@@ -170,10 +189,22 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                                 read_noise=camera.read_noise)
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
+    def sigma_model_for(self, num_inference_steps: int) -> tuple[float, float]:
+        """``(sigma_scale, crlb_scale)`` for a call at ``num_inference_steps``: the ``sigma_models``
+        entry of that step count, else of the calibrated count nearest in log steps, else the
+        folder's single ``sigma_scale`` and ``crlb_scale``."""
+        models = self.config.get("sigma_models") or {}
+        if not models:
+            return self.config.sigma_scale, self.config.crlb_scale
+        nearest = min(models, key=lambda k: (abs(math.log(int(k) / num_inference_steps)), int(k)))
+        a, b = models[nearest]
+        return float(a), float(b)
+
     def tile_plan(self, h: int, w: int) -> TileLayout:
         """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`)."""
         mult = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        return TileLayout.plan(h, w, self.config.tile_size, self.config.tile_overlap, mult)
+        return TileLayout.plan(h, w, self.config.tile_size, self.config.tile_overlap, mult,
+                               self.config.get("tile_edge"))
 
     def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
         """The tile shape, the top-left corners on the padded grid, and the padded grid's shape."""
@@ -278,8 +309,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
             molecules = sample_molecules(samples, kde_mean, localize, self.config.link_radius_nm, min_probability)
-            locs = read_out(molecules, frames.cpu().numpy(), camera, psf_sigma_px, self.config.sigma_scale,
-                            self.config.crlb_scale, refine, split)
+            locs = read_out(molecules, frames.cpu().numpy(), camera, psf_sigma_px,
+                            *self.sigma_model_for(num_inference_steps), refine, split)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)

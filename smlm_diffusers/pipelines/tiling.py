@@ -3,7 +3,10 @@
 Frames of any size are sampled in overlapping tiles; each tile keeps only its centre (the
 ``overlap`` pixels of every edge are dropped), so an emitter on a tile border sees the same
 context as one in the middle of a tile. Outside the field the grid is padded with the
-conditioning's background level.
+conditioning's background level. An axis that one tile covers has no inner seam: there the
+margin is only that padding, and ``edge`` (at most ``overlap``) pixels of it suffice when the
+UNet was trained on crops that reach that far past the field (``crop_edge_px``): a 64 x 64
+frame is then one tile of 72 x 72 instead of 80 x 80, 19% less work per step.
 """
 
 from __future__ import annotations
@@ -19,45 +22,52 @@ from torch.nn import functional as F
 @dataclass(frozen=True)
 class TileLayout:
     """How a working grid of ``shape`` pixels is cut: equal tiles of ``tile`` pixels at
-    ``corners`` (top-left, on the padded grid of ``padded`` pixels), each keeping its centre."""
+    ``corners`` (top-left, on the padded grid of ``padded`` pixels), each keeping its centre,
+    without the ``overlap`` pixels (per axis: rows, columns) of each of its edges."""
 
     shape: tuple[int, int]
     tile: tuple[int, int]
     corners: list[tuple[int, int]]
     padded: tuple[int, int]
-    overlap: int
+    overlap: tuple[int, int]
 
     @classmethod
-    def plan(cls, h: int, w: int, tile_size: int, overlap: int, multiple: int) -> TileLayout:
+    def plan(cls, h: int, w: int, tile_size: int, overlap: int, multiple: int, edge: int | None = None
+             ) -> TileLayout:
         """Per axis, the fewest tiles of at most ``tile_size`` pixels whose centres
         (``tile_size - 2 * overlap``) cover the axis, all equal and just large enough (a
         multiple of ``multiple``, the UNet's downsampling factor): a 256-pixel axis gets two
-        tiles of 160 with overlap 16, not three of 128."""
+        tiles of 160 with overlap 16, not three of 128. An axis that one tile covers is padded
+        by ``edge`` pixels (default and at most ``overlap``) instead (module docstring)."""
+        edge = overlap if edge is None else min(int(edge), overlap)
+        if edge < 0:
+            raise ValueError(f"the tile edge margin must be >= 0, got {edge}")
 
-        def axis(n: int) -> tuple[int, int]:
+        def axis(n: int) -> tuple[int, int, int]:
             count = max(1, math.ceil(n / (tile_size - 2 * overlap)))
-            size = int(math.ceil((math.ceil(n / count) + 2 * overlap) / multiple) * multiple)
-            return size, count
+            o = overlap if count > 1 else edge
+            size = int(math.ceil((math.ceil(n / count) + 2 * o) / multiple) * multiple)
+            return size, count, o
 
-        (th, ny), (tw, nx) = axis(h), axis(w)
-        sy, sx = th - 2 * overlap, tw - 2 * overlap
+        (th, ny, oy), (tw, nx, ox) = axis(h), axis(w)
+        sy, sx = th - 2 * oy, tw - 2 * ox
         corners = [(i * sy, j * sx) for i in range(ny) for j in range(nx)]
-        return cls((h, w), (th, tw), corners, (ny * sy + 2 * overlap, nx * sx + 2 * overlap), overlap)
+        return cls((h, w), (th, tw), corners, (ny * sy + 2 * oy, nx * sx + 2 * ox), (oy, ox))
 
     @property
     def core(self) -> tuple[int, int]:
         """Side of the centre each tile keeps."""
-        return self.tile[0] - 2 * self.overlap, self.tile[1] - 2 * self.overlap
+        return self.tile[0] - 2 * self.overlap[0], self.tile[1] - 2 * self.overlap[1]
 
     @property
     def core_grid(self) -> tuple[int, int]:
         """The padded grid without its margin: where the tile centres are placed."""
-        return self.padded[0] - 2 * self.overlap, self.padded[1] - 2 * self.overlap
+        return self.padded[0] - 2 * self.overlap[0], self.padded[1] - 2 * self.overlap[1]
 
     def pad(self, x: torch.Tensor, values) -> torch.Tensor:
         """``x`` [F, C, h, w] on the padded grid, channel ``c`` filled with ``values[c]``."""
-        (h, w), (ph, pw), o = self.shape, self.padded, self.overlap
-        return torch.cat([F.pad(x[:, c:c + 1], (o, pw - w - o, o, ph - h - o), value=v)
+        (h, w), (ph, pw), (oy, ox) = self.shape, self.padded, self.overlap
+        return torch.cat([F.pad(x[:, c:c + 1], (ox, pw - w - ox, oy, ph - h - oy), value=v)
                           for c, v in enumerate(values)], dim=1)
 
     def jobs(self, padded_kde: torch.Tensor, num_samples: int, empty_level: float) -> list:
@@ -88,5 +98,5 @@ class TileLayout:
 
     def place(self, out: torch.Tensor, tile: torch.Tensor, corner: tuple[int, int]) -> None:
         """Write a tile's centre into ``out`` [..., ph - 2 o, pw - 2 o] (the grid without the margin)."""
-        (i, j), (sy, sx), o = corner, self.core, self.overlap
-        out[..., i:i + sy, j:j + sx] = tile[..., o:o + sy, o:o + sx]
+        (i, j), (sy, sx), (oy, ox) = corner, self.core, self.overlap
+        out[..., i:i + sy, j:j + sx] = tile[..., oy:oy + sy, ox:ox + sx]
