@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 import smlm_diffusers as sd
@@ -342,3 +343,20 @@ def test_app_utils_is_a_deprecated_alias_of_the_app_package():
         from smlm_diffusers import app_utils
     assert app_utils.run_pipeline is au.run_pipeline and app_utils.InputError is au.InputError
     assert set(au.__all__) <= set(dir(app_utils))
+
+
+@pytest.mark.parametrize("layout", ["kde", "camera"])
+def test_tile_count_is_what_the_pipeline_samples(layout):
+    """The app's work measure counts the tiles the pipeline really runs, on the UNet's own grid
+    (KDE pixels for v1, camera pixels for v2)."""
+    from tiny_models import tiny_pipeline
+
+    pipe = tiny_pipeline(layout=layout)
+    seen = []
+    denoise = pipe.denoise
+    pipe.denoise = lambda tiles, *a, **k: seen.append(tiles.shape) or denoise(tiles, *a, **k)
+    frames, _ = sd.simulate(n_frames=1, shape=(20, 28), seed=0)
+    pipe(frames, num_samples=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    assert sum(s[0] for s in seen) == 2 * au.tiles_per_frame(pipe, (20, 28)) > 2
+    u = 4 if layout == "camera" else 1  # a camera-layout tile pixel holds 4 x 4 KDE pixels
+    assert au.tile_pixels_per_frame(pipe, (20, 28)) == au.tiles_per_frame(pipe, (20, 28)) * seen[0][-2] * seen[0][-1] * u * u

@@ -19,6 +19,7 @@ import pandas as pd
 from ..camera_check import check_camera as check_camera_data
 from ..defaults import check_inference_steps, default_steps
 from ..io import read_tiff_stack
+from ..models.layout import layout_of
 from ..simulation import PAPER_CAMERA, Camera, simulate
 from .model import MAX_STEPS
 
@@ -31,10 +32,11 @@ MAX_SAMPLES = 16
 GALLERY_SAMPLES = 8  # samples per frame kept for display (the gallery)
 MAX_STORED_SAMPLE_VALUES = 32_000_000  # float16 values of kept samples per run (64 MB)
 # DDPM work per request, in megapixel-steps: frames x samples x steps x the KDE pixels of the
-# UNet tiles of one frame (overlaps included; a camera-layout UNet covers the same area at 1/16
-# of the pixels, so the measure is conservative for it). An ordinary upload of 5 frames of
-# 64 x 64 at the default 8 samples x the folder's 8 steps fits (tests/test_app.py). Longer stacks
-# run in DeepSTORM mode (samples = 0), which has no such limit.
+# UNet tiles of one frame (overlaps included; a camera-layout UNet's tiles hold 16 KDE pixels per
+# camera pixel, and one of its steps costs far less than a KDE-layout step over the same pixels,
+# so the measure is conservative for it). An ordinary upload of 5 frames of 64 x 64 at the
+# default 8 samples x the folder's steps fits (tests/test_app.py). Longer stacks run in
+# DeepSTORM mode (samples = 0), which has no such limit.
 MAX_DDPM_MPX_STEPS = 40.0
 MAX_READ_NOISE = 100.0  # e- rms
 # the upload tab's field labels, as the camera check names them
@@ -217,8 +219,7 @@ def check_sampling(num_samples, num_inference_steps, pipe=None) -> tuple[int, in
 
 def tiles_per_frame(pipe, shape: tuple[int, int]) -> int:
     """UNet tiles the pipeline cuts one frame of ``shape`` (camera pixels) into."""
-    u = int(pipe.kde_net.config.upsampling)
-    return len(pipe.tile_layout(shape[0] * u, shape[1] * u)[1])
+    return len(pipe.frame_tiles(*shape).corners)
 
 
 def frames_per_chunk(pipe, shape: tuple[int, int], num_samples: int, items: int = 64) -> int:
@@ -229,10 +230,13 @@ def frames_per_chunk(pipe, shape: tuple[int, int], num_samples: int, items: int 
 
 
 def tile_pixels_per_frame(pipe, shape: tuple[int, int]) -> int:
-    """KDE pixels the UNet processes per frame of ``shape`` (camera pixels) and diffusion step."""
+    """KDE pixels the UNet processes per frame of ``shape`` (camera pixels) and diffusion step:
+    of its tiles, overlaps included (a camera-layout UNet's tile pixels count ``upsampling**2``
+    each, the KDE pixels they hold)."""
+    plan = pipe.frame_tiles(*shape)
     u = int(pipe.kde_net.config.upsampling)
-    (th, tw), corners, _ = pipe.tile_layout(shape[0] * u, shape[1] * u)
-    return int(th) * int(tw) * len(corners)
+    per_pixel = u * u if layout_of(pipe.unet.config) == "camera" else 1
+    return int(plan.tile[0]) * int(plan.tile[1]) * len(plan.corners) * per_pixel
 
 
 def check_work(pipe, shape: tuple[int, int, int], num_samples: int, num_inference_steps: int) -> float:

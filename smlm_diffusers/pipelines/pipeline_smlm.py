@@ -206,6 +206,12 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return TileLayout.plan(h, w, self.config.tile_size, self.config.tile_overlap, mult,
                                self.config.get("tile_edge"))
 
+    def frame_tiles(self, height: int, width: int) -> TileLayout:
+        """The tile plan of a frame of ``height x width`` camera pixels: on its KDE grid for a
+        KDE-layout (v1) UNet, on the camera pixels themselves for a camera-layout (v2) one."""
+        u = 1 if layout.layout_of(self.unet.config) == "camera" else int(self.kde_net.config.upsampling)
+        return self.tile_plan(height * u, width * u)
+
     def tile_layout(self, h: int, w: int) -> tuple[tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
         """The tile shape, the top-left corners on the padded grid, and the padded grid's shape."""
         plan = self.tile_plan(h, w)
