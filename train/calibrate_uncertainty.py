@@ -79,6 +79,9 @@ def molecule_errors(pipe, frames, gt, camera, samples, steps, seed) -> pd.DataFr
                           "cx": m["bound_x_nm"].to_numpy() ** 2, "cy": m["bound_y_nm"].to_numpy() ** 2,
                           "photons": m["photons"].to_numpy(),
                           "kde_mass": m["kde_mass"].to_numpy(), "probability": m["probability"].to_numpy()})
+    for col in ("cluster_size", "fit_deviance"):  # the frame refinement's, where it ran
+        if col in m:
+            table[col] = m[col].to_numpy(np.float64)
     return table[np.isfinite(table).all(axis=1)].reset_index(drop=True)
 
 
