@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
                      help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
     loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
-                     help="reverse diffusion steps (default: the model's default_inference_steps, 8 for the "
+                     help="reverse diffusion steps (default: the model's default_inference_steps, 4 for the "
                           "shipped one)")
     loc.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                      help="frames read and processed per batch; also UNet tiles per forward pass (default 32)")

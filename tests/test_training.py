@@ -269,7 +269,7 @@ def test_fine_tuning_starts_from_the_saved_weights_with_the_new_optics(deepstorm
 
 def test_install_weights_continues_the_log_and_replaces_the_unet_in_place(tmp_path):
     """train/install_weights.py: a sitting's UNet replaces the folder's (same file), the log continues
-    with offset steps and a sitting column, the first sitting's config is kept beside the new one."""
+    with offset steps and a sitting column, each earlier sitting's config is kept beside the new one."""
     import importlib.util
 
     import pandas as pd
@@ -298,6 +298,13 @@ def test_install_weights_continues_the_log_and_replaces_the_unet_in_place(tmp_pa
     assert (folder / "unet" / "train_config_sitting1.yaml").read_text() == "sitting: 1\n"
     assert (folder / "unet" / "train_config.yaml").read_text() == "sitting: 2\n"
     assert (folder / "unet" / "train_log.png").is_file()
+    # a third sitting: the second's config is kept too
+    (run / "train_config.yaml").write_text("sitting: 3\n")
+    mod.main([str(run), str(folder)])
+    assert list(pd.read_csv(folder / "unet" / "train_log.csv")["sitting"]) == [1, 1, 2, 2, 2, 3, 3, 3]
+    assert (folder / "unet" / "train_config_sitting1.yaml").read_text() == "sitting: 1\n"
+    assert (folder / "unet" / "train_config_sitting2.yaml").read_text() == "sitting: 2\n"
+    assert (folder / "unet" / "train_config.yaml").read_text() == "sitting: 3\n"
     other = tmp_path / "other"
     torch.manual_seed(2)
     tiny_pipeline(in_channels=2).save_pretrained(other / "pipeline")

@@ -1,14 +1,14 @@
 """Install the UNet of a finished training sitting into a shipped pipeline folder, in place.
 
-    python train/install_weights.py runs/ddpm_v2b pretrained/smlm-ddpm-2d
+    python train/install_weights.py runs/ddpm_v2c pretrained/smlm-ddpm-2d
     python train/install_weights.py runs/ddpm_v2_100nm pretrained/smlm-ddpm-2d-100nm --fresh
 
 Training on this project's CPUs spans several sittings: each resumes from the committed weights
 (``init_from``) and, when its time budget (``max_minutes``) is spent, exports
 ``<run>/pipeline``. This copies that pipeline's UNet weights over the folder's (the same file,
 so git keeps one copy), continues the folder's ``unet/train_log.csv`` with the sitting's rows
-(steps offset by the earlier sittings, a ``sitting`` column), keeps the first sitting's
-``train_config.yaml`` as ``train_config_sitting1.yaml``, writes the new sitting's config as
+(steps offset by the earlier sittings, a ``sitting`` column), keeps the config of each earlier
+sitting as ``train_config_sitting<N>.yaml``, writes the new sitting's config as
 ``train_config.yaml`` and re-plots ``train_log.png``. ``--fresh`` starts the log anew (a
 fine-tune into a new folder). The architecture must match; nothing else in the folder changes
 (its calibration, peak settings and DeepSTORM stay: re-run the calibration after installing).
@@ -39,12 +39,11 @@ def install(run: Path, folder: Path, fresh: bool = False) -> pd.DataFrame:
         old = pd.read_csv(dst / "train_log.csv")
         if "sitting" not in old:
             old["sitting"] = 1
-        offset = int(old["step"].max())
-        log = pd.concat([old, new.assign(step=new["step"] + offset, sitting=int(old["sitting"].max()) + 1)],
-                        ignore_index=True)
-        first = dst / "train_config_sitting1.yaml"
-        if (dst / "train_config.yaml").is_file() and not first.is_file():
-            shutil.copy(dst / "train_config.yaml", first)
+        offset, last = int(old["step"].max()), int(old["sitting"].max())
+        log = pd.concat([old, new.assign(step=new["step"] + offset, sitting=last + 1)], ignore_index=True)
+        kept = dst / f"train_config_sitting{last}.yaml"  # the config of the sitting being continued
+        if (dst / "train_config.yaml").is_file() and not kept.is_file():
+            shutil.copy(dst / "train_config.yaml", kept)
     log.to_csv(dst / "train_log.csv", index=False)
     shutil.copy(run / "train_config.yaml", dst / "train_config.yaml")
     from smlm_diffusers.training import plot_log
