@@ -153,8 +153,9 @@ def calibrate(groups: list[pd.DataFrame], samples: int, steps: int) -> tuple[flo
     """Fit ``(a, b)`` on one step count's settings; print and return them with the per-setting table."""
     if sum(len(g) for g in groups) < 50 or min(len(g) for g in groups) < 5:
         raise SystemExit("too few matched molecules with a sigma: raise --molecules")
-    a, b = fit_sigma_model(groups)
     a_only = spread_only_scale(groups)
+    # few steps spread little: the spread's factor may exceed 4 (about a_only when the bound adds little)
+    a, b = fit_sigma_model(groups, grid_max=max(4.0, 1.5 * a_only))
     table = pd.DataFrame([{"steps": steps, "density": float(g["density"].iloc[0]),
                            "photons": float(g["photons_true"].iloc[0]),
                            "background": float(g["background_true"].iloc[0]), "frames": int(g["frames"].iloc[0]),
