@@ -311,3 +311,38 @@ def test_install_weights_continues_the_log_and_replaces_the_unet_in_place(tmp_pa
     (other / "train_log.csv").write_text("step,loss\n1,1\n")
     with pytest.raises(SystemExit, match="architecture"):
         mod.main([str(other), str(folder)])
+
+
+def test_held_out_loss_is_paired_and_matches_the_closed_form(tmp_path):
+    """train/eval_ddpm_loss.py: the same held-out crops, noise and levels for every model; a UNet that
+    outputs zeros scores mean(v^2) of those crops, v = sqrt(g) eps - sqrt(1 - g) r0 computed here."""
+    import importlib.util
+
+    from tiny_models import tiny_pipeline
+
+    spec = importlib.util.spec_from_file_location("eval_ddpm_loss", Path(__file__).parents[1] / "train" / "eval_ddpm_loss.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    random = tiny_pipeline(in_channels=3, layout="camera")
+    random.save_pretrained(tmp_path / "random")
+    zero = tiny_pipeline(in_channels=3, layout="camera")  # the same DeepSTORM (same seed)
+    torch.nn.init.zeros_(zero.unet.conv_out.weight)
+    torch.nn.init.zeros_(zero.unet.conv_out.bias)
+    zero.save_pretrained(tmp_path / "zero")
+    cfg = load_config(mod.DDPMTrainConfig, Path(__file__).parents[1] / "train" / "configs" / "ddpm_v2_tiny.yaml", {})
+    table = mod.evaluate_models([str(tmp_path / "random"), str(tmp_path / "zero")], cfg, 24, seed=5)
+    assert table.loc[0, "diff_from_first"] == 0.0
+    y, y_hat, _, gamma, _ = mod.held_out_batch(cfg, zero.kde_net, sd.GammaDDPMScheduler(**cfg.scheduler), 24, 5)
+    r0 = torch.nn.functional.pixel_unshuffle(y - y_hat, 4)
+    noise = torch.randn(r0.shape, generator=torch.Generator().manual_seed(6))
+    g = gamma.view(-1, 1, 1, 1)
+    v = g.sqrt() * noise - (1 - g).sqrt() * r0
+    assert table.loc[1, "loss"] == pytest.approx(float((v**2).mean()), rel=1e-5)
+    assert table.loc[1, "diff_from_first"] == pytest.approx(table.loc[1, "loss"] - table.loc[0, "loss"], abs=1e-9)
+    assert abs(table.loc[1, "diff_from_first"]) > 0  # the random UNet's output is not zero
+    torch.manual_seed(3)
+    other = tiny_pipeline(in_channels=3, layout="camera")
+    other.kde_net = sd.DeepSTORM(context_channels=8, dilations=(1, 2), upsample_channels=(8, 4), prediction_channels=4)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(SystemExit, match="another DeepSTORM"):
+        mod.evaluate_models([str(tmp_path / "random"), str(tmp_path / "other")], cfg, 4, seed=5)
