@@ -160,8 +160,9 @@ def run_public(data: Path, datasets=tuple(DATASETS), methods=("picasso", "DeepST
             t0 = time.perf_counter()
             pred = check_localizations(loc(run_frames, cam, ds.sigma_px, **tuned), method)
             fps = len(run_frames) / (time.perf_counter() - t0)
-            subsets = [("ddpm", gt_sub, pred[pred["frame"] < n_sub], n_sub)]
-            if method != "DDPM":
+            # the DDPM's subset of frames, unless it is all of them (then every method has one row, "all")
+            subsets = [("ddpm", gt_sub, pred[pred["frame"] < n_sub], n_sub)] if n_sub < len(frames) else []
+            if method != "DDPM" or not subsets:
                 subsets.insert(0, ("all", gt, pred, len(frames)))
             for subset, g, p, n in subsets:
                 row = {"dataset": name, "method": method, "subset": subset, "n_frames": n, **_metrics(g, p),

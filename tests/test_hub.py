@@ -410,3 +410,17 @@ def test_card_with_public_data_results(tiny_dir, tmp_path):
     assert "benchmarks.public" in text and "Bundled Tubes" in text and "### Public data: `nairr_ld`" in text
     assert "| picasso | 500 | 0.700 | 20.00 | 70.0 | 0.400 | 50 |" in text
     assert "| DDPM | 4 | 0.900 | 20.00 | 70.0 | 0.680 | 50 |" in text
+
+
+def test_training_table_sums_the_sittings():
+    """A log over several sittings (install_weights.py): their count, the steps in all and the
+    wall time of every sitting (each restarts its clock), not the 'sitting' column as a metric."""
+    import pandas as pd
+
+    from smlm_diffusers.hub.tables import training_table
+
+    log = pd.DataFrame({"step": [50, 100, 150, 200], "loss": [0.4, 0.3, 0.2, 0.1],
+                        "elapsed_s": [10.0, 20.0, 5.0, 15.0], "sitting": [1, 1, 2, 2]})
+    text = training_table({"ddpm": {"config": {"batch_size": 8}, "log": log}})
+    assert "| DDPM | sittings | 2 |" in text and "| DDPM | steps in all | 200 |" in text
+    assert "| DDPM | wall time, all sittings (s) | 35 |" in text and "validation `sitting`" not in text

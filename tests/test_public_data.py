@@ -59,6 +59,9 @@ def test_shipped_100nm_deepstorm_on_nairr_ld():
 
     res = run_public(DEFAULT_DATA, ["nairr_ld"], ["DeepSTORM"], str(PIPELINE), ddpm_frames=10, verbose=False)
     row = res[res["subset"] == "all"].iloc[0]
-    assert row["n_frames"] == 500
+    assert row["n_frames"] == 500 and list(res["subset"]) == ["all", "ddpm"]
     # measured 0.94 / 18 nm; a camera or half-pixel error costs tens of nm
     assert row["jaccard"] > 0.85 and row["rmse_nm"] < 30.0
+    # a DDPM subset of every frame is no subset: one row per method
+    whole = run_public(DEFAULT_DATA, ["nairr_ld"], ["DeepSTORM"], str(PIPELINE), ddpm_frames=500, verbose=False)
+    assert list(whole["subset"]) == ["all"] and whole["jaccard"].iloc[0] == row["jaccard"]

@@ -98,7 +98,7 @@ def training_table(record: dict) -> str | None:
         if log is not None and len(log):
             last = log.iloc[-1]
             rows.append({"model": title, "key": "final training loss", "value": last.get("loss")})
-            val_cols = [c for c in log.columns if c not in ("step", "loss", "lr", "elapsed_s")]
+            val_cols = [c for c in log.columns if c not in ("step", "loss", "lr", "elapsed_s", "sitting")]
             validated = log.dropna(subset=val_cols, how="all") if val_cols else log.iloc[:0]
             if len(validated):
                 v = validated.iloc[-1]
@@ -106,8 +106,15 @@ def training_table(record: dict) -> str | None:
                 for c in val_cols:
                     if not _is_missing(v.get(c)):
                         rows.append({"model": title, "key": f"validation `{c}`{at}", "value": v[c]})
+            if "sitting" in log.columns:  # trained over several sittings (train/install_weights.py)
+                rows.append({"model": title, "key": "sittings", "value": int(log["sitting"].max())})
+                rows.append({"model": title, "key": "steps in all", "value": last.get("step")})
             if "elapsed_s" in log.columns and not _is_missing(last.get("elapsed_s")):
-                rows.append({"model": title, "key": "wall time (s)", "value": last["elapsed_s"]})
+                if "sitting" in log.columns:  # each sitting's clock starts at zero
+                    total = log.groupby("sitting")["elapsed_s"].max().sum()
+                    rows.append({"model": title, "key": "wall time, all sittings (s)", "value": total})
+                else:
+                    rows.append({"model": title, "key": "wall time (s)", "value": last["elapsed_s"]})
     if not rows:
         return None
     return markdown_table(rows, [("model", "model", "s"), ("key", "setting", "s"), ("value", "value", ".4g")])
