@@ -92,7 +92,7 @@ def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
     ddpm = run(pipe, frames, num_samples=2, num_inference_steps=2).localizations
     assert {"crlb_x_nm", "spread_x_nm", "bound_x_nm", "fit_flag"} <= set(ddpm.columns)
     ok = ddpm["n_samples"] >= 2
-    a, b = pipe.config.sigma_scale, pipe.config.crlb_scale
+    a, b = pipe.sigma_model_for(2)  # the sigma model of this call's step count
     # sigma^2 = (a s)^2 + b^2 bound^2, the bound at least the joint fit's CRLB
     assert (ddpm["bound_x_nm"] >= ddpm["crlb_x_nm"] - 1e-9).all()
     expected = np.hypot(a * ddpm.loc[ok, "spread_x_nm"], b * ddpm.loc[ok, "bound_x_nm"])
