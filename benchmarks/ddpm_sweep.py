@@ -29,13 +29,11 @@ import smlm_diffusers as sd
 from .model_localizers import DEFAULT_MODEL
 from .sidecar import write_sidecar
 
-RAW_SIGMAS = {"sigma_scale": 1.0, "crlb_scale": 0.0, "sigma_models": None}  # the sigma model off: the spread as it is
-
 
 def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("logsnr",), n_frames: int = 2,
-          density: float = 2.0, seed: int = 5000, mixed_precision: str = "auto", raw_sigmas: bool = False
+          density: float = 2.0, seed: int = 5000, mixed_precision: str = "auto"
           ) -> pd.DataFrame:
-    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model, **(RAW_SIGMAS if raw_sigmas else {}))
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     cfg = pipe.kde_net.config
     camera = pipe.kde_net.camera
@@ -79,8 +77,6 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--csv", default="ddpm_sweep.csv", help="file name of the table in --out")
-    p.add_argument("--raw-sigmas", action="store_true",
-                   help="ignore the folders' sigma model (compare the sample spread itself)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,7 +85,7 @@ def main(argv=None):
     tables = []
     for model in models:
         t = sweep(model, ints(args.steps), ints(args.samples), tuple(args.schedules.split(",")), args.frames,
-                  args.density, mixed_precision=args.mixed_precision, raw_sigmas=args.raw_sigmas)
+                  args.density, mixed_precision=args.mixed_precision)
         tables.append(t.assign(model=Path(model).name) if len(models) > 1 else t)
     table = pd.concat(tables, ignore_index=True)
     out = Path(args.out)

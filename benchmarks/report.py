@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from smlm_diffusers.hub import benchmark_tables, markdown_table, write_model_card
+from smlm_diffusers.hub.tables import dense_table
 
 from .sidecar import read_sidecar
 
@@ -42,6 +43,17 @@ REFINE_COLUMNS = [("scenario", "scenario", "s"), ("method", "method", "s"), ("ja
                   ("rmse_crlb_ratio", "RMSE / sqrt(CRLB)", ".3f"), ("coverage_1sigma", "coverage of 1 sigma", ".3f"),
                   ("z_std", "std(z)", ".2f"), ("frac_abs_z_gt_3", "share of abs(z) > 3", ".3f"),
                   ("cpu_ms_per_frame", "refinement CPU ms per frame", ".1f")]
+
+def dense_markdown(folder: Path) -> list[str]:
+    """Both modes against the multi-emitter bound, calibration and probability (``python -m benchmarks.dense``)."""
+    csv = folder / "dense.csv"
+    if not csv.is_file():
+        return []
+    meta = read_sidecar(csv)
+    how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.dense`"
+    t = dense_table(pd.read_csv(csv))
+    return [f"**{t['title']}** ({how}; {t['settings']})", "", t["table"], ""]
+
 
 def refinement_markdown(folder: Path) -> list[str]:
     """DeepSTORM mode with the frame refinement off and on (``python -m benchmarks.refinement``)."""
@@ -110,6 +122,7 @@ def results_markdown(folder: Path) -> str:
                   "each folder's own calibrated sigma, and the raw sample spread)", "",
                   markdown_table(pd.read_csv(models).to_dict("records"), [("model", "model", "s")] + SWEEP_COLUMNS),
                   ""]
+    parts += dense_markdown(folder)
     parts += refinement_markdown(folder)
     parts += movie_markdown(folder)
     sim = folder / "simulator.json"

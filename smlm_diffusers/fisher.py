@@ -235,3 +235,44 @@ def crlb_position_averaged(photons, background, sigma_px: float, camera: Camera,
     cx, cy = crlb(p, background, sigma_px, x_px=roi // 2 + ox.ravel()[None], y_px=roi // 2 + oy.ravel()[None],
                   roi_size=roi, camera=camera)
     return np.sqrt(np.mean(cx, axis=1) + np.mean(cy, axis=1))
+
+
+def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int, int], sigma_px: float,
+                       camera: Camera = PAPER_CAMERA) -> tuple[np.ndarray, np.ndarray]:
+    """CRLB_x, CRLB_y (nm^2) of every emitter of one frame when all are estimated jointly.
+
+    The multi-emitter bound of the true configuration (DESIGN.md, "Dense precision"): the Fisher information
+    (eq. 14, Poisson-normal) of the whole ``shape`` frame in the parameters (x, y, photons) of every emitter
+    and one flat background, inverted; its x, y diagonal entries per emitter. An isolated emitter far from
+    the frame's edge gets :func:`crlb`'s bound with a large ROI.
+
+    Parameters
+    ----------
+    x_px, y_px, photons : array_like [E]
+        True positions (pixels, edge convention) and incident photons of the frame's emitters.
+    background : float
+        Incident background photons per pixel.
+    shape : (H, W)
+        Frame size, pixels.
+    sigma_px : float
+        Gaussian PSF standard deviation, pixels.
+    camera : Camera
+        Pixel size, read noise and quantum efficiency.
+    """
+    x, y, n = (torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(-1) for v in (x_px, y_px, photons))
+    e = len(x)
+    if e == 0:
+        return np.zeros(0), np.zeros(0)
+    h, w = int(shape[0]), int(shape[1])
+    qe, rn = float(camera.qe), float(camera.read_noise)
+    ex, ey = integrated_gaussian_1d(x, w, sigma_px), integrated_gaussian_1d(y, h, sigma_px)  # [E, W], [E, H]
+    dex, dey = integrated_gaussian_1d_derivative(x, w, sigma_px), integrated_gaussian_1d_derivative(y, h, sigma_px)
+    nn = n[:, None, None]
+    mu = qe * (torch.einsum("eh,ew->hw", ey * n[:, None], ex) + float(background)) + rn**2
+    jac = torch.cat([qe * nn * ey[:, :, None] * dex[:, None, :], qe * nn * dey[:, :, None] * ex[:, None, :],
+                     qe * ey[:, :, None] * ex[:, None, :], torch.full((1, h, w), qe, dtype=x.dtype)]).flatten(1)
+    info = (jac / mu.flatten()) @ jac.T
+    s = torch.diagonal(info).clamp_min(1e-300).rsqrt()
+    inv = torch.linalg.inv(info * s[:, None] * s[None, :]) * s[:, None] * s[None, :]
+    d = torch.diagonal(inv).numpy() * float(camera.pixel_size_nm) ** 2
+    return d[:e], d[e:2 * e]

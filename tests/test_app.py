@@ -356,7 +356,8 @@ def test_tile_count_is_what_the_pipeline_samples(layout):
     denoise = pipe.denoise
     pipe.denoise = lambda tiles, *a, **k: seen.append(tiles.shape) or denoise(tiles, *a, **k)
     frames, _ = sd.simulate(n_frames=1, shape=(20, 28), seed=0)
-    pipe(frames, num_samples=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    pipe(frames, num_samples=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0),
+         sample_everywhere=True)  # as the app calls it: the variance map covers the frame
     assert sum(s[0] for s in seen) == 2 * au.tiles_per_frame(pipe, (20, 28)) > 2
     u = 4 if layout == "camera" else 1  # a camera-layout tile pixel holds 4 x 4 KDE pixels
     assert au.tile_pixels_per_frame(pipe, (20, 28)) == au.tiles_per_frame(pipe, (20, 28)) * seen[0][-2] * seen[0][-1] * u * u

@@ -21,9 +21,9 @@ from smlm_diffusers.io import read_thunderstorm_csv
 TS_HEADER = ('"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","uncertainty [nm]","offset [photon]",'
              '"kde_mass"')
 # the tiny random DeepSTORM's KDE peaks at about 1e-5, below a bfloat16 step of its output, so it runs in
-# float32 here; its DDPM samples are noise of order 0.1
+# float32 here, in both modes (DDPM mode starts from the same molecules and weighs what its samples add)
 DEEPSTORM = ["--mode", "deepstorm", "--threshold", "3e-6", "--mixed-precision", "no", "-q"]
-DDPM = ["--mode", "ddpm", "--samples", "2", "--steps", "2", "--threshold", "0.1", "-q"]
+DDPM = ["--mode", "ddpm", "--samples", "2", "--steps", "2", "--threshold", "3e-6", "--mixed-precision", "no", "-q"]
 
 
 @pytest.fixture(scope="module")

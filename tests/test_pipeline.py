@@ -8,6 +8,7 @@ import torch
 import smlm_diffusers as sd
 from smlm_diffusers.fisher import crlb_at_truth
 from smlm_diffusers.localization.photometry import PHOTOMETRY_COLUMNS
+from smlm_diffusers.localization.refine import REFINE_COLUMNS
 from smlm_diffusers.localization.uncertainty import MOLECULE_COLUMNS
 from smlm_diffusers.pipelines.pipeline_smlm import SPREAD_COLUMNS
 from tiny_models import tiny_pipeline
@@ -37,7 +38,7 @@ def test_output_contract(pipe, frames):
     np.testing.assert_allclose(out.kde_var, out.samples.var(axis=1, ddof=1), rtol=1e-4, atol=1e-7)
     locs = out.localizations
     assert isinstance(locs, pd.DataFrame)
-    assert list(locs.columns) == MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + SPREAD_COLUMNS
+    assert list(locs.columns) == MOLECULE_COLUMNS + PHOTOMETRY_COLUMNS + REFINE_COLUMNS + SPREAD_COLUMNS
     assert (locs[PHOTOMETRY_COLUMNS] >= 0).all().all()
     assert len(locs) > 0 and locs["frame"].isin([0, 1]).all()
     assert locs["probability"].between(0, 1).all()
@@ -73,7 +74,7 @@ def test_camera_layout_unet_samples_the_kde_grid(frames):
 
 def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
     """The joint MLE on the frame (refine) with the trained v2 folder: DeepSTORM mode gets a real sigma
-    (the fit's bound), DDPM mode combines the bound with the sample spread by the sigma model."""
+    (the fit's bound), DDPM mode the bound and spread of the configurations its samples propose."""
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d"
@@ -89,14 +90,12 @@ def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
     assert {"crlb_x_nm", "fit_deviance", "fit_flag", "photons"} <= set(locs.columns) and len(locs) >= 0.8 * len(gt)
     assert np.isfinite(locs["sigma_x_nm"]).all() and (locs["sigma_x_nm"] >= locs["crlb_x_nm"] - 1e-9).all()
     assert sd.evaluate(gt, locs)["rmse_nm"] <= sd.evaluate(gt, plain.localizations)["rmse_nm"] + 2.0
-    ddpm = run(pipe, frames, num_samples=2, num_inference_steps=2).localizations
+    ddpm = run(pipe, frames, num_samples=2, num_inference_steps=2, min_probability=None).localizations
     assert {"crlb_x_nm", "spread_x_nm", "bound_x_nm", "fit_flag"} <= set(ddpm.columns)
-    ok = ddpm["n_samples"] >= 2
-    a, b = pipe.sigma_model_for(2)  # the sigma model of this call's step count
-    # sigma^2 = (a s)^2 + b^2 bound^2, the bound at least the joint fit's CRLB
-    assert (ddpm["bound_x_nm"] >= ddpm["crlb_x_nm"] - 1e-9).all()
-    expected = np.hypot(a * ddpm.loc[ok, "spread_x_nm"], b * ddpm.loc[ok, "bound_x_nm"])
-    np.testing.assert_allclose(ddpm.loc[ok, "sigma_x_nm"], expected, rtol=1e-9)
+    # sigma^2 = bound^2 (within a configuration) + spread^2 (between configurations), nothing fitted
+    assert ddpm["probability"].between(pipe.config.probability_floor, 1.0).all()
+    np.testing.assert_allclose(ddpm["sigma_x_nm"], np.hypot(ddpm["bound_x_nm"], ddpm["spread_x_nm"]), rtol=1e-6)
+    assert (ddpm["sigma_x_nm"] >= ddpm["crlb_x_nm"] - 1e-6).all()
 
 
 def test_deepstorm_only_mode(pipe, frames):
@@ -155,24 +154,6 @@ def test_single_tile_axis_takes_the_edge_margin_and_stitches_like_one_tile():
     torch.testing.assert_close(edged.sample_residuals(cond, 2, 3, None, 64), whole.sample_residuals(cond, 2, 3, None, 64))
     with pytest.raises(ValueError, match="tile_edge"):
         tiny_pipeline(tile_size=32, tile_overlap=4, tile_edge=5)
-
-
-def test_sigma_model_follows_the_step_count(frames):
-    """``sigma_models``: the sigma model fitted at a call's step count, else at the nearest one
-    (log steps); without entries the folder's single pair."""
-    models = {2: [2.0, 0.0], 8: [0.5, 0.0]}
-    pipe = tiny_pipeline(threshold=0.1, sigma_models=models)
-    assert pipe.config.sigma_models == {"2": [2.0, 0.0], "8": [0.5, 0.0]}  # JSON-ready keys
-    assert [pipe.sigma_model_for(k) for k in (1, 2, 3, 5, 8, 100)] == [(2.0, 0.0)] * 3 + [(0.5, 0.0)] * 3
-    assert tiny_pipeline(sigma_scale=1.5, crlb_scale=0.5).sigma_model_for(4) == (1.5, 0.5)
-    finite = 0
-    for steps, (a, _) in models.items():
-        locs = run(pipe, frames, num_samples=6, num_inference_steps=steps).localizations
-        finite += int(locs["sigma_x_nm"].notna().sum())
-        np.testing.assert_allclose(locs["sigma_x_nm"], a * locs["spread_x_nm"], rtol=1e-9)
-    assert finite > 0
-    with pytest.raises(ValueError, match="sigma_models"):
-        tiny_pipeline(sigma_models={4: [0.0, 1.0]})
 
 
 def test_tile_layout_is_balanced():
@@ -269,22 +250,13 @@ def test_from_pretrained_errors(tmp_path):
         sd.SMLMDiffusionPipeline.from_pretrained(tmp_path / "missing" / "deep" / "path")
 
 
-def test_sigma_model_changes_the_sigmas_only(frames):
-    """sigma^2 = (sigma_scale * spread)^2 + crlb_scale^2 * CRLB(fitted photons, background)."""
+def test_retired_sigma_model_settings_load_and_do_nothing(frames):
+    """Folders saved with the fitted sigma model of v2's first release still load; the scales change nothing
+    and are not written again."""
     plain = run(tiny_pipeline(threshold=0.1), frames).localizations
-    scaled = run(tiny_pipeline(threshold=0.1, sigma_scale=2.5), frames).localizations
-    both = run(tiny_pipeline(threshold=0.1, sigma_scale=0.5, crlb_scale=2.0), frames).localizations
-    assert plain["sigma_x_nm"].notna().any()
-    sigmas = ["sigma_x_nm", "sigma_y_nm"]
-    for other in (scaled, both):
-        pd.testing.assert_frame_equal(plain.drop(columns=sigmas), other.drop(columns=sigmas))
-    np.testing.assert_allclose(scaled[sigmas], 2.5 * plain[sigmas])
-    pipe = tiny_pipeline()
-    cx, cy = crlb_at_truth(plain.assign(photons=plain["photons"].clip(lower=1.0)),
-                           pipe.kde_net.config.psf_sigma_px, pipe.kde_net.camera)
-    np.testing.assert_allclose(both["sigma_x_nm"] ** 2, (0.5 * plain["sigma_x_nm"]) ** 2 + 4.0 * cx, rtol=1e-9)
-    np.testing.assert_allclose(both["sigma_y_nm"] ** 2, (0.5 * plain["sigma_y_nm"]) ** 2 + 4.0 * cy, rtol=1e-9)
-    with pytest.raises(ValueError, match="sigma_scale"):
-        tiny_pipeline(sigma_scale=0.0)
-    with pytest.raises(ValueError, match="crlb_scale"):
-        tiny_pipeline(crlb_scale=-1.0)
+    old = tiny_pipeline(threshold=0.1, sigma_scale=2.5, crlb_scale=0.5, sigma_models={"4": [0.7, 1.2]},
+                        calibration_samples=8, calibration_steps=4)
+    pd.testing.assert_frame_equal(plain, run(old, frames).localizations)
+    assert "sigma_scale" not in old.config and "sigma_models" not in old.config
+    with pytest.raises(ValueError, match="probability_floor"):
+        tiny_pipeline(probability_floor=1.5)

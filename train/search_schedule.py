@@ -29,8 +29,18 @@ import torch
 
 import smlm_diffusers as sd
 
-# the sibling script (train/ is on sys.path when a script of it runs)
-from calibrate_uncertainty import floats, load_uncalibrated
+
+def floats(text: str) -> tuple[float, ...]:
+    """A comma-separated command-line list of numbers."""
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def load_uncalibrated(folder: Path):
+    """The pipeline of ``folder``, quiet, and the camera of its DeepSTORM config (the optics the validation
+    movies are simulated with)."""
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, pipe.kde_net.camera
 
 
 def candidate_gammas(steps: int, lo: float, hi: float, power: float) -> list[float]:

@@ -155,7 +155,7 @@ def run_pipeline(
             # the movie runner's chunk step (tiles for large frames, bounded calls), as the CLI runs it
             out = localize_frames(pipe, part, start, num_samples=k, num_inference_steps=max(steps, 1),
                                   generator=gen, camera=camera, batch_size=64, keep_images=True,
-                                  postprocess=None if k else crlb)
+                                  postprocess=None if k else crlb, sample_everywhere=True)
         locs.append(out.localizations)
         means.append(out.images["kde_mean"])
         deepstorm.append(out.images["deepstorm_kde"])

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..models import layout
-from .tables import _is_missing, benchmark_tables, flat_camera, fmt, markdown_table, simulation_table, training_table
+from .tables import _is_missing, benchmark_tables, dense_table, flat_camera, fmt, markdown_table, simulation_table, training_table
 
 # package data (pyproject.toml), so the card renders from an installed package too
 CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "smlm_pipeline.md"
@@ -176,6 +176,9 @@ def card_context(folder: str | Path, results: str | Path | None = None, repo_id:
             evaluation = {"tables": benchmark_tables(df), "source": results_path.as_posix(),
                           "public": "dataset" in df.columns,
                           "methods": list(dict.fromkeys(df["method"])) if "method" in df.columns else []}
+            dense = _read_csv(results_path.parent / "dense.csv") if not evaluation["public"] else None
+            if dense is not None and len(dense):
+                evaluation["tables"].append(dense_table(dense))
     params = {name: _count_parameters(folder / name) for name in ("kde_net", "unet")}
     sched = schedule_comparison(scheduler)
     ddpm_cfg = (record.get("ddpm") or {}).get("config") or {}

@@ -28,6 +28,7 @@ def evaluate(
     pred: pd.DataFrame,
     tolerance_nm: float = 250.0,
     crlb_nm2: tuple | Callable | None = None,
+    min_probability: float | None = 0.5,
 ) -> dict:
     """Detection and localization metrics of ``pred`` against ``gt``.
 
@@ -45,6 +46,10 @@ def evaluate(
         the rows of ``gt`` (or scalars, broadcast), or a callable taking the DataFrame of the
         matched ``gt`` rows and returning such ``(cx, cy)`` for them. Adds
         ``rmse_crlb_ratio``; meaningful on isolated emitters.
+    min_probability : float, optional
+        Where ``pred`` has a ``probability`` column (the pipeline's detection probability), only
+        molecules with at least this probability are scored (default 0.5, the pipeline's
+        ``min_probability``); None scores every row.
 
     Returns
     -------
@@ -58,6 +63,8 @@ def evaluate(
     """
     gt = check_table(gt, "gt")
     pred = check_table(pred, "pred")
+    if min_probability is not None and "probability" in pred.columns:
+        pred = pred[pred["probability"].to_numpy() >= min_probability]
     pairs = match(gt, pred, tolerance_nm)
     n_gt, n_pred, tp = len(gt), len(pred), len(pairs)
     fp, fn = n_pred - tp, n_gt - tp

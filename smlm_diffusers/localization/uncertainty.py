@@ -28,13 +28,6 @@ from scipy.stats import t as student_t
 MOLECULE_COLUMNS = ["frame", "x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm", "probability", "n_samples", "kde_mass"]
 
 
-def sigma_model(spread, bound, sigma_scale, crlb_scale):
-    """The per-molecule sigma of the pipeline (``SMLMDiffusionPipeline``), per axis:
-    ``sqrt((sigma_scale * spread)^2 + (crlb_scale * bound)^2)``, with ``spread`` the corrected sample
-    spread and ``bound`` the Cramer-Rao bound (nm). Broadcasts (the calibration passes grids of scales)."""
-    return np.sqrt((np.asarray(sigma_scale) * spread) ** 2 + (np.asarray(crlb_scale) * bound) ** 2)
-
-
 def small_sample_factor(n: np.ndarray) -> np.ndarray:
     """``sqrt(1 + 1/n) * t_{n-1}(0.8413)``: turns a sample std of n draws into a 68.3% interval."""
     n = np.asarray(n, dtype=np.float64)

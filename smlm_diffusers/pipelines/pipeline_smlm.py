@@ -18,10 +18,12 @@ import os
 
 import pandas as pd
 import torch
+from scipy import ndimage
 from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
-from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules, read_out, sample_molecules
+from ..localization.configurations import ambiguous, arbitrate
+from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
@@ -34,6 +36,8 @@ from .settings import call_camera, peak_settings
 from .tiling import TileLayout
 
 __all__ = ["SMLMDiffusionPipeline", "SPREAD_COLUMNS"]
+
+NO_DETECTIONS = pd.DataFrame({"frame": [], "sample": [], "x_nm": [], "y_nm": []})
 
 
 class SMLMDiffusionPipeline(DiffusionPipeline):
@@ -58,17 +62,18 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         The margin (background padding) of a frame axis that one tile covers, at most
         ``tile_overlap`` (the default): it has no inner seam, only the field's edge, and the
         padding the UNet's training crops reached past their field (``crop_edge_px``) suffices.
-    sigma_scale, crlb_scale : float
-        The per-molecule sigma model, per axis, ``sigma^2 = (sigma_scale * s)^2 + crlb_scale^2 * CRLB``
-        (``s`` the corrected sample spread, column ``spread_x_nm``; sqrt(CRLB) the bound of the fit
-        on the frame, ``bound_x_nm``; :mod:`smlm_diffusers.localization.molecules`). ``(1, 0)``
-        reports the spread as it is; ``train/calibrate_uncertainty.py`` fits both at
-        ``calibration_samples`` x ``calibration_steps``.
-    sigma_models : dict, optional
-        ``{steps: [sigma_scale, crlb_scale]}``: the sigma model fitted at each of several step
-        counts (the sample spread shrinks with fewer steps, so one fit holds for one step count).
-        A call uses the entry of its step count, else the nearest calibrated count (in log steps);
-        without entries, ``sigma_scale`` and ``crlb_scale`` (:meth:`sigma_model_for`).
+    probability_floor : float
+        DDPM mode: molecules whose detection probability (the weight of the configurations holding them,
+        :mod:`smlm_diffusers.localization.configurations`) is below this floor are left out of the table.
+        ``min_probability`` is what a render or a Jaccard index keeps.
+    ambiguity_tile : int
+        DDPM mode samples only where DeepSTORM's refined molecules leave the configuration in doubt
+        (:func:`~smlm_diffusers.localization.configurations.ambiguous`), in tiles of this many pixels of the
+        working grid (``tile_overlap`` of each edge dropped), when that is less work than sampling every tile
+        of the frame; the variance is zero where nothing was sampled.
+    deepstorm_arbitrate : bool
+        DeepSTORM mode also weighs its own split proposals on the frame (the same arbitration, no samples):
+        better molecules in dense frames at a few ms per ambiguous cluster.
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     refine, refine_split : bool
@@ -98,11 +103,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         tile_size: int = 160,
         tile_overlap: int = 16,
         tile_edge: int | None = None,
-        sigma_scale: float = 1.0,
-        crlb_scale: float = 0.0,
-        calibration_samples: int | None = None,
-        calibration_steps: int | None = None,
-        sigma_models: dict | None = None,
+        probability_floor: float = 0.1,
+        ambiguity_tile: int = 32,
+        deepstorm_arbitrate: bool = False,
         default_inference_steps: int = 20,
         refine: bool = False,
         refine_split: bool = False,
@@ -110,16 +113,13 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         threshold: float | None = None,
         peak_refine: str | None = None,
         peak_window: int | None = None,
+        sigma_scale=None, crlb_scale=None, calibration_samples=None, calibration_steps=None, sigma_models=None,
     ):
+        # the last five: a fitted sigma model that folders saved before the arbitration of configurations
+        # carry; they load and do nothing (the sigma is now a configuration's bound and spread)
         super().__init__()
-        if not (math.isfinite(sigma_scale) and sigma_scale > 0):
-            raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale}")
-        if not (math.isfinite(crlb_scale) and crlb_scale >= 0):
-            raise ValueError(f"crlb_scale must be a number >= 0, got {crlb_scale}")
-        sigma_models = {str(int(k)): [float(a), float(b)] for k, (a, b) in (sigma_models or {}).items()} or None
-        for k, (a, b) in (sigma_models or {}).items():
-            if int(k) < 1 or not (math.isfinite(a) and a > 0 and math.isfinite(b) and b >= 0):
-                raise ValueError(f"sigma_models needs steps >= 1 -> [sigma_scale > 0, crlb_scale >= 0], got {k}: {[a, b]}")
+        if not 0.0 <= probability_floor <= 1.0:
+            raise ValueError(f"probability_floor must be between 0 and 1, got {probability_floor}")
         if tile_edge is not None and not 0 <= int(tile_edge) <= tile_overlap:
             raise ValueError(f"tile_edge must be between 0 and tile_overlap ({tile_overlap}), got {tile_edge}")
         peaks = peak_settings({"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window},
@@ -127,10 +127,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         self.register_modules(kde_net=kde_net, unet=unet, scheduler=scheduler)
         self.register_to_config(link_radius_nm=link_radius_nm, min_probability=min_probability,
                                 tile_size=tile_size, tile_overlap=tile_overlap,
-                                tile_edge=None if tile_edge is None else int(tile_edge), sigma_scale=float(sigma_scale),
-                                crlb_scale=float(crlb_scale),
-                                calibration_samples=calibration_samples, calibration_steps=calibration_steps,
-                                sigma_models=sigma_models,
+                                tile_edge=None if tile_edge is None else int(tile_edge),
+                                probability_floor=float(probability_floor), ambiguity_tile=int(ambiguity_tile),
+                                deepstorm_arbitrate=bool(deepstorm_arbitrate),
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
                                 refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles), **peaks)
 
@@ -189,21 +188,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                                 read_noise=camera.read_noise)
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
-    def sigma_model_for(self, num_inference_steps: int) -> tuple[float, float]:
-        """``(sigma_scale, crlb_scale)`` for a call at ``num_inference_steps``: the ``sigma_models``
-        entry of that step count, else of the calibrated count nearest in log steps, else the
-        folder's single ``sigma_scale`` and ``crlb_scale``."""
-        models = self.config.get("sigma_models") or {}
-        if not models:
-            return self.config.sigma_scale, self.config.crlb_scale
-        nearest = min(models, key=lambda k: (abs(math.log(int(k) / num_inference_steps)), int(k)))
-        a, b = models[nearest]
-        return float(a), float(b)
-
-    def tile_plan(self, h: int, w: int) -> TileLayout:
-        """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`)."""
+    def tile_plan(self, h: int, w: int, tile_size: int | None = None) -> TileLayout:
+        """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`), in tiles
+        of at most ``tile_size`` pixels (default the pipeline's)."""
         mult = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        return TileLayout.plan(h, w, self.config.tile_size, self.config.tile_overlap, mult,
+        return TileLayout.plan(h, w, tile_size or self.config.tile_size, self.config.tile_overlap, mult,
                                self.config.get("tile_edge"))
 
     def frame_tiles(self, height: int, width: int) -> TileLayout:
@@ -236,6 +225,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         mixed_precision: str = "auto",
         refine: bool | None = None,
         split: bool | None = None,
+        sample_everywhere: bool = False,
         camera_offset: float | None = None,
         camera_gain: float | None = None,
         read_noise: float | None = None,
@@ -266,12 +256,17 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         schedule : str, optional
             Inference noise schedule ("logsnr", "cosine", "linear", "searched").
         min_probability : float, optional
-            Drop molecules detected in fewer than this fraction of samples.
+            Keep only molecules of at least this detection probability in the table (default: the folder's
+            ``probability_floor``; the folder's ``min_probability`` is what renders and scores keep).
         mixed_precision : {"auto", "bf16", "no"}
             DeepSTORM and the UNet under bfloat16 autocast, in float32, or bf16 only where the
             device runs it natively (:mod:`smlm_diffusers.models.precision`); outputs stay float32.
         refine, split : bool, optional
             Override the pipeline's ``refine`` / ``refine_split`` (class docstring).
+        sample_everywhere : bool
+            DDPM mode: draw the samples over the whole frame (every non-empty tile, as a viewer of the
+            variance map wants) instead of only around the molecules whose configuration is in doubt.
+            The table is the same either way up to the sampling noise.
         camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
             Deprecated (``FutureWarning``): pass ``camera=`` instead.
         """
@@ -285,7 +280,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         camera = call_camera(self.camera, camera, {"camera_offset": camera_offset, "camera_gain": camera_gain,
                                                    "read_noise": read_noise, "pixel_size_nm": pixel_size_nm})
         threshold = self.config.threshold if threshold is None else threshold
-        min_probability = self.config.min_probability if min_probability is None else min_probability
+        floor = self.config.probability_floor if min_probability is None else float(min_probability)
         refine = self.config.refine if refine is None else refine
         split = self.config.refine_split if split is None else split
         frames = check_frames(frames)
@@ -295,28 +290,37 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
 
         def localize(kde):
             return self.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
+        localize.pixel_nm = camera.pixel_size_nm / self.kde_net.config.upsampling
 
         y_hat = self.kde_net.predict(frames, batch_size=batch_size, camera=camera,
                                      mixed_precision=mixed_precision).to(device)  # [F,1,uH,uW]
         deepstorm_kde = scaling.from_unit(y_hat[:, 0])
+        frames_np = frames.cpu().numpy()
+        base = deepstorm_molecules(localize(deepstorm_kde), frames_np, camera, psf_sigma_px,
+                                   refine or num_samples > 0, split)
         if num_samples == 0:
-            locs = deepstorm_molecules(localize(deepstorm_kde), frames.cpu().numpy(), camera, psf_sigma_px,
-                                       refine, split)
+            locs = base
+            if self.config.deepstorm_arbitrate and refine:
+                locs = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
+                                 link_radius_nm=self.config.link_radius_nm, split_mask=ambiguous(base),
+                                 probability_floor=floor)
             out = (locs, deepstorm_kde, None, None, deepstorm_kde)
         else:
             cond = self.conditioning(y_hat, frames.to(device), camera)
             # tiles whose estimate stays below a quarter of the detection threshold are not sampled
             empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
                 if self.config.skip_empty_tiles else -math.inf
+            gate = ambiguous(base)
+            wanted = None if sample_everywhere else self.ambiguity_mask(base[gate], frames.shape, camera)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                residuals = self.sample_residuals(cond, num_samples, num_inference_steps, generator, batch_size,
-                                                  sampler, schedule, empty_level)  # [F, K, uH, uW]
-            samples = scaling.from_unit(y_hat + residuals)
+                residuals, covered = self.sample_residuals(cond, num_samples, num_inference_steps, generator,
+                                                           batch_size, sampler, schedule, empty_level, wanted)
+            samples = scaling.from_unit(y_hat + residuals)  # [F, K, uH, uW]
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-            molecules = sample_molecules(samples, kde_mean, localize, self.config.link_radius_nm, min_probability)
-            locs = read_out(molecules, frames.cpu().numpy(), camera, psf_sigma_px,
-                            *self.sigma_model_for(num_inference_steps), refine, split)
+            detections = self.sample_detections(samples, covered, localize)
+            locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
+                             link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
@@ -325,27 +329,73 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         return SMLMPipelineOutput(*out)
 
     def sample_residuals(self, cond, num_samples, num_inference_steps, generator, batch_size, sampler=None,
-                         schedule=None, empty_level: float = -1.0) -> torch.Tensor:
+                         schedule=None, empty_level: float = -1.0, wanted: torch.Tensor | None = None):
         """Run the reverse diffusion on every (frame, sample, tile) and stitch the tiles.
 
         ``cond`` is the conditioning in the UNet's working layout (:meth:`conditioning`).
         Tiles whose KDE estimate is empty (nowhere above ``empty_level`` in [-1, 1] units, margin
-        included) are not sampled: their residual is zero. Returns residual samples [F, K, uH, uW] on the
-        KDE grid, in the networks' scale.
+        included) are not sampled: their residual is zero. With ``wanted`` ([F, h, w] bool on the working
+        grid), only the tiles of ``ambiguity_tile`` pixels that hold a wanted pixel are sampled, where that
+        is less work than the frame's own tiles. Returns residual samples [F, K, uH, uW] on the KDE grid, in
+        the networks' scale, and [F, uH, uW] bool: where a sample was drawn.
         """
         cfg = self.unet.config
         n_frames, _, h, w = cond.shape
+        pad_value = layout.condition_pad_values(cfg)
+        n_kde = len(pad_value) - int(layout.uses_frame(cfg))
         plan = self.tile_plan(h, w)
         # outside the field the KDE is empty: pad the conditioning with the background level
-        pad_value = layout.condition_pad_values(cfg)
         padded = plan.pad(cond, pad_value)
-        items = plan.jobs(padded[:, :len(pad_value) - int(layout.uses_frame(cfg))], num_samples, empty_level)
+        items = plan.jobs(padded[:, :n_kde], num_samples, empty_level)
+        if wanted is not None:
+            small = self.tile_plan(h, w, self.config.ambiguity_tile)
+            picked = small.jobs_where(wanted, num_samples)
+            if len(picked) * small.work < len(items) * plan.work:
+                plan, items, padded = small, picked, small.pad(cond, pad_value)
         self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
         with self.progress_bar(total=math.ceil(len(items) / batch_size) * len(self.scheduler.timesteps)) as bar:
             out = plan.run(padded, items, (n_frames, num_samples, cfg.out_channels), batch_size,
                            lambda tiles: self.denoise(tiles, generator, sampler, bar))
         kde = layout.to_kde(out[..., :h, :w].flatten(0, 1), cfg)  # [F * K, 1, uH, uW]
-        return kde.reshape(n_frames, num_samples, *kde.shape[-2:])
+        u = kde.shape[-1] // w
+        covered = plan.covered(items, n_frames).repeat_interleave(u, 1).repeat_interleave(u, 2)
+        return kde.reshape(n_frames, num_samples, *kde.shape[-2:]), covered
+
+    def ambiguity_mask(self, molecules: pd.DataFrame, frames_shape, camera: Camera, margin_px: int = 2
+                       ) -> torch.Tensor:
+        """[F, h, w] bool on the UNet's working grid: ``margin_px`` camera pixels around each of ``molecules``."""
+        n_frames, height, width = frames_shape
+        u = 1 if layout.layout_of(self.unet.config) == "camera" else int(self.kde_net.config.upsampling)
+        mask = torch.zeros(n_frames, height, width, dtype=torch.bool)
+        f = molecules["frame"].to_numpy().astype(int)
+        r = (molecules["y_nm"].to_numpy() / camera.pixel_size_nm).astype(int)
+        c = (molecules["x_nm"].to_numpy() / camera.pixel_size_nm).astype(int)
+        for dr in range(-margin_px, margin_px + 1):
+            for dc in range(-margin_px, margin_px + 1):
+                mask[f, (r + dr).clip(0, height - 1), (c + dc).clip(0, width - 1)] = True
+        return mask.repeat_interleave(u, 1).repeat_interleave(u, 2)
+
+    def sample_detections(self, samples: torch.Tensor, covered: torch.Tensor, localize, margin: int = 8
+                          ) -> pd.DataFrame:
+        """Localizations of every sample [F, K, uH, uW] where it was drawn (``covered`` [F, uH, uW]): columns
+        frame, sample, x_nm, y_nm. Each connected drawn region is localized on its own bounding box (plus
+        ``margin`` KDE pixels), so that the cost follows what was sampled."""
+        scale, tables = float(localize.pixel_nm), []
+        height, width = covered.shape[-2:]
+        for f in range(samples.shape[0]):
+            cov = covered[f].numpy()
+            for box in ndimage.find_objects(ndimage.label(cov)[0]):
+                r0, c0 = max(box[0].start - margin, 0), max(box[1].start - margin, 0)
+                r1, c1 = min(box[0].stop + margin, height), min(box[1].stop + margin, width)
+                det = localize(samples[f, :, r0:r1, c0:c1])
+                if len(det) == 0:
+                    continue
+                x, y = det["x_nm"].to_numpy() + c0 * scale, det["y_nm"].to_numpy() + r0 * scale
+                i, j = (y / scale).astype(int).clip(0, height - 1), (x / scale).astype(int).clip(0, width - 1)
+                keep = cov[i, j]
+                tables.append(pd.DataFrame({"frame": f, "sample": det["frame"].to_numpy()[keep],
+                                            "x_nm": x[keep], "y_nm": y[keep]}))
+        return pd.concat(tables, ignore_index=True) if tables else NO_DETECTIONS
 
     def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
         """Reverse diffusion for one batch of conditioning tiles [B, C, t, t] -> residual

@@ -80,6 +80,29 @@ class TileLayout:
         return [(f, k, c) for f in range(n_frames) for k in range(num_samples) for c in self.corners
                 if (f, c) in occupied]
 
+    def jobs_where(self, wanted: torch.Tensor, num_samples: int) -> list:
+        """``(frame, sample, corner)`` of the tiles whose kept centre holds a ``True`` of ``wanted``
+        [F, h, w] (a mask on the unpadded grid): sampling where it is asked for, nowhere else."""
+        core_h, core_w = self.core
+        out = []
+        for f in range(wanted.shape[0]):
+            hit = [c for c in self.corners if wanted[f, c[0]:c[0] + core_h, c[1]:c[1] + core_w].any()]
+            out += [(f, k, c) for k in range(num_samples) for c in hit]
+        return out
+
+    def covered(self, jobs: list, n_frames: int) -> torch.Tensor:
+        """[F, h, w] bool: the pixels of the unpadded grid whose value a job of ``jobs`` sets."""
+        (h, w), (sy, sx) = self.shape, self.core
+        out = torch.zeros(n_frames, *self.core_grid, dtype=torch.bool)
+        for f, _, (i, j) in jobs:
+            out[f, i:i + sy, j:j + sx] = True
+        return out[:, :h, :w]
+
+    @property
+    def work(self) -> int:
+        """Pixels of one tile: the cost of a job."""
+        return self.tile[0] * self.tile[1]
+
     def run(self, padded: torch.Tensor, jobs: list, shape: tuple[int, int, int], batch_size: int,
             fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Apply ``fn`` (tiles [B, C, th, tw] -> [B, c, th, tw]) to the ``jobs`` in batches and

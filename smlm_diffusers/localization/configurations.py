@@ -1,0 +1,573 @@
+"""Configurations of molecules proposed by the DDPM samples and weighed by the frame's likelihood.
+
+Each posterior KDE sample, localized on its own, is a guess at *which* molecules a frame holds; DeepSTORM's
+refined molecules are one more. Per cluster of nearby molecules the candidate configurations are the sets
+of molecules each source puts there (deduplicated; a sample that puts nothing there proposes the empty
+set). Every distinct configuration is fitted on the frame by the batched Poisson maximum-likelihood engine
+of :mod:`.refine` (positions, photons, one local background; the light of the other clusters held at
+DeepSTORM's fit), all configurations of a cluster on the same pixels, and weighed by its Laplace evidence.
+
+Evidence. With ``n`` emitters, parameters ``theta`` = (x, y, N) of each and the background b, the prior is a
+Poisson number of emitters of mean ``rho A`` (``rho`` emitters per pixel^2, ``A`` the field), positions
+uniform over the field, photons from ``p_N`` and b flat (the same in every configuration of a cluster, so
+it cancels). The emitters are exchangeable: the posterior has ``n!`` equivalent modes (relabellings), and
+Laplace's approximation around one of them gives
+
+    log Z = log L(theta^) + log Poisson(n; rho A) + log n! - n log A + sum_m log p_N(N^_m)
+            + (d / 2) log 2 pi - 1/2 log det I(theta^)
+
+with ``d = 3 n + 1`` and ``I`` the Fisher matrix at the fit (eq. 14; it replaces the observed Hessian, as
+in the fit itself). ``log Poisson + log n! - n log A = n log rho - rho A``: the field's area cancels and
+each emitter costs
+
+    log rho + (3 / 2) log 2 pi + log p_N(N^_m) - (its share of) 1/2 log det I,
+
+an Occam factor (prior volume against posterior volume) that a configuration's better fit must pay for.
+``rho`` is the call's own density (DeepSTORM's molecules per pixel^2 over all frames, at least one per
+frame) and ``p_N`` a log-normal fitted to the photons of DeepSTORM's refined molecules (its width at least
+``photon_prior_width``), so the prior follows the data rather than a training range. Weights are the
+normalised evidences of a cluster's configurations (a configuration whose fit runs away, a member more
+than ``max_shift_px`` from its seed or with ``min_photons`` or fewer, gets none).
+
+Molecules are the union of the configurations' members, linked within ``merge_radius_nm`` (one-to-one per
+configuration, in descending weight). A molecule's ``probability`` is the total weight of the
+configurations that contain it, its position the weighted mean of its fits, and its sigma per axis
+``sqrt(E_w[bound^2] + Var_w[position])`` over those configurations (the bound: sqrt(CRLB) of that
+configuration's fit). Clusters where every source agrees keep DeepSTORM's refined molecules (probability
+1, sigma its bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+from ..simulation.camera import Camera
+from ..simulation.psf import integrated_gaussian_1d, render_psfs
+from .molecules import SPREAD_COLUMNS
+from ._mle import _assess, _clusters, _crlb_diag, _gather, _Group, _host, _lm, _start, _State, _store
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class Priors:
+    """Prior of the evidence, in the fit's units: emitters per pixel^2 and photo-electrons."""
+
+    density_px: float  # rho, emitters per camera pixel^2
+    log_photons_mean: float  # log-normal p_N of photo-electrons: mean and sd of log N
+    log_photons_sd: float
+
+    @classmethod
+    def from_molecules(cls, base: pd.DataFrame, n_pixels: int, qe: float, min_width: float = 0.5) -> Priors:
+        """The call's own priors: DeepSTORM's molecule count over the frames' pixels (at least one molecule
+        per call) and a log-normal of their fitted photons (median and MAD, width at least ``min_width``)."""
+        n = base["photons"].to_numpy(np.float64) * qe if "photons" in base else np.zeros(0)
+        n = n[np.isfinite(n) & (n > 0)]
+        mu = float(np.median(np.log(n))) if len(n) else math.log(1000.0)
+        sd = 1.4826 * float(np.median(np.abs(np.log(n) - mu))) if len(n) >= 5 else 1.0
+        return cls(max(len(base), 1) / float(n_pixels), mu, max(sd, float(min_width)))
+
+    def per_emitter(self, photons_e: torch.Tensor) -> torch.Tensor:
+        """``log rho + 3/2 log 2 pi + log p_N(N)`` of each emitter (photo-electrons)."""
+        ln = torch.log(photons_e.clamp_min(1e-3))
+        log_pn = -ln - math.log(self.log_photons_sd) - 0.5 * LOG_2PI - 0.5 * ((ln - self.log_photons_mean)
+                                                                             / self.log_photons_sd) ** 2
+        return math.log(self.density_px) + 1.5 * LOG_2PI + log_pn
+
+
+# -- proposals -----------------------------------------------------------------------------------------------
+def ambiguous(base: pd.DataFrame, deviance: float = 1.2, photons: float = 1.4) -> np.ndarray:
+    """Which of DeepSTORM's refined molecules [bool per row] leave their configuration in doubt: a fit
+    worse than Poisson noise (``fit_deviance`` above ``deviance``), more light than one emitter usually
+    gives (photons above ``photons`` times the median of the call), or a fit that did not converge.
+    These are the clusters that get split proposals and DDPM samples; the rest keep their fit.
+
+    On validation frames (seeds 9100+, 2000 and 1000 photons, densities 1 and 4) the gate at (1.2, 1.4)
+    passes 10-25% of the molecules and keeps the Jaccard index of proposing everywhere (within 0.001)."""
+    if len(base) == 0:
+        return np.zeros(0, bool)
+    ph = base["photons"].to_numpy(np.float64)
+    med = np.nanmedian(ph) if np.isfinite(ph).any() else np.inf
+    out = ph > photons * med
+    if "fit_deviance" in base:
+        out |= base["fit_deviance"].to_numpy(np.float64) > deviance
+    if "refine_ok" in base:
+        out |= ~base["refine_ok"].to_numpy(bool)
+    return out
+
+
+def link_proposals(base: pd.DataFrame, detections: pd.DataFrame, radius_nm: float):
+    """Slots (distinct molecules proposed anywhere) and which source proposes which.
+
+    Slots ``0..len(base)-1`` are DeepSTORM's refined molecules (source -1); each sample's detections are
+    assigned one-to-one to the slots of their frame within ``radius_nm`` (Hungarian), the rest open new
+    slots (seeded at the detection, later detections of the slot average in). Returns the slots' frame,
+    x, y (nm) and the membership pairs (slot, source)."""
+    fr = [base["frame"].to_numpy(np.int64)]
+    xs, ys = [base["x_nm"].to_numpy(np.float64)], [base["y_nm"].to_numpy(np.float64)]
+    mem_slot, mem_src = [np.arange(len(base))], [np.full(len(base), -1)]
+    n_slots = len(base)
+    base_by_frame = {f: np.flatnonzero(fr[0] == f) for f in np.unique(fr[0])}
+    for f, det_f in detections.groupby("frame", sort=True):
+        slots = list(base_by_frame.get(f, np.zeros(0, np.int64)))
+        sx, sy = list(xs[0][slots]), list(ys[0][slots])
+        cnt = [1] * len(slots)
+        n_base_f = len(slots)
+        for k, det in det_f.groupby("sample", sort=True):
+            dxy = det[["x_nm", "y_nm"]].to_numpy(np.float64)
+            matched = np.full(len(dxy), -1)
+            if slots:
+                sxy = np.c_[sx, sy]
+                tree = cKDTree(sxy)
+                dist = tree.sparse_distance_matrix(cKDTree(dxy), radius_nm, output_type="coo_matrix")
+                if dist.nnz:
+                    cost = np.full((len(sxy), len(dxy)), 1e9)
+                    cost[dist.row, dist.col] = dist.data
+                    r, c = linear_sum_assignment(cost)
+                    ok = cost[r, c] <= radius_nm
+                    matched[c[ok]] = r[ok]
+            for j in np.flatnonzero(matched >= 0):
+                i = matched[j]
+                if slots[i] >= len(base):  # a sample's own slot: the seed averages its detections
+                    cnt[i] += 1
+                    sx[i] += (dxy[j, 0] - sx[i]) / cnt[i]
+                    sy[i] += (dxy[j, 1] - sy[i]) / cnt[i]
+            for j in np.flatnonzero(matched < 0):
+                slots.append(n_slots)
+                sx.append(dxy[j, 0]), sy.append(dxy[j, 1]), cnt.append(1)
+                matched[j] = len(slots) - 1
+                n_slots += 1
+            mem_slot.append(np.asarray(slots)[matched]), mem_src.append(np.full(len(dxy), int(k)))
+        if len(slots) > n_base_f:
+            fr.append(np.full(len(slots) - n_base_f, f))
+            xs.append(np.asarray(sx[n_base_f:])), ys.append(np.asarray(sy[n_base_f:]))
+    # new slots were numbered in the order they were opened, frame by frame: the concatenation keeps it
+    return (np.concatenate(fr), np.concatenate(xs), np.concatenate(ys), np.concatenate(mem_slot),
+            np.concatenate(mem_src))
+
+
+def distinct_configurations(pair_cluster: np.ndarray, mem_slot: np.ndarray, mem_pair: np.ndarray, seed: int = 0):
+    """The distinct configurations of every cluster (Zobrist hashing of each proposal's set of slots).
+
+    A proposal (pair id ``p``) is one source's set of slots in cluster ``pair_cluster[p]``; its members are
+    the memberships ``mem_slot[mem_pair == p]`` (none: the empty configuration). Returns one row per
+    distinct configuration: its cluster, a representative proposal (``rep``) and the number of proposals
+    that make it (``n_sources``)."""
+    n_slots = int(mem_slot.max()) + 1 if len(mem_slot) else 0
+    keys = np.random.default_rng(seed).integers(1, np.iinfo(np.int64).max, n_slots, dtype=np.int64)
+    hashes = np.zeros(len(pair_cluster), np.int64)
+    np.bitwise_xor.at(hashes, mem_pair, keys[mem_slot])
+    table = pd.DataFrame({"cluster": pair_cluster, "hash": hashes, "pair": np.arange(len(hashes))})
+    grouped = table.groupby(["cluster", "hash"], sort=True)
+    return grouped.agg(rep=("pair", "first"), n_sources=("pair", "size")).reset_index()
+
+
+def split_seeds(electrons, fixed_full, frame, x, y, n, b, sigma, read_noise, half: int = 2):
+    """Seeds of each molecule tried as a pair: +-h along the principal axis of its own light (the frame
+    less the other molecules' model and the background, in a (2 half + 1)^2 window), ``h`` from the excess
+    of its second moment over the PSF's (0.25 to 1.25 px, as the refinement's split). Pixels and electrons."""
+    dev, dtype = electrons.device, electrons.dtype
+    t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
+    size = 2 * half + 1
+    r0 = torch.as_tensor(np.floor(y).astype(np.int64) - half, device=dev)
+    c0 = torch.as_tensor(np.floor(x).astype(np.int64) - half, device=dev)
+    fr = torch.as_tensor(frame, device=dev)
+    data, mask = _gather(electrons, fr, r0, c0, size, size)
+    light, _ = _gather(fixed_full, fr, r0, c0, size, size)
+    lx, ly = t(x) - c0.to(dtype), t(y) - r0.to(dtype)
+    own = torch.einsum("gh,gw->hwg", integrated_gaussian_1d(ly, size, sigma) * t(n)[:, None],
+                       integrated_gaussian_1d(lx, size, sigma))
+    mine = ((data - read_noise**2 - t(b)) - (light - own)).clamp_min(0.0) * mask
+    u = torch.arange(size, dtype=dtype, device=dev)[None, :, None] + 0.5
+    v = torch.arange(size, dtype=dtype, device=dev)[:, None, None] + 0.5
+    mass = mine.sum((0, 1)).clamp_min(1e-9)
+    mx, my = (mine * u).sum((0, 1)) / mass, (mine * v).sum((0, 1)) / mass
+    du, dv = u - mx, v - my
+    cxx, cyy, cxy = ((mine * q).sum((0, 1)) / mass for q in (du * du, dv * dv, du * dv))
+    lam1 = 0.5 * (cxx + cyy) + torch.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy**2)
+    theta = 0.5 * torch.atan2(2.0 * cxy, cxx - cyy)
+    h = torch.sqrt((lam1 - (sigma**2 + 1.0 / 12.0)).clamp_min(0.0)).clamp(0.25, 1.25)
+    hx, hy = _host(h * torch.cos(theta)).astype(np.float64), _host(h * torch.sin(theta)).astype(np.float64)
+    return (x + hx, y + hy), (x - hx, y - hy)
+
+
+# -- fitting -------------------------------------------------------------------------------------------------
+@dataclass
+class _Fitted:
+    """Per configuration: evidence and validity; per member row: position, photons, bounds (fit units)."""
+
+    log_z: np.ndarray
+    valid: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    n: np.ndarray
+    b: np.ndarray
+    var_x: np.ndarray
+    var_y: np.ndarray
+    deviance: np.ndarray  # Poisson deviance per pixel in the member's 2 sigma window (about 1 for a good fit)
+
+
+def fit_configurations(electrons, members: list[np.ndarray], cfg_cluster: np.ndarray, windows, seeds, frame_of,
+                       fixed_full, base_light, priors: Priors, sigma, read_noise, *, n_iter=12, max_shift_px=1.5,
+                       min_photons_e=50.0, coupling=0.0) -> tuple[_Fitted, list[np.ndarray]]:
+    """Fit every configuration on its cluster's window and compute its Laplace evidence (module docstring).
+
+    ``members[c]`` are slot ids of configuration c, ``windows`` (r0, c0, rh, rw) per cluster, ``seeds``
+    (x, y) of each slot in pixels, ``frame_of`` per cluster, ``fixed_full`` [F, H, W] the light of
+    DeepSTORM's molecules (electrons) and ``base_light(cids, r0, c0, rh, rw)`` the part of it that the
+    clusters' own DeepSTORM molecules give on their windows. Returns the fits and, per configuration,
+    its member rows (into the fit arrays, same order as ``members[c]``)."""
+    dev, dtype = electrons.device, electrons.dtype
+    sizes = np.array([len(m) for m in members])
+    rows_of = []
+    total = 0
+    for m in members:
+        rows_of.append(np.arange(total, total + max(len(m), 1)))
+        total += max(len(m), 1)
+    slot_rows = np.concatenate([m if len(m) else np.array([-1]) for m in members]).astype(np.int64)
+    real_rows = slot_rows >= 0
+    cl_rows = np.repeat(cfg_cluster, np.maximum(sizes, 1))
+    r0, c0, rh, rw = windows
+    sx = np.where(real_rows, seeds[0][np.maximum(slot_rows, 0)], c0[cl_rows] + 0.5 * rw[cl_rows])
+    sy = np.where(real_rows, seeds[1][np.maximum(slot_rows, 0)], r0[cl_rows] + 0.5 * rh[cl_rows])
+    t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
+    fr = torch.as_tensor(frame_of[cl_rows], device=dev)
+    state = _State(t(sx), t(sy), t(np.zeros(total)), t(np.zeros(total)), t(sx), t(sy), fr,
+                   torch.ones(total, dtype=torch.bool, device=dev), torch.zeros(total, dtype=torch.bool, device=dev))
+    log_z, valid = np.zeros(len(members)), np.zeros(len(members), bool)
+    var_x, var_y, deviance = np.full(total, np.nan), np.full(total, np.nan), np.full(total, np.nan)
+    k_of = np.maximum(sizes, 1)
+    for k in np.unique(k_of):
+        cfgs = np.flatnonzero(k_of == k)
+        cids = cfg_cluster[cfgs]
+        idx = np.stack([rows_of[c] for c in cfgs], axis=1)  # [K, G]
+        real = torch.as_tensor(real_rows[idx], device=dev)
+        big_h, big_w = int(rh[cids].max()), int(rw[cids].max())
+        rr0, cc0 = torch.as_tensor(r0[cids], device=dev), torch.as_tensor(c0[cids], device=dev)
+        frame = torch.as_tensor(frame_of[cids], device=dev)
+        data, mask = _gather(electrons, frame, rr0, cc0, big_h, big_w)
+        own = (torch.arange(big_h, device=dev)[:, None, None] < torch.as_tensor(rh[cids], device=dev)) & (
+            torch.arange(big_w, device=dev)[None, :, None] < torch.as_tensor(rw[cids], device=dev))
+        mask = mask * own.to(dtype)
+        g = _Group(cids, torch.as_tensor(idx, device=dev), real, frame, rr0, cc0, data * mask, mask)
+        light, _ = _gather(fixed_full, frame, rr0, cc0, big_h, big_w)
+        g.fixed = (light - base_light(cids, rr0, cc0, big_h, big_w)).clamp_min(0.0) + read_noise**2
+        n0, b0 = _start(g, state, sigma, read_noise)
+        _store(g, state, state.x[g.idx] - g.c0, state.y[g.idx] - g.r0, n0 * real, b0)
+        x, y, n, b = state.x[g.idx] - g.c0, state.y[g.idx] - g.r0, n0 * real, b0
+        free = torch.cat([real, real, real, torch.ones_like(real[:1])], dim=0)
+        x, y, n, b, nll, hess, mu = _lm(g, x, y, n, b, free, sigma, n_iter)
+        _store(g, state, x, y, n, b)
+        deviance[idx] = _host(_assess(g, state, (hess, mu), sigma, int(math.ceil(2.0 * sigma)), False)["deviance"])
+        logdet = _mean_field_logdet(hess, k)
+        if coupling > 0:  # towards the full Gaussian volume (the Laplace evidence itself at coupling = 1)
+            logdet = (1.0 - coupling) * logdet + coupling * _full_logdet(hess)
+        occam = (priors.per_emitter(n.double()) * real).sum(0)
+        lz = -nll.double() - 0.5 * logdet + occam
+        inv = _crlb_diag(hess)
+        var_x[idx] = _host(inv[:k]).astype(np.float64)
+        var_y[idx] = _host(inv[k:2 * k]).astype(np.float64)
+        gx, gy = x + g.c0, y + g.r0
+        moved = ((gx - state.x0[g.idx]).abs() > max_shift_px) | ((gy - state.y0[g.idx]).abs() > max_shift_px)
+        bad = (moved | (n <= min_photons_e) | ~torch.isfinite(n) | ~torch.isfinite(gx) | ~torch.isfinite(gy)) & real
+        bad |= ~((inv[:k] > 0) & (inv[k:2 * k] > 0)) & real  # a degenerate fit (two members on one spot)
+        ok = ~bad.any(0) & torch.isfinite(lz)
+        log_z[cfgs], valid[cfgs] = _host(lz), _host(ok)
+    fitted = _Fitted(log_z, valid, _host(state.x).astype(np.float64), _host(state.y).astype(np.float64),
+                     _host(state.n).astype(np.float64), _host(state.b).astype(np.float64), var_x, var_y, deviance)
+    return fitted, rows_of
+
+
+def _full_logdet(hess: torch.Tensor) -> torch.Tensor:
+    """log det of the Fisher matrices [P, P, G] (unit-diagonal scaling first; padding adds 0)."""
+    h = hess.permute(2, 0, 1).double()
+    d = torch.diagonal(h, dim1=-2, dim2=-1).clamp_min(1e-300)
+    return torch.linalg.slogdet(h / torch.sqrt(d.unsqueeze(-1) * d.unsqueeze(-2)))[1] + torch.log(d).sum(-1)
+
+
+def _mean_field_logdet(hess: torch.Tensor, k: int) -> torch.Tensor:
+    """log det of the Fisher matrices [P, P, G] with the coupling between emitters dropped: the sum over
+    members of log det of their own (x, y, N) block, plus log I_bb. Padding members (unit diagonal) add 0."""
+    h = hess.double()
+    j = torch.arange(k, device=h.device)
+    trip = torch.stack([j, k + j, 2 * k + j], dim=1)  # [K, 3] parameter indices of each member
+    blocks = h[trip[:, :, None], trip[:, None, :]]  # [K, 3, 3, G]
+    blocks = blocks.permute(0, 3, 1, 2)  # [K, G, 3, 3]
+    d = torch.diagonal(blocks, dim1=-2, dim2=-1).clamp_min(1e-300)
+    scaled = blocks / torch.sqrt(d.unsqueeze(-1) * d.unsqueeze(-2))
+    logdet = torch.linalg.slogdet(scaled)[1] + torch.log(d).sum(-1)  # [K, G]
+    return logdet.sum(0) + torch.log(h[-1, -1].clamp_min(1e-300))
+
+
+# -- molecules -----------------------------------------------------------------------------------------------
+def merge_cluster(weights, xs, ys, var_x, var_y, ns, bs, n_src, radius_px):
+    """Molecules of one cluster from its weighted configurations (lists of per-member arrays, px): linked
+    one-to-one per configuration within ``radius_px``, in descending weight. Returns rows of (probability,
+    x, y, E[var_x] + Var[x], E[var_y] + Var[y], E[var_x], E[var_y], photons, background, n_sources)."""
+    mols: list[list] = []  # each: list of (w, x, y, vx, vy, n, b, n_src)
+    ref = np.zeros((0, 2))
+    for c in np.argsort(-np.asarray(weights), kind="stable"):
+        if len(xs[c]) == 0:
+            continue
+        pts = np.c_[xs[c], ys[c]]
+        assign = np.full(len(pts), -1)
+        if len(ref):
+            d = np.hypot(ref[:, None, 0] - pts[None, :, 0], ref[:, None, 1] - pts[None, :, 1])
+            r, j = linear_sum_assignment(np.where(d <= radius_px, d, 1e9))
+            ok = d[r, j] <= radius_px
+            assign[j[ok]] = r[ok]
+        for j in range(len(pts)):
+            if assign[j] < 0:
+                mols.append([])
+                ref = np.vstack([ref, pts[j]])
+                assign[j] = len(mols) - 1
+            mols[assign[j]].append((weights[c], xs[c][j], ys[c][j], var_x[c][j], var_y[c][j], ns[c][j], bs[c],
+                                    n_src[c]))
+    rows = []
+    for m in mols:
+        a = np.asarray(m, dtype=np.float64)
+        w = a[:, 0]
+        p = w.sum()
+        if p <= 0:
+            continue
+        mx, my = (w * a[:, 1]).sum() / p, (w * a[:, 2]).sum() / p
+        ex, ey = (w * a[:, 3]).sum() / p, (w * a[:, 4]).sum() / p
+        bx, by = (w * (a[:, 1] - mx) ** 2).sum() / p, (w * (a[:, 2] - my) ** 2).sum() / p
+        rows.append((p, mx, my, ex + bx, ey + by, ex, ey, (w * a[:, 5]).sum() / p, (w * a[:, 6]).sum() / p,
+                     a[:, 7].sum()))
+    return rows
+
+
+# -- the readout ---------------------------------------------------------------------------------------------
+def arbitrate(
+    frames_adu,
+    base: pd.DataFrame,
+    detections: pd.DataFrame,
+    n_samples: int,
+    camera: Camera,
+    sigma_px: float,
+    *,
+    link_radius_nm: float = 60.0,
+    merge_radius_nm: float | None = None,
+    link_px: float | None = None,
+    max_cluster: int = 6,
+    split: bool = True,
+    split_mask: np.ndarray | None = None,
+    dispersion: bool = True,
+    coupling: float = 0.0,
+    probability_floor: float = 0.1,
+    photon_prior_width: float = 0.5,
+    n_iter: int = 12,
+    max_shift_px: float = 1.5,
+    min_photons: float = 50.0,
+    dtype: torch.dtype = torch.float64,
+) -> pd.DataFrame:
+    """Molecules of the frames from DeepSTORM's refined molecules and the samples' detections (module docstring).
+
+    Parameters
+    ----------
+    frames_adu : array [F, H, W]
+        The camera frames, ADU.
+    base : DataFrame
+        DeepSTORM's molecules refined on the frames (:func:`~smlm_diffusers.localization.refine.refine_frames`
+        with ``write_sigma``): frame, x_nm, y_nm, sigma_x_nm, sigma_y_nm, photons, background, ...
+    detections : DataFrame
+        Localizations of every sample: frame, sample (0..n_samples-1), x_nm, y_nm.
+    n_samples : int
+        Samples per frame (a sample without detections in a cluster proposes the empty configuration there).
+    camera : Camera
+    sigma_px : float
+        Gaussian PSF standard deviation, camera pixels.
+    link_radius_nm : float
+        A sample's detection within this distance of a molecule proposes that molecule.
+    merge_radius_nm : float, optional
+        Members of different configurations within this distance are one molecule. Default the PSF sigma.
+    link_px, max_cluster : float, int
+        Molecules closer than ``link_px`` (default 3 sigma_px) form a cluster of at most ``max_cluster``.
+    split : bool
+        Also propose each DeepSTORM molecule as a pair (seeded along the principal axis of its light).
+    probability_floor : float
+        Molecules below this probability are left out of the table.
+    photon_prior_width : float
+        Least standard deviation of log photons of the photon prior.
+    n_iter, max_shift_px, min_photons :
+        Fit iterations; a configuration whose fit moves a member farther than ``max_shift_px`` (per axis) from
+        its seed or leaves it with ``min_photons`` or fewer photons gets no weight.
+    dtype : torch.dtype
+        Floating type of the fits (float64: the evidences differ by a few units of log-likelihood out of
+        thousands).
+
+    Returns
+    -------
+    DataFrame
+        ``base``'s columns (molecules of clusters where all sources agree are ``base``'s rows), with
+        ``probability`` (total weight of the configurations holding the molecule), ``n_samples`` (samples
+        proposing it), ``bound_x_nm`` / ``bound_y_nm`` (weighted mean bound) and ``spread_x_nm`` /
+        ``spread_y_nm`` (standard deviation of its position between configurations); ``sigma_x_nm`` =
+        hypot(bound, spread). Sorted by frame, then y, x.
+    """
+    frames = torch.as_tensor(np.asarray(frames_adu))
+    frames = frames[None] if frames.ndim == 2 else frames
+    a, qe, rn = float(camera.pixel_size_nm), float(camera.qe), float(camera.read_noise)
+    electrons = (camera.adu_to_photons(frames.to(dtype)) + rn**2).clamp_min(0.0)
+    base = base.reset_index(drop=True)
+    out = base.assign(probability=1.0, n_samples=int(n_samples), bound_x_nm=base["sigma_x_nm"],
+                      bound_y_nm=base["sigma_y_nm"], spread_x_nm=0.0, spread_y_nm=0.0)
+    if len(detections) == 0 and len(base) == 0:
+        return out
+    s_frame, s_x, s_y, mem_slot, mem_src = link_proposals(base, detections, link_radius_nm)
+    xp, yp = s_x / a, s_y / a
+    cluster = _clusters(s_frame, xp, yp, 3.0 * sigma_px if link_px is None else float(link_px), max_cluster)
+    n_cl, n_src, n_base = int(cluster.max()) + 1, int(n_samples) + 1, len(base)
+    bx, by = base["x_nm"].to_numpy(np.float64) / a, base["y_nm"].to_numpy(np.float64) / a
+    bn = base["photons"].to_numpy(np.float64) * qe
+    fixed_full = _render(frames.shape, base["frame"].to_numpy(np.int64), bx, by, bn, sigma_px, dtype)
+    # proposals: DeepSTORM's and each sample's set of slots in every cluster (none: the empty set) ...
+    pair_cluster = np.repeat(np.arange(n_cl), n_src)
+    mem_pair = cluster[mem_slot] * n_src + (mem_src + 1)
+    if split:  # ... and each DeepSTORM molecule as a pair, beside the others of its cluster
+        ok = base["photons"].to_numpy(np.float64) > 0
+        pick = np.flatnonzero(ok if split_mask is None else ok & np.asarray(split_mask, bool))
+        (xa, ya), (xb, yb) = split_seeds(electrons, fixed_full, base["frame"].to_numpy(np.int64)[pick], bx[pick],
+                                         by[pick], bn[pick], base["background"].to_numpy(np.float64)[pick] * qe,
+                                         sigma_px, rn)
+        new_a, new_b = len(xp) + np.arange(len(pick)), len(xp) + len(pick) + np.arange(len(pick))
+        xp, yp = np.r_[xp, xa, xb], np.r_[yp, ya, yb]
+        s_frame = np.r_[s_frame, s_frame[pick], s_frame[pick]]
+        cluster = np.r_[cluster, cluster[pick], cluster[pick]]
+        pid = len(pair_cluster) + np.arange(len(pick))
+        pair_cluster = np.r_[pair_cluster, cluster[pick]]
+        # the other DeepSTORM molecules of the cluster stay in the split's configuration
+        base_pairs = np.flatnonzero(mem_src == -1)
+        by_cl = pd.Series(mem_slot[base_pairs]).groupby(cluster[mem_slot[base_pairs]]).apply(np.asarray).to_dict()
+        others = [by_cl[cluster[m]][by_cl[cluster[m]] != m] for m in pick]
+        mem_slot = np.concatenate([mem_slot, new_a, new_b] + others)
+        mem_pair = np.concatenate([mem_pair, pid, pid] + [np.full(len(o), p) for o, p in zip(others, pid)])
+    configs = distinct_configurations(pair_cluster, mem_slot, mem_pair)
+    per_cluster = np.bincount(configs["cluster"].to_numpy(), minlength=n_cl)
+    amb = per_cluster > 1
+    if not amb.any():
+        return _finish(out, [], base.columns)
+    configs = configs[amb[configs["cluster"].to_numpy()]].reset_index(drop=True)
+    by_pair = pd.Series(mem_slot).groupby(mem_pair).apply(lambda q: np.sort(q.to_numpy())).to_dict()
+    members = [by_pair.get(p, np.zeros(0, np.int64)) for p in configs["rep"].to_numpy()]
+    cfg_cluster = configs["cluster"].to_numpy()
+    # one window per cluster: every slot's pixel, plus the fit's margin
+    half = int(math.ceil(3.0 * sigma_px))
+    ri, ci = np.floor(yp).astype(np.int64), np.floor(xp).astype(np.int64)
+    rmin, rmax = np.full(n_cl, 1 << 30), np.full(n_cl, -(1 << 30))
+    cmin, cmax = rmin.copy(), rmax.copy()
+    np.minimum.at(rmin, cluster, ri), np.maximum.at(rmax, cluster, ri)
+    np.minimum.at(cmin, cluster, ci), np.maximum.at(cmax, cluster, ci)
+    windows = (rmin - half, cmin - half, rmax - rmin + 1 + 2 * half, cmax - cmin + 1 + 2 * half)
+    frame_of = np.zeros(n_cl, np.int64)
+    frame_of[cluster] = s_frame
+    base_light = _cluster_light(cluster[:n_base], bx, by, bn, sigma_px, dtype, n_cl)
+    priors = Priors.from_molecules(base, int(np.prod(frames.shape)), qe, photon_prior_width)
+    fits, rows_of = fit_configurations(electrons, members, cfg_cluster, windows, (xp, yp), frame_of, fixed_full,
+                                       base_light, priors, sigma_px, rn, n_iter=n_iter, max_shift_px=max_shift_px,
+                                       min_photons_e=float(min_photons) * qe, coupling=coupling)
+    if dispersion:  # quasi-likelihood: a fit worse than Poisson noise widens its bound by its dispersion
+        inflate = np.maximum(np.nan_to_num(fits.deviance, nan=1.0), 1.0)
+        fits.var_x, fits.var_y = fits.var_x * inflate, fits.var_y * inflate
+    merged, failed = _merge_all(configs, fits, rows_of, members, sigma_px if merge_radius_nm is None else merge_radius_nm / a,
+                        frame_of)
+    keep = ~amb[cluster[:n_base]] | np.isin(cluster[:n_base], failed)  # unanimous clusters, failed fits
+    return _finish(out[keep], merged, base.columns, a, qe, probability_floor, n_samples)
+
+
+def _render(shape, frame, x, y, n, sigma, dtype):
+    """Light (photo-electrons) of molecules on full frames [F, H, W]."""
+    n_frames = shape[0]
+    counts = np.bincount(frame, minlength=n_frames)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    xs, ys, ns = np.zeros((n_frames, width)), np.zeros((n_frames, width)), np.zeros((n_frames, width))
+    order = np.argsort(frame, kind="stable")
+    rank = np.arange(len(frame)) - np.r_[0, np.cumsum(counts)[:-1]][frame[order]]
+    xs[frame[order], rank], ys[frame[order], rank], ns[frame[order], rank] = x[order], y[order], n[order]
+    t = lambda v: torch.as_tensor(v, dtype=dtype)  # noqa: E731
+    return render_psfs(t(xs), t(ys), t(ns), tuple(shape[-2:]), sigma)
+
+
+def _cluster_light(cluster_of_base, x, y, n, sigma, dtype, n_clusters):
+    """A function (cluster ids, window origins, window size) -> the light of those clusters' own DeepSTORM
+    molecules on their windows [Rh, Rw, G]."""
+    order = np.argsort(cluster_of_base, kind="stable")
+    n_cl = int(n_clusters)
+    starts = np.searchsorted(cluster_of_base[order], np.arange(n_cl + 1))
+
+    def light(cids, r0, c0, rh, rw):
+        counts = starts[cids + 1] - starts[cids]
+        kb = max(int(counts.max()) if len(counts) else 0, 1)
+        pick = np.full((kb, len(cids)), -1)
+        for j in range(kb):
+            has = counts > j
+            pick[j, has] = order[starts[cids[has]] + j]
+        t = lambda v: torch.as_tensor(v, dtype=dtype)  # noqa: E731
+        if len(x) == 0:  # no DeepSTORM molecule anywhere: the samples alone propose
+            return torch.zeros(rh, rw, len(cids), dtype=dtype)
+        ok = pick >= 0
+        px, py = t(np.where(ok, x[pick], 0.0)) - c0.to(dtype), t(np.where(ok, y[pick], 0.0)) - r0.to(dtype)
+        pn = t(np.where(ok, n[pick], 0.0))
+        ex = integrated_gaussian_1d(px, rw, sigma)  # [K, G, W]
+        ey = integrated_gaussian_1d(py, rh, sigma)
+        return torch.einsum("kgh,kgw->hwg", ey * pn.unsqueeze(-1), ex)
+
+    return light
+
+
+def _merge_all(configs, fits: _Fitted, rows_of, members, radius_px, frame_of):
+    """Weights per cluster (normalised evidences of its valid configurations) and the merged molecules."""
+    cl = configs["cluster"].to_numpy()
+    lz = np.where(fits.valid, fits.log_z, -np.inf)
+    out, failed = [], []
+    for c in np.unique(cl):
+        cfgs = np.flatnonzero(cl == c)
+        z = lz[cfgs]
+        if not np.isfinite(z).any():
+            failed.append(c)  # no configuration fits: DeepSTORM's refined molecules stay
+            continue
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        rows = [rows_of[i] if len(members[i]) else np.zeros(0, np.int64) for i in cfgs]
+        mols = merge_cluster(w, [fits.x[r] for r in rows], [fits.y[r] for r in rows], [fits.var_x[r] for r in rows],
+                             [fits.var_y[r] for r in rows], [fits.n[r] for r in rows],
+                             [fits.b[r[0]] if len(r) else np.nan for r in rows],
+                             configs["n_sources"].to_numpy()[cfgs], radius_px)
+        out += [(frame_of[c], len(mols)) + m for m in mols]
+    return out, np.asarray(failed, np.int64)
+
+
+MERGED = ["frame", "cluster_size", "probability", "x", "y", "var_x", "var_y", "bound_var_x", "bound_var_y",
+          "n_e", "b_e", "n_sources"]
+
+
+def _finish(kept: pd.DataFrame, merged, columns, a=1.0, qe=1.0, floor=0.1, n_samples=0) -> pd.DataFrame:
+    """Unanimous clusters' rows plus the merged molecules above ``floor``, in ``columns`` + the readout's."""
+    cols = list(columns) + [c for c in ["probability", "n_samples"] + SPREAD_COLUMNS if c not in columns]
+    if not merged:
+        return kept.reindex(columns=cols).sort_values(["frame", "y_nm", "x_nm"], kind="stable").reset_index(drop=True)
+    m = pd.DataFrame(merged, columns=MERGED)
+    m = m[m["probability"] >= floor]
+    new = pd.DataFrame({
+        "frame": m["frame"].to_numpy(np.int64), "x_nm": m["x"] * a, "y_nm": m["y"] * a,
+        "sigma_x_nm": np.sqrt(m["var_x"]) * a, "sigma_y_nm": np.sqrt(m["var_y"]) * a,
+        "probability": m["probability"].clip(upper=1.0),
+        # sources proposing it, less DeepSTORM's (counted in n_sources when it did)
+        "n_samples": np.minimum(m["n_sources"].to_numpy(np.int64), int(n_samples)),
+        "photons": m["n_e"] / qe, "background": m["b_e"] / qe,
+        "crlb_x_nm": np.sqrt(m["bound_var_x"]) * a, "crlb_y_nm": np.sqrt(m["bound_var_y"]) * a,
+        "bound_x_nm": np.sqrt(m["bound_var_x"]) * a, "bound_y_nm": np.sqrt(m["bound_var_y"]) * a,
+        "spread_x_nm": np.sqrt(np.maximum(m["var_x"] - m["bound_var_x"], 0.0)) * a,
+        "spread_y_nm": np.sqrt(np.maximum(m["var_y"] - m["bound_var_y"], 0.0)) * a,
+        "refine_ok": True, "fit_flag": "ok", "split": False, "cluster_size": m["cluster_size"].to_numpy(np.int64),
+    })
+    both = pd.concat([kept.reindex(columns=cols), new.reindex(columns=cols)], ignore_index=True)
+    return both.sort_values(["frame", "y_nm", "x_nm"], kind="stable").reset_index(drop=True)
