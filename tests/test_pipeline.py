@@ -1,5 +1,7 @@
 """SMLMDiffusionPipeline on tiny random models: contract, determinism, tiling, saving."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +28,8 @@ def frames():
 
 
 def run(pipe, frames, seed=0, **kw):
-    kw = {"num_samples": 3, "num_inference_steps": 3, "min_probability": 0.0} | kw
+    # a random tiny model leaves nothing in doubt: sample the whole frame to exercise the sampler
+    kw = {"num_samples": 3, "num_inference_steps": 3, "min_probability": 0.0, "sample_everywhere": True} | kw
     return pipe(frames, generator=torch.Generator().manual_seed(seed), **kw)
 
 
@@ -75,7 +78,6 @@ def test_camera_layout_unet_samples_the_kde_grid(frames):
 def test_refinement_in_both_modes_keeps_columns_and_adds_its_own():
     """The joint MLE on the frame (refine) with the trained v2 folder: DeepSTORM mode gets a real sigma
     (the fit's bound), DDPM mode the bound and spread of the configurations its samples propose."""
-    from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d"
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder)
@@ -210,7 +212,7 @@ from diffusers import DiffusionPipeline
 folder, frames_path, out_path = sys.argv[1:]
 pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
 pipe.set_progress_bar_config(disable=True)
-out = pipe(np.load(frames_path), num_samples=3, num_inference_steps=3, min_probability=0.0,
+out = pipe(np.load(frames_path), num_samples=3, num_inference_steps=3, min_probability=0.0, sample_everywhere=True,
            generator=torch.Generator().manual_seed(0))
 np.save(out_path, out.samples)
 print(type(pipe).__name__)
@@ -260,3 +262,36 @@ def test_retired_sigma_model_settings_load_and_do_nothing(frames):
     assert "sigma_scale" not in old.config and "sigma_models" not in old.config
     with pytest.raises(ValueError, match="probability_floor"):
         tiny_pipeline(probability_floor=1.5)
+
+
+def test_samples_are_drawn_only_where_the_likelihood_leaves_the_configuration_undecided():
+    """The cost follows ambiguity: isolated bright emitters are decided by the frame alone (no tile sampled);
+    pairs at the limit of resolution get tiles around them and nowhere else."""
+    from smlm_diffusers.simulation.emitters import Emitters
+
+    folder = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-ddpm-2d"
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    denoise = pipe.denoise
+    pipe.denoise = lambda tiles, *a, **k: seen.append(tiles.shape[0]) or denoise(tiles, *a, **k)
+    isolated, _ = sd.simulate(n_frames=2, shape=(64, 64), structure="grid", spacing_px=16.0, jitter_px=2.0,
+                              photons=3000.0, seed=4)
+    out = pipe(isolated, num_samples=4, generator=torch.Generator().manual_seed(0))
+    assert sum(seen) == 0 and len(out.localizations) == 32 and (out.localizations["probability"] == 1).all()
+    # pairs 1.1 px apart at 1000 photons (test_configurations: the evidence is split there), one per frame
+    n = 8
+    xs = torch.tensor([[20.0 - 0.55, 20.0 + 0.55]] * n)
+    em = Emitters(x_px=xs, y_px=torch.full((n, 2), 40.3), photons=torch.full((n, 2), 1000.0),
+                  mask=torch.ones(n, 2, dtype=torch.bool))
+    pairs = sd.FrameSimulator((64, 64), pipe.camera, 1.0, 20.0).render(
+        em, generator=torch.Generator().manual_seed(1)).frames_adu.numpy()
+    seen.clear()
+    out = pipe(pairs, num_samples=4, generator=torch.Generator().manual_seed(0))
+    full = pipe.frame_tiles(64, 64).work * n * 4  # every frame's own tiles, 4 samples
+    drawn = out.kde_var > 0
+    assert 0 < sum(seen) and drawn.any()
+    rows, cols = np.nonzero(drawn.any(0))
+    u = pipe.kde_net.config.upsampling
+    assert rows.min() / u > 40.3 - 12 and rows.max() / u < 40.3 + 12 and cols.max() / u < 20 + 12  # near the pairs
+    assert sum(seen) * pipe.tile_plan(64, 64, pipe.config.ambiguity_tile).work < full

@@ -83,14 +83,17 @@ class Priors:
 
 
 # -- proposals -----------------------------------------------------------------------------------------------
-def ambiguous(base: pd.DataFrame, deviance: float = 1.2, photons: float = 1.4) -> np.ndarray:
+def ambiguous(base: pd.DataFrame, deviance: float = 1.66, photons: float = 1.6) -> np.ndarray:
     """Which of DeepSTORM's refined molecules [bool per row] leave their configuration in doubt: a fit
     worse than Poisson noise (``fit_deviance`` above ``deviance``), more light than one emitter usually
     gives (photons above ``photons`` times the median of the call), or a fit that did not converge.
     These are the clusters that get split proposals and DDPM samples; the rest keep their fit.
 
-    On validation frames (seeds 9100+, 2000 and 1000 photons, densities 1 and 4) the gate at (1.2, 1.4)
-    passes 10-25% of the molecules and keeps the Jaccard index of proposing everywhere (within 0.001)."""
+    ``deviance`` 1.66 is about the 97.5th percentile of a good fit's deviance per pixel over its 5 x 5
+    window (chi^2 with 25 degrees of freedom, over 25). On validation frames (seeds 9100+, 2000 and 1000
+    photons, densities 1 and 4) the gate at (1.66, 1.6) passes 4-14% of the molecules and keeps the
+    Jaccard index of the gate at (1.2, 1.4), which passes 10-25%, within 0.002; at (1.66, 2.0) it loses
+    0.003-0.02 (unresolved pairs show in their photons)."""
     if len(base) == 0:
         return np.zeros(0, bool)
     ph = base["photons"].to_numpy(np.float64)
@@ -101,6 +104,15 @@ def ambiguous(base: pd.DataFrame, deviance: float = 1.2, photons: float = 1.4) -
     if "refine_ok" in base:
         out |= ~base["refine_ok"].to_numpy(bool)
     return out
+
+
+def undecided(molecules: pd.DataFrame, low: float = 0.02, high: float = 0.98) -> np.ndarray:
+    """Which molecules [bool per row] a weighing left in doubt: detection probability strictly between
+    ``low`` and ``high`` (the DDPM samples go around these)."""
+    if len(molecules) == 0 or "probability" not in molecules:
+        return np.zeros(len(molecules), bool)
+    p = molecules["probability"].to_numpy(np.float64)
+    return (p > low) & (p < high)
 
 
 def link_proposals(base: pd.DataFrame, detections: pd.DataFrame, radius_nm: float):

@@ -22,7 +22,7 @@ from scipy import ndimage
 from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
-from ..localization.configurations import ambiguous, arbitrate
+from ..localization.configurations import ambiguous, arbitrate, undecided
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
 from ..models import layout
@@ -310,8 +310,13 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             # tiles whose estimate stays below a quarter of the detection threshold are not sampled
             empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
                 if self.config.skip_empty_tiles else -math.inf
+            # the likelihood first weighs DeepSTORM's molecules against their pair proposals; the samples go
+            # only where that leaves the configuration undecided
             gate = ambiguous(base)
-            wanted = None if sample_everywhere else self.ambiguity_mask(base[gate], frames.shape, camera)
+            first = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
+                              link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=0.0)
+            wanted = None if sample_everywhere else self.ambiguity_mask(first[undecided(first)], frames.shape,
+                                                                        camera)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 residuals, covered = self.sample_residuals(cond, num_samples, num_inference_steps, generator,
                                                            batch_size, sampler, schedule, empty_level, wanted)
@@ -319,8 +324,11 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             kde_mean = samples.mean(dim=1)
             kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
             detections = self.sample_detections(samples, covered, localize)
-            locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
-                             link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
+            if len(detections):
+                locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
+                                 link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
+            else:  # nothing sampled (nothing undecided): the first weighing is the answer
+                locs = first[first["probability"] >= floor].reset_index(drop=True)
             out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
