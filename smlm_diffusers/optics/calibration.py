@@ -51,7 +51,7 @@ def fit_width_curve(z_nm, sigma_px, higher_order: bool = True) -> tuple[float, f
 
 
 def fit_astigmatism(z_nm, sigma_x_px, sigma_y_px, dx_px=None, dy_px=None, higher_order: bool = True,
-                    z_range_nm=None) -> AstigmaticPSF:
+                    z_range_nm=None, wobble_degree: int = WOBBLE_DEGREE) -> AstigmaticPSF:
     """An :class:`AstigmaticPSF` from widths (and centre offsets, pixels) measured at known z (nm)."""
     z = np.asarray(z_nm, np.float64)
     sx0, cx, dxn, ax, bx = fit_width_curve(z, sigma_x_px, higher_order)
@@ -63,7 +63,7 @@ def fit_astigmatism(z_nm, sigma_x_px, sigma_y_px, dx_px=None, dy_px=None, higher
             continue
         off = np.asarray(off, np.float64)
         keep = np.isfinite(off) & np.isfinite(z)
-        coef = np.polynomial.polynomial.polyfit(z[keep] / 1000.0, off[keep], WOBBLE_DEGREE)
+        coef = np.polynomial.polynomial.polyfit(z[keep] / 1000.0, off[keep], wobble_degree)
         wob.append(tuple(float(c) for c in coef))
     rng = (float(np.min(z)), float(np.max(z))) if z_range_nm is None else tuple(z_range_nm)
     return AstigmaticPSF(sx0, sy0, cx, cy, dxn, dyn, ax, bx, ay, by, wob[0], wob[1], rng)
