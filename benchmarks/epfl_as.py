@@ -40,7 +40,7 @@ def load(data: Path = DATA):
     return frames, gt
 
 
-def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7) -> tuple[Optics, pd.DataFrame]:
+def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7, wobble_degree: int = 0) -> tuple[Optics, pd.DataFrame]:
     from benchmarks.astig3d import _match
 
     frames, gt = frames[list(CALIBRATION_FRAMES)], gt[gt["frame"].isin(CALIBRATION_FRAMES)]
@@ -61,13 +61,13 @@ def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7) -> tupl
     s = spots.loc[[j for _, j in pairs]].reset_index(drop=True)
     psf = fit_astigmatism(g["z_nm"], s["sx"], s["sy"], (s["x_nm"] - g["x_nm"]) / 100.0,
                           (s["y_nm"] - g["y_nm"]) / 100.0, higher_order=False, z_range_nm=(-750.0, 750.0),
-                          wobble_degree=1)
+                          wobble_degree=wobble_degree)
     table = pd.DataFrame({"z_nm": g["z_nm"], "sigma_x_px": s["sx"], "sigma_y_px": s["sy"],
                           "dx_px": (s["x_nm"] - g["x_nm"]) / 100.0, "dy_px": (s["y_nm"] - g["y_nm"]) / 100.0})
     return Optics(camera, psf), table
 
 
-def run_epfl(data: Path = DATA, threshold_snr: float = 4.0) -> dict:
+def run_epfl(data: Path = DATA, threshold_snr: float = 6.0) -> dict:
     from benchmarks.astig3d import _match
 
     frames, gt = load(data)
