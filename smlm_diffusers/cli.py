@@ -167,10 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     loc.add_argument("--skip-camera-check", action="store_true",
                      help="do not compare the frames with the camera before localizing")
-    loc.add_argument("--optics", metavar="YAML",
-                     help="optics.yaml (camera + PSF, as written by 'estimate --out' or 'calibrate-z -o'): its "
-                          "camera replaces the model's, its PSF the model's sigma; a 3D (astigmatic) PSF "
-                          "localizes in 3D (detector + 3D MLE, z_nm and sigma_z_nm columns)")
+    loc.add_argument("--optics", metavar="YAML", help="optics.yaml (camera + PSF, from 'estimate --out' or "
+                     "'calibrate-z -o') replacing the model's; a 3D PSF localizes in 3D (detector + 3D MLE)")
     loc.add_argument("--psf-sigma", type=_positive_float, metavar="PX",
                      help="Gaussian PSF sigma, camera pixels (default: --optics, else the model's)")
     _add_camera_options(loc, "default: --optics, else the model's config")
@@ -193,25 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detection threshold, in robust noise units of the smoothed frame (default 8)")
     _add_camera_options(est, "default: the paper's camera, 108 nm, offset 100 ADU, gain 1, read noise 1.6 e-")
     est.set_defaults(func=cmd_estimate)
-    _add_calibrate_z(sub)
+    from .cli_optics import add_calibrate_z
+
+    add_calibrate_z(sub, _finite_float, _positive_float, _int_at_least(3), _add_camera_options, cmd_calibrate_z)
     return parser
-
-
-def _add_calibrate_z(sub) -> None:
-    cal = sub.add_parser(
-        "calibrate-z", help="calibrate an astigmatic 3D PSF from a bead z-stack (writes optics.yaml)",
-        description="Fit the Huang et al. (2008) defocus curves sigma_x(z), sigma_y(z) and the lateral offset "
-                    "with z (wobble) to the beads of a z-stack; z = 0 where sigma_x = sigma_y. Slice i of n "
-                    "is at (i - (n - 1) / 2) * z-step (a negative step flips z).")
-    cal.add_argument("stack", metavar="BEADS.tif", help="bead z-stack [slices, H, W], raw ADU")
-    cal.add_argument("--z-step", type=_finite_float, required=True, metavar="NM", help="z step between slices, nm")
-    cal.add_argument("-o", "--output", required=True, metavar="YAML", help="optics.yaml to write")
-    cal.add_argument("--plot", metavar="PNG", help="plot of the fit and its residuals (default <yaml stem>.png)")
-    cal.add_argument("--radius", type=_int_at_least(3), default=7, metavar="PX", help="fit window half-width")
-    cal.add_argument("--threshold-snr", type=_positive_float, default=10.0, metavar="SNR",
-                     help="bead detection threshold on the maximum projection (default 10)")
-    _add_camera_options(cal, "default: the paper's camera")
-    cal.set_defaults(func=cmd_calibrate_z)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,77 +327,34 @@ def cmd_localize(args) -> int:
 
 
 def optics_from_args(args):
-    """The ``--optics`` file as an :class:`~smlm_diffusers.optics.Optics` (camera options and
-    ``--psf-sigma`` applied), or None without it."""
-    if not getattr(args, "optics", None):
-        return None
-    from .optics import GaussianPSF, Optics
+    """The ``--optics`` file as an Optics (camera options and ``--psf-sigma`` applied), or None without it."""
+    from .cli_optics import optics_from_args as read
 
     try:
-        optics = Optics.from_yaml(args.optics)
+        return read(args, lambda defaults: camera_from_args(args, defaults))
     except (OSError, ValueError, TypeError) as err:
         raise CLIError(f"cannot read --optics {args.optics}: {err}") from None
-    optics = optics.replace(camera=camera_from_args(args, optics.camera))
-    if args.psf_sigma is not None and optics.ndim == 2:
-        optics = optics.replace(psf=GaussianPSF(args.psf_sigma))
-    return optics
 
 
 def localize_3d_stack(args, stack, paths, optics) -> int:
-    """3D localization (detector + 3D MLE) of a movie, batch by batch; writes the table (CSV or HDF5)."""
-    import pandas as pd
+    from .cli_optics import localize_3d_stack as run
 
-    from .io import write_picasso_hdf5, write_thunderstorm_csv
-    from .localization.localize3d import localize_3d
-    from .movie import outputs
-
-    total, h, w = outputs.stack_shape(stack)
-    n = min(total, args.max_frames or total)
-    ranges = [(s, min(s + args.batch_size, n)) for s in range(0, n, args.batch_size)]
-    tables = []
     with _user_errors():
-        for (start, _), frames in zip(ranges, outputs.read_frames(stack, ranges)):
-            locs = localize_3d(frames, optics)
-            tables.append(locs.assign(frame=locs["frame"] + start))
-    locs = pd.concat(tables, ignore_index=True)
-    if paths.csv.suffix.lower() in (".h5", ".hdf5"):
-        write_picasso_hdf5(locs, paths.csv, n, h, w, optics.camera.pixel_size_nm, optics.psf.sigma_px,
-                           camera=optics.camera, source=stack.name, extra_info={"Mode": "3d", "Optics": args.optics})
-    else:
-        write_thunderstorm_csv(locs, paths.csv)
-    _log(f"{PROG}: {len(locs)} 3D localizations in {n} frames -> {paths.csv}", args.quiet)
+        _log(f"{PROG}: {run(args, stack, paths, optics)}", args.quiet)
     return 0
 
 
-# -- calibrate-z -------------------------------------------------------------------------------
 def cmd_calibrate_z(args) -> int:
-    from .movie import outputs
-    from .optics import Optics
-    from .optics.calibration import calibrate_beads, plot_calibration
+    from .cli_optics import calibrate_z
     from .simulation import Camera
 
-    with _user_errors():
-        stack = outputs.check_stack_path(args.stack)
-        total, _, _ = outputs.stack_shape(stack)
-        frames = np.concatenate(list(outputs.read_frames(stack, [(0, total)])))
-    camera = camera_from_args(args, Camera())
     try:
-        cal = calibrate_beads(frames, args.z_step, camera, radius_px=args.radius, threshold_snr=args.threshold_snr)
+        with _user_errors():
+            print(calibrate_z(args, camera_from_args(args, Camera())))
     except ValueError as err:
         raise CLIError(str(err)) from None
-    res = cal.residuals()
-    out = Path(args.output)
-    extra = {"calibration": {"stack": str(stack), "z_step_nm": float(args.z_step), "beads": int(cal.table["bead"].nunique()),
-                             "slices_fitted": len(cal.table), "rms_residual_px": res}}
-    try:
-        Optics(camera, cal.psf).to_yaml(out, extra, "smlm-diffusers calibrate-z: astigmatic PSF from a bead z-stack")
-        plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-        plot_calibration(cal, plot)
     except OSError as err:
         raise CLIError(f"cannot write {err.filename}: {err}") from None
-    print(f"{cal.table['bead'].nunique()} beads, {len(cal.table)} slices; rms residual sigma_x "
-          f"{res['sigma_x_px']:.3f} px, sigma_y {res['sigma_y_px']:.3f} px")
-    print(f"wrote {out} and {plot}")
     return 0
 
 

@@ -98,3 +98,27 @@ def _merge_duplicates(locs: pd.DataFrame, pixel_nm: float) -> pd.DataFrame:
     for i, j in cKDTree(pts).query_pairs(pixel_nm):
         drop.add(i if locs["photons"].iat[i] < locs["photons"].iat[j] else j)
     return locs.drop(index=sorted(drop)).reset_index(drop=True)
+
+
+def localize_stack(path, optics: Optics, batch_size: int = 32, max_frames: int | None = None):
+    """:func:`localize_3d` over a TIFF movie read in batches; returns (table, (frames done, H, W))."""
+    from ..movie import outputs
+
+    total, h, w = outputs.stack_shape(path)
+    n = min(total, max_frames or total)
+    ranges = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    tables = [localize_3d(frames, optics).pipe(lambda t, s=start: t.assign(frame=t["frame"] + s))
+              for (start, _), frames in zip(ranges, outputs.read_frames(path, ranges))]
+    return pd.concat(tables, ignore_index=True), (n, h, w)
+
+
+def write_table(locs: pd.DataFrame, path, optics: Optics, shape, source=None, extra_info=None) -> None:
+    """A 3D table as ThunderSTORM CSV (``z [nm]``, ``uncertainty_z [nm]``) or Picasso HDF5 (``z``, ``lpz``, nm)."""
+    from ..io import write_picasso_hdf5, write_thunderstorm_csv
+
+    if str(path).lower().endswith((".h5", ".hdf5")):
+        write_picasso_hdf5(locs, path, shape[0], shape[1], shape[2], optics.camera.pixel_size_nm,
+                           optics.psf.sigma_px, camera=optics.camera, source=source,
+                           extra_info={"Mode": "3d"} | (extra_info or {}))
+    else:
+        write_thunderstorm_csv(locs, path)

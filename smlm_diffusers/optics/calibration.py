@@ -212,3 +212,22 @@ def plot_calibration(cal: Calibration, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def calibrate_to_yaml(stack_adu, z_step_nm: float, camera: Camera, out, plot=None, radius_px: int = 7,
+                      threshold_snr: float = 10.0, source: str = "") -> str:
+    """:func:`calibrate_beads`, then ``optics.yaml`` (camera + PSF + the calibration's numbers) and its plot
+    (default ``<out stem>.png``); returns a summary line."""
+    from pathlib import Path
+
+    from .optics import Optics
+
+    cal = calibrate_beads(stack_adu, z_step_nm, camera, radius_px=radius_px, threshold_snr=threshold_snr)
+    res, out = cal.residuals(), Path(out)
+    extra = {"calibration": {"stack": source, "z_step_nm": float(z_step_nm), "beads": int(cal.table["bead"].nunique()),
+                             "slices_fitted": len(cal.table), "rms_residual_px": res}}
+    Optics(camera, cal.psf).to_yaml(out, extra, "smlm-diffusers calibrate-z: astigmatic PSF from a bead z-stack")
+    plot = Path(plot) if plot else out.with_suffix(".png")
+    plot_calibration(cal, plot)
+    return (f"{cal.table['bead'].nunique()} beads, {len(cal.table)} slices; rms residual sigma_x "
+            f"{res['sigma_x_px']:.3f} px, sigma_y {res['sigma_y_px']:.3f} px\nwrote {out} and {plot}")
