@@ -339,8 +339,9 @@ def optics_from_args(args):
 def localize_3d_stack(args, stack, paths, optics) -> int:
     from .cli_optics import localize_3d_stack as run
 
+    pipe = load_model(args.model)[0] if args.model else None  # --model: its 2D detections seed the 3D fit too
     with _user_errors():
-        _log(f"{PROG}: {run(args, stack, paths, optics)}", args.quiet)
+        _log(f"{PROG}: {run(args, stack, paths, optics, pipe)}", args.quiet)
     return 0
 
 

@@ -37,11 +37,13 @@ def optics_from_args(args, camera_from_args):
     return optics
 
 
-def localize_3d_stack(args, stack, paths, optics) -> str:
-    """3D localization (detector + 3D MLE) of a movie, batch by batch; writes the table (CSV or HDF5)."""
-    from .localization.localize3d import localize_stack, write_table
+def localize_3d_stack(args, stack, paths, optics, pipe=None) -> str:
+    """3D localization of a movie, batch by batch (detector, plus the 2D network's detections when ``pipe``
+    is given, then the 3D MLE); writes the table (CSV or HDF5)."""
+    from .localization.localize3d import localize_stack, network_seeder, write_table
 
-    locs, (n, h, w) = localize_stack(stack, optics, args.batch_size, args.max_frames)
+    seeder = None if pipe is None else network_seeder(pipe, optics.camera)
+    locs, (n, h, w) = localize_stack(stack, optics, args.batch_size, args.max_frames, seeder)
     write_table(locs, paths.csv, optics, (n, h, w), source=stack.name, extra_info={"Optics": args.optics})
     return f"{len(locs)} 3D localizations in {n} frames -> {paths.csv}"
 

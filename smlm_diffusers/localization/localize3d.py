@@ -47,10 +47,12 @@ def _windows(photons, frame, row, col, radius):
 
 
 def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, threshold_snr: float = 6.0,
-                radius_px: int | None = None, min_photons: float = 50.0, extra_starts_nm: tuple = ()) -> pd.DataFrame:
+                radius_px: int | None = None, min_photons: float = 50.0, extra_starts_nm: tuple = (),
+                detect_too: bool = True) -> pd.DataFrame:
     """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D).
 
-    ``seeds`` (frame, x_nm, y_nm), e.g. the 2D network's detections, replace the detector.
+    ``seeds`` (frame, x_nm, y_nm), e.g. the 2D network's detections, are fitted, with the
+    detector's spots too unless ``detect_too`` is False (a 2D network may miss defocused spots).
     """
     psf, cam = optics.psf, optics.camera
     if psf.ndim != 3:
@@ -62,12 +64,11 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
         sx, sy = psf.widths(torch.tensor(psf.z_range_nm, dtype=torch.float64))
         radius_px = int(min(8, max(4, math.ceil(2.5 * float(torch.maximum(sx, sy).max())))))
     a = cam.pixel_size_nm
-    if seeds is None:
-        frame, row, col = detect(photons, psf.sigma_px, threshold_snr)
-    else:
-        frame = seeds["frame"].to_numpy(np.int64)
-        row = np.floor(seeds["y_nm"].to_numpy() / a).astype(np.int64)
-        col = np.floor(seeds["x_nm"].to_numpy() / a).astype(np.int64)
+    frame, row, col = detect(photons, psf.sigma_px, threshold_snr) if seeds is None or detect_too else ((),) * 3
+    if seeds is not None:  # the network's detections, with the detector's where it missed (merged after the fit)
+        frame = np.r_[seeds["frame"].to_numpy(np.int64), frame].astype(np.int64)
+        row = np.r_[np.floor(seeds["y_nm"].to_numpy() / a), row].astype(np.int64)
+        col = np.r_[np.floor(seeds["x_nm"].to_numpy() / a), col].astype(np.int64)
     if not len(frame):
         return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "frame" else np.float64) for c in COLUMNS_3D})
     win, inside = _windows(photons, frame, row, col, radius_px)
@@ -100,14 +101,16 @@ def _merge_duplicates(locs: pd.DataFrame, pixel_nm: float) -> pd.DataFrame:
     return locs.drop(index=sorted(drop)).reset_index(drop=True)
 
 
-def localize_stack(path, optics: Optics, batch_size: int = 32, max_frames: int | None = None):
-    """:func:`localize_3d` over a TIFF movie read in batches; returns (table, (frames done, H, W))."""
+def localize_stack(path, optics: Optics, batch_size: int = 32, max_frames: int | None = None, seeder=None):
+    """:func:`localize_3d` over a TIFF movie read in batches; returns (table, (frames done, H, W)).
+    ``seeder(frames_adu)`` -> seeds table (frame, x_nm, y_nm) of a batch, e.g. :func:`network_seeder`."""
     from ..movie import outputs
 
     total, h, w = outputs.stack_shape(path)
     n = min(total, max_frames or total)
     ranges = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    tables = [localize_3d(frames, optics).pipe(lambda t, s=start: t.assign(frame=t["frame"] + s))
+    tables = [localize_3d(frames, optics, None if seeder is None else seeder(frames))
+              .pipe(lambda t, s=start: t.assign(frame=t["frame"] + s))
               for (start, _), frames in zip(ranges, outputs.read_frames(path, ranges))]
     return pd.concat(tables, ignore_index=True), (n, h, w)
 
@@ -122,3 +125,13 @@ def write_table(locs: pd.DataFrame, path, optics: Optics, shape, source=None, ex
                            extra_info={"Mode": "3d"} | (extra_info or {}))
     else:
         write_thunderstorm_csv(locs, path)
+
+
+def network_seeder(pipe, camera):
+    """Seeds from a 2D pipeline in DeepSTORM mode (``num_samples=0``) run with ``camera``: its molecules'
+    frame, x_nm, y_nm."""
+    def seeds(frames_adu):
+        out = pipe(np.asarray(frames_adu, np.float32), num_samples=0, camera=camera).localizations
+        return out[["frame", "x_nm", "y_nm"]]
+
+    return seeds
