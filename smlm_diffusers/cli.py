@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     loc.add_argument("--skip-camera-check", action="store_true",
                      help="do not compare the frames with the camera before localizing")
-    _add_camera_options(loc, "default: the model's config")
+    loc.add_argument("--optics", metavar="YAML", help="optics.yaml (camera + PSF, from 'estimate --out' or "
+                     "'calibrate-z -o') replacing the model's; a 3D PSF localizes in 3D (detector + 3D MLE)")
+    loc.add_argument("--psf-sigma", type=_positive_float, metavar="PX",
+                     help="Gaussian PSF sigma, camera pixels (default: --optics, else the model's)")
+    _add_camera_options(loc, "default: --optics, else the model's config")
     loc.set_defaults(func=cmd_localize)
 
     est = sub.add_parser(
@@ -177,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "needs (train/configs/*.yaml, 'data:').",
     )
     est.add_argument("stack", metavar="STACK.tif", help="grey-level TIFF movie, raw ADU")
-    est.add_argument("--out", metavar="YAML", help="also write the estimate (and a 'data:' config block) as YAML")
+    est.add_argument("--out", metavar="YAML", help="also write the estimate (a 'data:' config block and an "
+                                                   "'optics:' block that 'localize --optics' reads) as YAML")
     est.add_argument("--max-frames", type=_positive_int, default=200, metavar="N",
                      help="analyse at most the first N frames (default 200)")
     est.add_argument("--sigma-guess", type=_positive_float, default=1.0, metavar="PX",
@@ -186,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detection threshold, in robust noise units of the smoothed frame (default 8)")
     _add_camera_options(est, "default: the paper's camera, 108 nm, offset 100 ADU, gain 1, read noise 1.6 e-")
     est.set_defaults(func=cmd_estimate)
+    from .cli_optics import add_calibrate_z
+
+    add_calibrate_z(sub, _finite_float, _positive_float, _int_at_least(3), _add_camera_options, cmd_calibrate_z)
     return parser
 
 
@@ -265,9 +273,15 @@ def cmd_localize(args) -> int:
     from .localization.crlb_uncertainty import add_crlb_uncertainty
     from .movie import localize_movie
 
+    optics = optics_from_args(args)
+    if optics is not None and optics.ndim == 3:
+        return localize_3d_stack(args, stack, paths, optics)
     pipe, model = load_model(args.model)
+    sigma = args.psf_sigma if args.psf_sigma is not None else (None if optics is None else optics.psf.sigma_px)
+    if sigma is not None:  # the pipeline and the photometry read the PSF from the network's config
+        pipe.kde_net.register_to_config(psf_sigma_px=float(sigma))
     cfg = pipe.kde_net.config
-    camera = camera_from_args(args, pipe.kde_net.camera)
+    camera = camera_from_args(args, pipe.kde_net.camera if optics is None else optics.camera)
     ddpm = args.mode == "ddpm"
     if ddpm:
         try:
@@ -309,6 +323,39 @@ def cmd_localize(args) -> int:
                                         source=stack.name, extra_info={"Mode": args.mode, "Model": model})
     run.finish()
     _log(outputs.run_summary(run, written, paths.work, PROG), quiet)
+    return 0
+
+
+def optics_from_args(args):
+    """The ``--optics`` file as an Optics (camera options and ``--psf-sigma`` applied), or None without it."""
+    from .cli_optics import optics_from_args as read
+
+    try:
+        return read(args, lambda defaults: camera_from_args(args, defaults))
+    except (OSError, ValueError, TypeError) as err:
+        raise CLIError(f"cannot read --optics {args.optics}: {err}") from None
+
+
+def localize_3d_stack(args, stack, paths, optics) -> int:
+    from .cli_optics import localize_3d_stack as run
+
+    pipe = load_model(args.model)[0] if args.model else None  # --model: its 2D detections seed the 3D fit too
+    with _user_errors():
+        _log(f"{PROG}: {run(args, stack, paths, optics, pipe)}", args.quiet)
+    return 0
+
+
+def cmd_calibrate_z(args) -> int:
+    from .cli_optics import calibrate_z
+    from .simulation import Camera
+
+    try:
+        with _user_errors():
+            print(calibrate_z(args, camera_from_args(args, Camera())))
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    except OSError as err:
+        raise CLIError(f"cannot write {err.filename}: {err}") from None
     return 0
 
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from .simulation.camera import PAPER_CAMERA, Camera
-from .simulation.psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative
+from .optics.psf import GaussianPSF
 
 PARAMETERS = ("x", "y", "photons", "background")
+PARAMETERS_3D = ("x", "y", "z", "photons", "background")
 
 # Values per chunk of the [emitters, P, roi^2] float64 gradient stack (~64 MB), so that
 # large batches of emitters run in bounded memory.
@@ -121,19 +122,14 @@ def fisher_information(
     return out.reshape(shape + (len(params), len(params)))
 
 
-def _fisher_flat(n, b, x, y, sigma, roi, read_noise, qe, params) -> np.ndarray:
-    """Fisher matrices [M, P, P] of M emitters given as 1D float64 tensors."""
-    ex = integrated_gaussian_1d(x, roi, sigma)  # [M, R] columns
-    ey = integrated_gaussian_1d(y, roi, sigma)  # [M, R] rows
+def _fisher_flat(n, b, x, y, sigma, roi, read_noise, qe, params, psf=None, z=None) -> np.ndarray:
+    """Fisher matrices [M, P, P] of M emitters given as 1D float64 tensors (``psf`` default Gaussian ``sigma``)."""
+    psf = GaussianPSF(sigma) if psf is None else psf
+    frac, d = psf.fractions(x, y, (roi, roi), z_nm=z, derivatives=True)  # [M, R(rows), R(cols)]
     n3 = n.view(-1, 1, 1)
-    psf = ey.unsqueeze(-1) * ex.unsqueeze(-2)  # [M, R(rows), R(cols)]
-    mu_prime = qe * (n3 * psf + b.view(-1, 1, 1)) + read_noise**2
-    grads = {
-        "x": qe * n3 * ey.unsqueeze(-1) * integrated_gaussian_1d_derivative(x, roi, sigma).unsqueeze(-2),
-        "y": qe * n3 * integrated_gaussian_1d_derivative(y, roi, sigma).unsqueeze(-1) * ex.unsqueeze(-2),
-        "photons": qe * psf,
-        "background": torch.full_like(psf, qe),
-    }
+    mu_prime = qe * (n3 * frac + b.view(-1, 1, 1)) + read_noise**2
+    grads = {"photons": qe * frac, "background": torch.full_like(frac, qe)}
+    grads |= {k: qe * n3 * d[k] for k in ("x", "y", "z") if k in params}
     g = torch.stack([grads[p] for p in params], dim=1).flatten(2)  # [M, P, R*R]
     info = torch.einsum("mpk,mqk->mpq", g / mu_prime.flatten(1).unsqueeze(1), g)
     return info.numpy()
@@ -206,6 +202,56 @@ def crlb(
     if cx.ndim == 0:
         return float(cx), float(cy)
     return cx, cy
+
+
+def _inverse_diag(info: np.ndarray) -> np.ndarray:
+    """Diagonal of the inverse of Fisher matrices [..., P, P], inverted on the unit-diagonal scale (the
+    entries span many decades: 1/px^2 against 1/photon^2)."""
+    scale = 1.0 / np.sqrt(np.diagonal(info, axis1=-2, axis2=-1))
+    inv = np.linalg.inv(info * scale[..., :, None] * scale[..., None, :])
+    return np.diagonal(inv, axis1=-2, axis2=-1) * scale * scale
+
+
+def fisher_information_3d(photons, background, psf, z_nm, x_px=None, y_px=None, roi_size: int | None = None,
+                          read_noise: float = PAPER_CAMERA.read_noise, qe: float = 1.0,
+                          params: Sequence[str] = PARAMETERS_3D) -> np.ndarray:
+    """Fisher information (eq. 14) of an isolated emitter of a PSF object, z included.
+
+    As :func:`fisher_information`, with ``psf`` a :class:`smlm_diffusers.optics.PSF` (an
+    :class:`~smlm_diffusers.optics.AstigmaticPSF`: the information about z comes from the widths)
+    and ``z_nm`` the emitter's axial position (nm, broadcast with the other arrays). Rows in the
+    order of ``params`` from ``("x", "y", "z", "photons", "background")``; z in nm (1/nm^2).
+    """
+    params = tuple(params)
+    if any(p not in PARAMETERS_3D for p in params) or len(set(params)) != len(params):
+        raise ValueError(f"params must be distinct names from {PARAMETERS_3D}, got {params}")
+    roi = default_roi_size(2.0 * psf.sigma_px) if roi_size is None else int(roi_size)
+    x_px = roi / 2.0 if x_px is None else x_px
+    y_px = roi / 2.0 if y_px is None else y_px
+    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (photons, background, x_px, y_px, z_nm)))
+    shape = arrays[0].shape
+    flat = [torch.from_numpy(np.ascontiguousarray(a).reshape(-1)) for a in arrays]
+    out = np.empty((flat[0].numel(), len(params), len(params)), dtype=np.float64)
+    chunk = max(1, _CHUNK_VALUES // (len(params) * roi * roi))
+    for start in range(0, flat[0].numel(), chunk):
+        n, b, x, y, z = (t[start:start + chunk] for t in flat)
+        out[start:start + chunk] = _fisher_flat(n, b, x, y, None, roi, read_noise, qe, params, psf, z)
+    return out.reshape(shape + (len(params), len(params)))
+
+
+def crlb_3d(photons, background, psf, z_nm, camera: Camera | None = None, x_px=None, y_px=None,
+            roi_size: int | None = None):
+    """CRLB of x, y and z of an isolated emitter, nm^2, all five of (x, y, z, photons, background) estimated.
+
+    ``camera`` (default the paper's) gives the pixel size, read noise and qe. Returns
+    ``(crlb_x, crlb_y, crlb_z)``: floats for scalar inputs, else arrays of the broadcast shape.
+    """
+    camera = camera or PAPER_CAMERA
+    info = fisher_information_3d(photons, background, psf, z_nm, x_px, y_px, roi_size, camera.read_noise, camera.qe)
+    diag = _inverse_diag(info)
+    a2 = float(camera.pixel_size_nm) ** 2
+    out = diag[..., 0] * a2, diag[..., 1] * a2, diag[..., 2]
+    return tuple(float(v) for v in out) if out[0].ndim == 0 else out
 
 
 def crlb_at_truth(gt, sigma_px: float, camera: Camera, roi_size: int | None = None):

@@ -33,30 +33,19 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from scipy.special import erf
 
+from .optics.gaussian import integrated_gaussian_np
 from .simulation.camera import Camera
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _integrated_gaussian(edges: np.ndarray, centre: np.ndarray, sigma: np.ndarray):
     """Pixel fractions [K, w] and their derivatives w.r.t. the centre and sigma (numpy).
 
-    ``edges`` [w + 1] pixel edges, ``centre`` and ``sigma`` [K]. Same model as
-    :func:`smlm_diffusers.simulation.psf.integrated_gaussian_1d`.
+    ``edges`` [w + 1] pixel edges ``0 .. w``, ``centre`` and ``sigma`` [K]: the pixel-integrated
+    Gaussian of :mod:`smlm_diffusers.optics.gaussian`.
     """
-    s = sigma[:, None]
-    d = edges[None, :] - centre[:, None]  # [K, w + 1]
-    z = d / s
-    cdf = 0.5 * erf(z / _SQRT2)
-    pdf = np.exp(-0.5 * z * z) * _INV_SQRT_2PI  # standard normal density at z
-    frac = cdf[:, 1:] - cdf[:, :-1]
-    d_centre = (pdf[:, :-1] - pdf[:, 1:]) / s
-    zp = z * pdf
-    d_sigma = -(zp[:, 1:] - zp[:, :-1]) / s
-    return frac, d_centre, d_sigma
+    frac, d_centre, d_sigma = integrated_gaussian_np(centre, sigma, len(edges) - 1)
+    return frac.T, d_centre.T, d_sigma.T
 
 
 def _model(theta: np.ndarray, edges: np.ndarray, jacobian: bool = True):

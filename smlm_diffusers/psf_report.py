@@ -54,4 +54,6 @@ def estimate_document(est: dict, camera, stack: str, n_frames: int, total: int) 
         },
         # keys of the training configs' data section (train/configs/*.yaml), the camera as one block
         "data": {"sigma_px": r(est["sigma_px"], 3), "camera": camera.to_dict()},
+        # what ``smlm-diffusers localize --optics`` reads (smlm_diffusers.optics.Optics.from_yaml)
+        "optics": {"camera": camera.to_dict(), "psf": {"type": "gaussian", "sigma_px": r(est["sigma_px"], 4)}},
     }

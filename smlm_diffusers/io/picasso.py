@@ -33,6 +33,8 @@ PICASSO_FIELDS = [("frame", "u4"), ("x", "f4"), ("y", "f4"), ("photons", "f4"), 
                   ("bg", "f4"), ("lpx", "f4"), ("lpy", "f4")]
 # further columns of this package's tables carried along (Picasso keeps and filters by any column)
 _EXTRA_FIELDS = {"kde_mass": "f4", "probability": "f4", "n_samples": "i4"}
+# 3D tables: Picasso keeps z and its precision lpz in nm (not camera pixels, unlike x, y, lpx, lpy)
+_FIELDS_3D = {"z_nm": ("z", "f4"), "sigma_z_nm": ("lpz", "f4")}
 
 
 def picasso_locs(df: pd.DataFrame, pixel_size_nm: float, psf_sigma_px: float) -> np.ndarray:
@@ -73,7 +75,8 @@ def picasso_locs(df: pd.DataFrame, pixel_size_nm: float, psf_sigma_px: float) ->
     if n and (frame.min() < 0 or not np.all(frame == np.round(frame))):
         raise ValueError("frame must hold 0-based integer frame numbers")
     extras = [(c, t) for c, t in _EXTRA_FIELDS.items() if c in df.columns]
-    out = np.zeros(n, dtype=PICASSO_FIELDS + extras)
+    fields_3d = [(c, f) for c, f in _FIELDS_3D.items() if c in df.columns]
+    out = np.zeros(n, dtype=PICASSO_FIELDS + [f for _, f in fields_3d] + extras)
     out["frame"] = frame.astype(np.uint32)
     # pixel centres at integers (Picasso) vs the outer corner at 0 (this package, ThunderSTORM)
     out["x"] = (df["x_nm"].to_numpy(np.float64) / a - 0.5).astype(np.float32)
@@ -83,6 +86,8 @@ def picasso_locs(df: pd.DataFrame, pixel_size_nm: float, psf_sigma_px: float) ->
     out["bg"] = col("background")
     out["lpx"] = col("sigma_x_nm", a)
     out["lpy"] = col("sigma_y_nm", a)
+    for c, (name, _) in fields_3d:
+        out[name] = col(c)
     for c, t in extras:
         out[c] = df[c].to_numpy().astype(t)
     return out
@@ -218,6 +223,8 @@ def read_picasso_hdf5(path: str | os.PathLike, pixel_size_nm: float | None = Non
         v = df[c].to_numpy()
         if c in renames:
             out[renames[c]] = v.astype(np.float64) * a
+        elif c in ("z", "lpz"):  # already nm in Picasso
+            out["z_nm" if c == "z" else "sigma_z_nm"] = v.astype(np.float64)
         elif c == "bg":
             out["background"] = v.astype(np.float64)
         else:

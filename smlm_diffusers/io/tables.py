@@ -27,6 +27,7 @@ _RENAME = {
     "intensity [photon]": "intensity",
     "uncertainty [nm]": "uncertainty_nm",
     "uncertainty_xy [nm]": "uncertainty_nm",
+    "uncertainty_z [nm]": "sigma_z_nm",
 }
 
 
@@ -57,7 +58,8 @@ def write_thunderstorm_csv(df: pd.DataFrame, path, extra_columns: dict | None = 
         - ``sigma_nm``: PSF (or fitted Gaussian) standard deviation, nm -> ``sigma [nm]``;
         - ``photons`` or else ``intensity`` -> ``intensity [photon]``;
         - ``uncertainty_nm``, or else ``sigma_x_nm`` and ``sigma_y_nm`` (1-sigma localization
-          uncertainty per axis, nm) combined as sqrt((sx^2 + sy^2) / 2) -> ``uncertainty [nm]``.
+          uncertainty per axis, nm) combined as sqrt((sx^2 + sy^2) / 2) -> ``uncertainty [nm]``;
+        - 3D: ``z_nm`` -> ``z [nm]`` (after ``y [nm]``), ``sigma_z_nm`` -> ``uncertainty_z [nm]``.
 
         Missing values are written as ``NaN`` (which ThunderSTORM's Java parser accepts).
     path : str, path-like or text file object
@@ -102,6 +104,10 @@ def write_thunderstorm_csv(df: pd.DataFrame, path, extra_columns: dict | None = 
         },
         columns=TS_COLUMNS,
     )
+    if "z_nm" in df.columns:  # 3D: ThunderSTORM's names for the axial position and its uncertainty
+        out.insert(4, "z [nm]", col("z_nm"))
+        if "sigma_z_nm" in df.columns:
+            out["uncertainty_z [nm]"] = col("sigma_z_nm")
     for name, values in (extra_columns or {}).items():
         values = np.asarray(values)
         if values.shape != (n,):

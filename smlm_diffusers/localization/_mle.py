@@ -17,7 +17,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ..simulation.psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative, render_psfs
+from ..optics.gaussian import integrated_gaussian
+from ..simulation.psf import integrated_gaussian_1d, render_psfs
 
 _MAX_STEP_PX = 1.0  # per-iteration trust region of a position
 
@@ -64,10 +65,10 @@ class _State:
 
 def _profiles(c, n_pix, sigma, derivative=True):
     """Pixel fractions [K, n_pix, G] (and their derivatives) of positions ``c`` [K, G]: the simulator's PSF."""
-    e = integrated_gaussian_1d(c, n_pix, sigma).transpose(-1, -2).contiguous()
     if not derivative:
-        return e
-    return e, integrated_gaussian_1d_derivative(c, n_pix, sigma).transpose(-1, -2).contiguous()
+        return integrated_gaussian_1d(c, n_pix, sigma).transpose(-1, -2).contiguous()
+    e, de, _ = integrated_gaussian(c, n_pix, sigma, derivatives=True)
+    return e.transpose(-1, -2).contiguous(), de.transpose(-1, -2).contiguous()
 
 
 def _objective(g: _Group, x, y, n, b, ff, sigma, grad=True):

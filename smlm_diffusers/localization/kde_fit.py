@@ -16,10 +16,9 @@ Levenberg-Marquardt loop is a few dozen numpy operations on rows of N values, wh
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy.special import erf
+
+from ..optics.gaussian import integrated_gaussian_np
 
 # A fit whose centre leaves the peak pixel's centre by more than this (upsampled pixels, per
 # axis) has latched onto a neighbour or the offset; the centroid is then the safer answer.
@@ -66,14 +65,8 @@ def erf_profile(centre: np.ndarray, width: np.ndarray, w: int):
 
 
 def _profiles(centre: np.ndarray, width: np.ndarray, w: int):
-    """:func:`erf_profile` with the pixel index first: three [w, N] arrays."""
-    d = np.arange(w + 1, dtype=np.float64)[:, None] - centre[None, :]  # distances to the pixel edges
-    inv = 1.0 / width[None, :]
-    u = d * inv
-    cdf = 0.5 * erf(u * (1.0 / math.sqrt(2.0)))
-    g = np.exp(-0.5 * u * u) * (inv * (1.0 / math.sqrt(2.0 * math.pi)))
-    dg = d * g
-    return cdf[1:] - cdf[:-1], g[:-1] - g[1:], (dg[:-1] - dg[1:]) * inv
+    """:func:`erf_profile` with the pixel index first: three [w, N] arrays (:mod:`smlm_diffusers.optics.gaussian`)."""
+    return integrated_gaussian_np(centre, width, w)
 
 
 def _axis_profiles(theta: np.ndarray, w: int):

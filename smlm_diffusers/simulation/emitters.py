@@ -24,6 +24,7 @@ class Emitters:
     y_px: torch.Tensor
     photons: torch.Tensor
     mask: torch.Tensor
+    z_nm: torch.Tensor | None = None  # axial positions of a 3D simulation (nm), else None
 
     @property
     def batch_size(self) -> int:

@@ -1,4 +1,5 @@
-"""Isotropic Gaussian PSF integrated over square pixels (paper eq. 2).
+"""Isotropic Gaussian PSF integrated over square pixels (paper eq. 2); the formula itself lives in
+:mod:`smlm_diffusers.optics.gaussian`, these are the names the rest of the package imports.
 
 Pixel geometry (DESIGN.md): pixel ``j`` covers ``[j, j + 1)`` in pixel units, so the
 image's outer top-left corner is 0 and pixel ``j`` is centred at ``j + 0.5``. An emitter
@@ -8,9 +9,9 @@ of its photons into column ``j``; this is eq. 2 with ``u_k = j + 1/2``.
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..optics.gaussian import integrated_gaussian
 
 
 def integrated_gaussian_1d(centres: torch.Tensor, n_pixels: int, sigma_px: float | torch.Tensor) -> torch.Tensor:
@@ -27,22 +28,14 @@ def integrated_gaussian_1d(centres: torch.Tensor, n_pixels: int, sigma_px: float
 
     Returns
     -------
-    tensor [..., E, n_pixels]
+    tensor [..., E, n_pixels] (:func:`smlm_diffusers.optics.gaussian.integrated_gaussian`)
     """
-    edges = torch.arange(n_pixels + 1, dtype=centres.dtype, device=centres.device)
-    sigma = torch.as_tensor(sigma_px, dtype=centres.dtype, device=centres.device)
-    if sigma.ndim:
-        sigma = sigma.unsqueeze(-1)
-    cdf = torch.special.erf((edges - centres.unsqueeze(-1)) / (math.sqrt(2.0) * sigma))
-    return 0.5 * (cdf[..., 1:] - cdf[..., :-1])
+    return integrated_gaussian(centres, n_pixels, sigma_px)
 
 
 def integrated_gaussian_1d_derivative(centres: torch.Tensor, n_pixels: int, sigma_px: float) -> torch.Tensor:
     """d/dx0 of :func:`integrated_gaussian_1d`, in 1/pixel: ``(g(j - x0) - g(j + 1 - x0))``."""
-    edges = torch.arange(n_pixels + 1, dtype=centres.dtype, device=centres.device)
-    d = edges - centres.unsqueeze(-1)
-    pdf = torch.exp(-0.5 * (d / sigma_px) ** 2) / (math.sqrt(2.0 * math.pi) * sigma_px)
-    return pdf[..., :-1] - pdf[..., 1:]
+    return integrated_gaussian(centres, n_pixels, sigma_px, derivatives=True)[1]
 
 
 def render_psfs(
@@ -67,6 +60,6 @@ def render_psfs(
     tensor [B, H, W]: ``sum_e photons_e * Ey_e[i] * Ex_e[j]`` (separable, so one batched matmul).
     """
     h, w = shape
-    ex = integrated_gaussian_1d(x_px, w, sigma_px)  # [B, E, W]
-    ey = integrated_gaussian_1d(y_px, h, sigma_px)  # [B, E, H]
+    ex = integrated_gaussian(x_px, w, sigma_px)  # [B, E, W]
+    ey = integrated_gaussian(y_px, h, sigma_px)  # [B, E, H]
     return torch.einsum("beh,bew->bhw", ey * photons.unsqueeze(-1), ex)

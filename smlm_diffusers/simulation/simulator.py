@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..optics.psf import PSF
 from .camera import Camera
 from .emitters import Emitters, Range, _uniform, filament_paths, sample_disc, sample_grid, sample_on_filaments, sample_uniform
 from .psf import render_psfs
@@ -70,6 +71,9 @@ class FrameSimulator:
         Background photons per pixel; a range is drawn per frame.
     background_variation : float
         Relative amplitude of the smooth background modulation (0 = flat).
+    psf : PSF, optional
+        A :class:`smlm_diffusers.optics.PSF` used instead of the Gaussian of ``sigma_px``.
+        A 3D PSF draws each emitter's ``z_nm`` from ``z_nm`` (uniform range, nm).
     """
 
     shape: tuple[int, int] = (64, 64)
@@ -77,14 +81,21 @@ class FrameSimulator:
     sigma_px: Range = 1.0
     background: Range = 20.0
     background_variation: float = 0.0
+    psf: PSF | None = None
+    z_nm: Range = (-600.0, 600.0)
 
     def render(self, emitters: Emitters, generator: torch.Generator | None = None) -> SimulatedBatch:
         """Noisy ADU frames of the given emitters."""
         b = emitters.batch_size
         device = emitters.x_px.device
-        sigma = _uniform(self.sigma_px, (b,), generator, device)
-        sigma = sigma.unsqueeze(1).expand_as(emitters.x_px)
-        signal = render_psfs(emitters.x_px, emitters.y_px, emitters.photons, self.shape, sigma)
+        if self.psf is None:
+            sigma = _uniform(self.sigma_px, (b,), generator, device)
+            sigma = sigma.unsqueeze(1).expand_as(emitters.x_px)
+            signal = render_psfs(emitters.x_px, emitters.y_px, emitters.photons, self.shape, sigma)
+        else:
+            if self.psf.ndim == 3 and emitters.z_nm is None:
+                emitters.z_nm = _uniform(self.z_nm, emitters.x_px.shape, generator, device) * emitters.mask
+            signal = self.psf.render(emitters.x_px, emitters.y_px, emitters.photons, self.shape, emitters.z_nm)
         level = _uniform(self.background, (b,), generator, device)
         bg = smooth_background(b, self.shape, level, self.background_variation, generator)
         expected = signal + bg
@@ -114,6 +125,8 @@ def emitters_to_dataframe(
         "y_nm": (y * pixel_size_nm).cpu().numpy().astype(np.float64),
         "photons": emitters.photons[b_idx, e_idx].cpu().numpy().astype(np.float64),
     }
+    if emitters.z_nm is not None:
+        data["z_nm"] = emitters.z_nm[b_idx, e_idx].cpu().numpy().astype(np.float64)
     if background is not None:
         h, w = shape
         i = y.long().clamp(0, h - 1)
@@ -139,6 +152,8 @@ def simulate(
     jitter_px: float = 3.0,
     batch_size: int = 1024,
     device: str = "cpu",
+    psf: PSF | None = None,
+    z_nm: Range = (-600.0, 600.0),
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate an SMLM movie and its ground truth.
 
@@ -167,6 +182,9 @@ def simulate(
     margin_px : float
         Emitters are also drawn this far outside the field: their light enters the frame
         but they are not in the ground truth.
+    psf : PSF, optional
+        An :class:`smlm_diffusers.optics.PSF` replacing the Gaussian of ``sigma_px``; with a 3D
+        PSF each emitter's z is drawn uniformly from ``z_nm`` (nm) and ``gt`` has a ``z_nm`` column.
 
     Returns
     -------
@@ -180,7 +198,7 @@ def simulate(
         raise ValueError(f"shape must be positive, got {shape}")
     camera = camera or Camera()
     gen = torch.Generator(device=device).manual_seed(int(seed))
-    sim = FrameSimulator(shape, camera, sigma_px, background, background_variation)
+    sim = FrameSimulator(shape, camera, sigma_px, background, background_variation, psf, z_nm)
     paths = filament_paths(shape, n_filaments, generator=gen) if structure == "filaments" else None
     frames, tables = [], []
     for start in range(0, n_frames, batch_size):

@@ -1,0 +1,137 @@
+"""3D localization of sparse frames: detections (a simple detector, or given seeds such as the 2D
+network's), then the 3D Poisson MLE of :func:`smlm_diffusers.localization.spot_fit.fit_3d` on the raw
+frame and the CRLB at the fit as each molecule's sigma.
+
+The table (nm, frames 0-based, DESIGN.md geometry) has ``frame, x_nm, y_nm, z_nm, photons,
+background, sigma_x_nm, sigma_y_nm, sigma_z_nm``; positions are the emitter's, the PSF's wobble
+removed. Pixels of a window outside the frame are filled with its median, so edge emitters fit too;
+two detections whose fits meet (closer than a pixel, same frame) count once, the brighter kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from ..optics import Optics
+from .spot_fit import fit_3d
+
+COLUMNS_3D = ["frame", "x_nm", "y_nm", "z_nm", "photons", "background", "sigma_x_nm", "sigma_y_nm", "sigma_z_nm"]
+
+
+def detect(photons: np.ndarray, sigma_px: float = 1.5, threshold_snr: float = 6.0, min_distance_px: int = 2):
+    """(frame, row, col) of local maxima of the smoothed, background-subtracted frames [F, H, W] above
+    ``threshold_snr`` robust noise units (wide, astigmatic spots too: smoothing by ``sigma_px``)."""
+    bg = np.median(photons, axis=(1, 2), keepdims=True)
+    smooth = ndimage.gaussian_filter(photons - bg, sigma=(0, sigma_px, sigma_px), mode="nearest")
+    centre = np.median(smooth, axis=(1, 2), keepdims=True)
+    noise = np.maximum(1.4826 * np.median(np.abs(smooth - centre), axis=(1, 2), keepdims=True), 1e-6)
+    size = 2 * min_distance_px + 1
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=(1, size, size), mode="nearest"))
+    peaks &= (smooth - centre) / noise > threshold_snr
+    return np.nonzero(peaks)
+
+
+def _windows(photons, frame, row, col, radius):
+    """Windows [K, R, R] around (row, col), pixels outside the frame filled with the window's median and masked."""
+    f_, h, w = photons.shape
+    offs = np.arange(-radius, radius + 1)
+    rr, cc = row[:, None, None] + offs[None, :, None], col[:, None, None] + offs[None, None, :]
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    win = photons[frame[:, None, None], rr.clip(0, h - 1), cc.clip(0, w - 1)]
+    return win, inside
+
+
+def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, threshold_snr: float = 6.0,
+                radius_px: int | None = None, min_photons: float = 50.0, extra_starts_nm: tuple = (),
+                detect_too: bool = True) -> pd.DataFrame:
+    """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D).
+
+    ``seeds`` (frame, x_nm, y_nm), e.g. the 2D network's detections, are fitted, with the
+    detector's spots too unless ``detect_too`` is False (a 2D network may miss defocused spots).
+    """
+    psf, cam = optics.psf, optics.camera
+    if psf.ndim != 3:
+        raise ValueError("localize_3d needs a 3D PSF (optics.psf.ndim == 3)")
+    photons = np.asarray(cam.adu_to_photons(np.asarray(frames_adu, np.float64)))
+    if photons.ndim == 2:
+        photons = photons[None]
+    if radius_px is None:
+        sx, sy = psf.widths(torch.tensor(psf.z_range_nm, dtype=torch.float64))
+        radius_px = int(min(8, max(4, math.ceil(2.5 * float(torch.maximum(sx, sy).max())))))
+    a = cam.pixel_size_nm
+    frame, row, col = detect(photons, psf.sigma_px, threshold_snr) if seeds is None or detect_too else ((),) * 3
+    if seeds is not None:  # the network's detections, with the detector's where it missed (merged after the fit)
+        frame = np.r_[seeds["frame"].to_numpy(np.int64), frame].astype(np.int64)
+        row = np.r_[np.floor(seeds["y_nm"].to_numpy() / a), row].astype(np.int64)
+        col = np.r_[np.floor(seeds["x_nm"].to_numpy() / a), col].astype(np.int64)
+    if not len(frame):
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "frame" else np.float64) for c in COLUMNS_3D})
+    win, inside = _windows(photons, frame, row, col, radius_px)
+    fill = np.nanmedian(np.where(inside, win, np.nan).reshape(len(win), -1), axis=1)
+    win = np.where(inside, win, fill[:, None, None])
+    fit = fit_3d(win, psf, cam.read_noise, extra_starts_nm=extra_starts_nm)
+    x, y, z, n, b = fit.theta.T
+    lo, hi = psf.z_range_nm
+    ok = fit.ok & (n > min_photons) & (z >= lo - 50.0) & (z <= hi + 50.0)
+    out = pd.DataFrame({
+        "frame": frame.astype(np.int64),
+        "x_nm": (col - radius_px + x) * a,
+        "y_nm": (row - radius_px + y) * a,
+        "z_nm": z, "photons": n, "background": b,
+        "sigma_x_nm": np.sqrt(fit.crlb[:, 0]) * a, "sigma_y_nm": np.sqrt(fit.crlb[:, 1]) * a,
+        "sigma_z_nm": np.sqrt(fit.crlb[:, 2]),
+    })[ok].reset_index(drop=True)
+    return _merge_duplicates(out, a)
+
+
+def _merge_duplicates(locs: pd.DataFrame, pixel_nm: float) -> pd.DataFrame:
+    from scipy.spatial import cKDTree
+
+    if len(locs) < 2:
+        return locs
+    pts = np.c_[locs["x_nm"], locs["y_nm"], locs["frame"] * 1e7]
+    drop = set()
+    for i, j in cKDTree(pts).query_pairs(pixel_nm):
+        drop.add(i if locs["photons"].iat[i] < locs["photons"].iat[j] else j)
+    return locs.drop(index=sorted(drop)).reset_index(drop=True)
+
+
+def localize_stack(path, optics: Optics, batch_size: int = 32, max_frames: int | None = None, seeder=None):
+    """:func:`localize_3d` over a TIFF movie read in batches; returns (table, (frames done, H, W)).
+    ``seeder(frames_adu)`` -> seeds table (frame, x_nm, y_nm) of a batch, e.g. :func:`network_seeder`."""
+    from ..movie import outputs
+
+    total, h, w = outputs.stack_shape(path)
+    n = min(total, max_frames or total)
+    ranges = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    tables = [localize_3d(frames, optics, None if seeder is None else seeder(frames))
+              .pipe(lambda t, s=start: t.assign(frame=t["frame"] + s))
+              for (start, _), frames in zip(ranges, outputs.read_frames(path, ranges))]
+    return pd.concat(tables, ignore_index=True), (n, h, w)
+
+
+def write_table(locs: pd.DataFrame, path, optics: Optics, shape, source=None, extra_info=None) -> None:
+    """A 3D table as ThunderSTORM CSV (``z [nm]``, ``uncertainty_z [nm]``) or Picasso HDF5 (``z``, ``lpz``, nm)."""
+    from ..io import write_picasso_hdf5, write_thunderstorm_csv
+
+    if str(path).lower().endswith((".h5", ".hdf5")):
+        write_picasso_hdf5(locs, path, shape[0], shape[1], shape[2], optics.camera.pixel_size_nm,
+                           optics.psf.sigma_px, camera=optics.camera, source=source,
+                           extra_info={"Mode": "3d"} | (extra_info or {}))
+    else:
+        write_thunderstorm_csv(locs, path)
+
+
+def network_seeder(pipe, camera):
+    """Seeds from a 2D pipeline in DeepSTORM mode (``num_samples=0``) run with ``camera``: its molecules'
+    frame, x_nm, y_nm."""
+    def seeds(frames_adu):
+        out = pipe(np.asarray(frames_adu, np.float32), num_samples=0, camera=camera).localizations
+        return out[["frame", "x_nm", "y_nm"]]
+
+    return seeds
