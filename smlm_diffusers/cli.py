@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--threshold", type=_finite_float, metavar="T",
                      help="KDE peak threshold for localization (default: the model's tuned value)")
     loc.add_argument("--min-probability", type=_non_negative_float, metavar="P",
-                     help="ddpm: drop molecules found in fewer than this fraction of samples (default: the model's)")
+                     help="ddpm: keep molecules of at least this detection probability in the table "
+                          "(default: the model's probability_floor, 0.1)")
     loc.add_argument("--mixed-precision", choices=("bf16", "no"), default="bf16",
                      help="run the networks under bfloat16 autocast (default) or in float32")
     loc.add_argument("--render", metavar="PNG", help="render PNG path (a .tif of the same name is written too); "

@@ -11,7 +11,8 @@ frames, nm) with these columns after ThunderSTORM's own:
   uncertainty (DDPM mode: the pipeline's sigma model, sample spread + CRLB; DeepSTORM mode:
   the CRLB of an isolated emitter at the fitted photons and background);
 - ``kde_mass`` (KDE mass of the molecule, in emitters) and, with DDPM samples,
-  ``probability`` (fraction of samples that found it) and ``n_samples``.
+  ``probability`` (detection probability: the weight of the configurations that hold it) and
+  ``n_samples`` (samples that proposed it).
 
 ``.hdf5`` / ``.h5``: Picasso's HDF5 + YAML pair (:mod:`smlm_diffusers.io.picasso`), the same
 molecules and numbers in Picasso's units and pixel convention.

@@ -23,7 +23,8 @@ outputs (-o chooses the table's format by its suffix):
   TABLE.csv            ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm]
                        (the model's PSF sigma), intensity [photon], uncertainty [nm],
                        offset [photon], kde_mass (KDE mass of the molecule, in emitters) and,
-                       in ddpm mode, probability (fraction of samples that found it) and
+                       in ddpm mode, probability (detection probability: the weight of the
+                       configurations that hold it) and
                        n_samples. intensity and offset are the photons and the background
                        (photons per pixel) fitted jointly on the frame at the molecules.
                        x is the column axis, the outer top-left corner of the image is
