@@ -139,6 +139,8 @@ def simulate(
     jitter_px: float = 3.0,
     batch_size: int = 1024,
     device: str = "cpu",
+    blinking=None,
+    drift=None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate an SMLM movie and its ground truth.
 
@@ -167,12 +169,26 @@ def simulate(
     margin_px : float
         Emitters are also drawn this far outside the field: their light enters the frame
         but they are not in the ground truth.
+    blinking : Blinking or True, optional
+        A movie of fixed molecules that blink (:mod:`.movies`): ``density`` is then the
+        labels per square micrometre (on or off), ``structure`` "uniform" or "filaments", and
+        ``photons`` per frame of a blink; True is the default kinetics.
+    drift : array [F, 2] (nm) or float, optional
+        Stage drift of a blinking movie (a random ramp of this many nm when a number);
+        giving it alone also makes a blinking movie.
 
     Returns
     -------
     frames : float32 array [F, H, W] in ADU
-    gt : DataFrame with columns frame (0-based), x_nm, y_nm, photons, background
+    gt : DataFrame with columns frame (0-based), x_nm, y_nm, photons, background (blinking
+        movies add molecule, blink, drift_x_nm, drift_y_nm: :func:`.movies.simulate_movie`)
     """
+    if blinking is not None or drift is not None:
+        from .movies import Blinking, simulate_movie
+
+        return simulate_movie(n_frames, shape, float(density), photons, background, sigma_px, seed, structure,
+                              blinking if isinstance(blinking, Blinking) else None, drift, camera=camera,
+                              n_filaments=n_filaments)
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     shape = (int(shape[0]), int(shape[1]))
