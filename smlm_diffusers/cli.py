@@ -24,6 +24,7 @@ import numpy as np
 
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
 from .movie.outputs import OUTPUTS_HELP
+from .postprocess.command import POSTPROCESS_HELP, add_postprocess_options, add_postprocess_parser
 
 PROG = "smlm-diffusers"
 
@@ -33,7 +34,7 @@ class CLIError(Exception):
 
 
 # -- argument parsing --------------------------------------------------------------------------
-LOCALIZE_EPILOG = OUTPUTS_HELP + f"""
+LOCALIZE_EPILOG = OUTPUTS_HELP + POSTPROCESS_HELP + f"""
 camera check:
   Before localizing, the first frames are compared with the camera (--offset, --gain,
   --read-noise or the model's): pixels below the offset, the background it implies, and the
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--skip-camera-check", action="store_true",
                      help="do not compare the frames with the camera before localizing")
     _add_camera_options(loc, "default: the model's config")
+    add_postprocess_options(loc)
     loc.set_defaults(func=cmd_localize)
 
     est = sub.add_parser(
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detection threshold, in robust noise units of the smoothed frame (default 8)")
     _add_camera_options(est, "default: the paper's camera, 108 nm, offset 100 ADU, gain 1, read noise 1.6 e-")
     est.set_defaults(func=cmd_estimate)
+    add_postprocess_parser(sub, cmd_postprocess)
     return parser
 
 
@@ -249,7 +252,12 @@ def load_model(location: str | None):
 # -- localize ----------------------------------------------------------------------------------
 def cmd_localize(args) -> int:
     from .movie import outputs
+    from .postprocess.command import postprocess_options
 
+    try:
+        post = postprocess_options(args)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     with _user_errors():
         stack = outputs.check_stack_path(args.stack)
         total, h, w = outputs.stack_shape(stack)
@@ -306,10 +314,21 @@ def cmd_localize(args) -> int:
     if not run.is_main_process:
         return 0
     written = outputs.write_run_outputs(run, paths, (h, w), camera, int(cfg.upsampling), psf, samples=ddpm,
-                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model})
+                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model},
+                                        postprocess=post)
     run.finish()
     _log(outputs.run_summary(run, written, paths.work, PROG), quiet)
     return 0
+
+
+# -- postprocess -------------------------------------------------------------------------------
+def cmd_postprocess(args) -> int:
+    from .postprocess.command import run_postprocess_command
+
+    try:
+        return run_postprocess_command(args, lambda message: _log(message, args.quiet))
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
 
 
 # -- estimate ----------------------------------------------------------------------------------

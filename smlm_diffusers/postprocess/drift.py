@@ -37,6 +37,8 @@ class DriftTrace:
     segment_y_nm: np.ndarray
     pairs_used: int
     pairs_total: int
+    sigma_x_nm: float = 0.0  # 1-sigma error of a segment's drift, from the pair residuals
+    sigma_y_nm: float = 0.0
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({"frame": np.arange(len(self.x_nm)), "drift_x_nm": self.x_nm, "drift_y_nm": self.y_nm})
@@ -81,7 +83,7 @@ def _peak(cc: np.ndarray, window: int) -> tuple[float, float, float]:
 def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_frames: int, *,
                    segment_frames: int = 200, pixel_nm: float = 20.0, blur_nm: float = 20.0,
                    max_drift_nm: float = 1000.0, min_localizations: int = 200,
-                   reject_nm: float = 10.0) -> DriftTrace:
+                   reject_nm: float = 10.0, iterations: int = 3) -> DriftTrace:
     """Drift trace of a movie from its localizations by RCC (module docstring).
 
     Parameters
@@ -101,6 +103,10 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
     reject_nm : float
         Pairs whose shift disagrees with the solution by more than this (and 3 robust
         standard deviations) are dropped, and the solve repeated.
+    iterations : int
+        RCC passes: each one measures what the previous ones left, on localizations already
+        corrected, where the shifts are near zero and the sub-pixel peak has no bias (one
+        pass leaves errors of a few nm that depend on the shift's fraction of a pixel).
 
     Returns
     -------
@@ -108,6 +114,27 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
     """
     frame = np.asarray(frame, np.int64)
     x, y = np.asarray(x_nm, np.float64), np.asarray(y_nm, np.float64)
+    opts = dict(segment_frames=segment_frames, pixel_nm=pixel_nm, blur_nm=blur_nm, max_drift_nm=max_drift_nm,
+                min_localizations=min_localizations, reject_nm=reject_nm)
+    total = None
+    for it in range(max(int(iterations), 1)):
+        if total is None:
+            step = _rcc(frame, x, y, n_frames, **opts)
+            total = step
+            opts["max_drift_nm"] = min(max_drift_nm, 8 * blur_nm)  # later passes: small residual shifts
+            continue
+        f = np.clip(frame, 0, n_frames - 1)
+        step = _rcc(frame, x - total.x_nm[f], y - total.y_nm[f], n_frames, **opts)
+        total = DriftTrace(total.x_nm + step.x_nm, total.y_nm + step.y_nm, total.segment_frames,
+                           total.segment_x_nm + np.interp(total.segment_frames, np.arange(n_frames), step.x_nm),
+                           total.segment_y_nm + np.interp(total.segment_frames, np.arange(n_frames), step.y_nm),
+                           step.pairs_used, step.pairs_total, step.sigma_x_nm, step.sigma_y_nm)
+    return total
+
+
+def _rcc(frame, x, y, n_frames, *, segment_frames, pixel_nm, blur_nm, max_drift_nm, min_localizations,
+         reject_nm) -> DriftTrace:
+    """One RCC pass (:func:`estimate_drift`)."""
     ok = np.isfinite(x) & np.isfinite(y)
     frame, x, y = frame[ok], x[ok], y[ok]
     segs = _segments(frame, n_frames, int(segment_frames), int(min_localizations))
@@ -157,6 +184,12 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
         if np.linalg.matrix_rank(design[:-1][use]) < n - 1:
             use[worst] = True
             break
+    # A segment's error: its pairs disagree by both segments' errors (var = 2 var_seg). Not the
+    # solve's covariance: the error that matters is which molecules a segment holds, common to
+    # all of its pairs, so it does not average down over them (measured on simulated movies).
+    r = (design[:-1] @ sol - shifts)[use]
+    dof = max(len(r) - (n - 1), 1)
+    seg_sigma = np.sqrt(np.sum(r ** 2, 0) / dof / 2) if len(r) else np.zeros(2)
     t = np.array(centres)
     frames = np.arange(n_frames, dtype=np.float64)
     trace, seg = [], []
@@ -171,7 +204,8 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
             v = d[0] + slope * (frames - t[0])
         trace.append(v - v[0])
         seg.append(d - v[0])
-    return DriftTrace(trace[0], trace[1], t, seg[0], seg[1], int(use.sum()), len(rows))
+    return DriftTrace(trace[0], trace[1], t, seg[0], seg[1], int(use.sum()), len(rows), float(seg_sigma[0]),
+                      float(seg_sigma[1]))
 
 
 def apply_drift(locs: pd.DataFrame, drift: DriftTrace) -> pd.DataFrame:
@@ -179,6 +213,20 @@ def apply_drift(locs: pd.DataFrame, drift: DriftTrace) -> pd.DataFrame:
     f = np.clip(locs["frame"].to_numpy(np.int64), 0, len(drift.x_nm) - 1)
     return locs.assign(x_nm=locs["x_nm"].to_numpy(np.float64) - drift.x_nm[f],
                        y_nm=locs["y_nm"].to_numpy(np.float64) - drift.y_nm[f])
+
+
+def add_drift_uncertainty(locs: pd.DataFrame, drift: DriftTrace) -> pd.DataFrame:
+    """Sigmas with the drift estimate's error added in quadrature.
+
+    Apply after linking: the drift error is shared by a blink's frames, so it does not shrink
+    as 1 / sqrt(n) with them.
+    """
+    out = locs.copy()
+    for axis, s in (("x", drift.sigma_x_nm), ("y", drift.sigma_y_nm)):
+        col = f"sigma_{axis}_nm"
+        if col in out.columns:
+            out[col] = np.sqrt(out[col].to_numpy(np.float64) ** 2 + s ** 2)
+    return out
 
 
 def write_drift(drift: DriftTrace, csv_path, png_path=None, title: str | None = None) -> list:

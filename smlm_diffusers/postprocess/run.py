@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .drift import DriftTrace, apply_drift, estimate_drift, write_drift
+from .drift import DriftTrace, add_drift_uncertainty, apply_drift, estimate_drift, write_drift
 from .frc import FRCResult, frc_resolution
 from .linking import link as link_table
 
@@ -38,7 +38,8 @@ class PostprocessResult:
         if self.drift is not None:
             out["drift"] = {"x_range_nm": float(np.ptp(self.drift.x_nm)), "y_range_nm": float(np.ptp(self.drift.y_nm)),
                             "segments": int(len(self.drift.segment_frames)), "pairs_used": self.drift.pairs_used,
-                            "pairs_total": self.drift.pairs_total}
+                            "pairs_total": self.drift.pairs_total,
+                            "sigma_nm": [round(self.drift.sigma_x_nm, 3), round(self.drift.sigma_y_nm, 3)]}
         if self.frc is not None:
             out["frc_resolution_nm"] = None if math.isnan(self.frc.resolution_nm) else round(self.frc.resolution_nm, 2)
         return out
@@ -62,7 +63,7 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
                               undrift: bool = True, frc: bool = True, n_sigma: float = 3.0, max_gap: int = 1,
                               max_radius_nm: float = 200.0, sigma_nm: float | None = None,
                               segment_frames: int = 200, drift_options: dict | None = None,
-                              seed: int = 0) -> PostprocessResult:
+                              drift_uncertainty: bool = True, seed: int = 0) -> PostprocessResult:
     """Drift-correct (RCC on the unlinked rows), link, and measure the FRC of a localization table.
 
     Parameters
@@ -77,6 +78,9 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
         :func:`~smlm_diffusers.postprocess.link`.
     segment_frames, drift_options
         :func:`~smlm_diffusers.postprocess.estimate_drift`.
+    drift_uncertainty : bool
+        Add the drift estimate's error (from the RCC residuals) to the sigmas in quadrature,
+        after linking (it is common to a blink's frames).
     seed : int
         Seed of the FRC's random halves.
     """
@@ -94,6 +98,8 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
         t0 = time.perf_counter()
         locs = link_table(locs, n_sigma=n_sigma, max_gap=max_gap, max_radius_nm=max_radius_nm, sigma_nm=sigma_nm)
         seconds["link"] = time.perf_counter() - t0
+    if drift is not None and drift_uncertainty:
+        locs = add_drift_uncertainty(locs, drift)
     if frc:
         t0 = time.perf_counter()
         res = frc_resolution(locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), seed=seed)
