@@ -8,7 +8,8 @@ import tifffile
 import smlm_diffusers as sd
 from smlm_diffusers import cli
 from smlm_diffusers.io import read_picasso_hdf5, read_thunderstorm_csv, write_picasso_hdf5
-from smlm_diffusers.postprocess import Linker, estimate_drift, frc_resolution, link, postprocess_localizations
+from smlm_diffusers.postprocess import (Linker, drift_figure, drift_residual, estimate_drift, frc_resolution, link,
+                                       picasso_undrift, postprocess_localizations)
 from smlm_diffusers.simulation import Blinking, simulate_movie
 
 
@@ -139,6 +140,56 @@ def test_sparse_segments_are_merged_not_trusted():
     assert len(trace.segment_frames) < 10  # the two nearly empty segments joined a neighbour
     err = trace.x_nm - drift[:, 0]
     assert np.abs(err - err.mean()).max() < 6.0
+
+
+def true_drift(gt: pd.DataFrame, n_frames: int) -> np.ndarray:
+    """The simulated drift of every frame (frames where nothing is on: interpolated)."""
+    d = gt.groupby("frame")[["drift_x_nm", "drift_y_nm"]].first().reindex(range(n_frames))
+    return d.interpolate(limit_direction="both").to_numpy()
+
+
+def test_drift_residual_removes_the_offset_and_averages_segments():
+    truth = np.outer(np.arange(400), [0.1, 0.0])
+    est = truth + 7.0  # a constant offset is no error
+    assert drift_residual(est, truth)["rms_nm"] == pytest.approx(0.0, abs=1e-9)
+    # +-3 nm alternating per frame: 3 nm per frame, zero over every 200-frame segment
+    wiggle = truth + 3.0 * (-1.0) ** np.arange(400)[:, None] * np.array([[1.0, 0.0]])
+    r = drift_residual(wiggle, truth, segment_frames=200)
+    assert r["rms_nm"] == pytest.approx(3.0) and r["segment_rms_nm"] == pytest.approx(0.0, abs=1e-9)
+    # a step of 4 nm in x between the two halves: +-2 nm about the mean everywhere
+    step = truth + np.c_[np.r_[np.zeros(200), np.full(200, 4.0)], np.zeros(400)]
+    assert drift_residual(step, truth, 200)["segment_rms_nm"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"\[F, 2\]"):
+        drift_residual(truth[:, 0], truth[:, 0])
+
+
+def test_rcc_is_at_least_as_good_as_picassos_undrift_on_the_same_table(blinking_movie):
+    pytest.importorskip("picasso")
+    _, gt, locs = blinking_movie
+    truth = true_drift(gt, 1000)
+    ours = estimate_drift(locs.frame, locs.x_nm, locs.y_nm, 1000, segment_frames=100)
+    theirs = picasso_undrift(locs, 1000, (64, 64), 108.0, segment_frames=100)
+    assert len(theirs.x_nm) == 1000 and len(theirs.segment_frames) == 10
+    r_ours = drift_residual(np.c_[ours.x_nm, ours.y_nm], truth, 200)
+    r_theirs = drift_residual(np.c_[theirs.x_nm, theirs.y_nm], truth, 200)
+    assert r_theirs["rms_nm"] < drift_residual(np.zeros_like(truth), truth)["rms_nm"]  # Picasso's trace is right
+    assert r_ours["segment_rms_nm"] <= r_theirs["segment_rms_nm"] and r_ours["rms_nm"] <= r_theirs["rms_nm"]
+    assert r_ours["segment_rms_nm"] < 5.0  # the issue's target
+
+
+def test_drift_figure_draws_the_trace_and_the_frc():
+    rng = np.random.default_rng(2)
+    trace = estimate_drift(rng.integers(0, 400, 4000), rng.uniform(0, 3000, 4000), rng.uniform(0, 3000, 4000), 400,
+                           segment_frames=100)
+    frc = frc_resolution(*rng.uniform(0, 3000, (2, 4000)))
+    fig = drift_figure(trace, frc)
+    ax_drift, ax_frc = fig.axes
+    np.testing.assert_array_equal(ax_drift.lines[0].get_ydata(), trace.x_nm)
+    np.testing.assert_array_equal(ax_drift.lines[1].get_ydata(), trace.y_nm)
+    assert "FRC" in ax_frc.get_title()
+    assert len(drift_figure(trace).axes) == 1
+    with pytest.raises(ValueError, match="drift trace"):
+        drift_figure()
 
 
 # -- whole table ------------------------------------------------------------------------------------

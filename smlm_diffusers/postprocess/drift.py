@@ -237,23 +237,8 @@ def write_drift(drift: DriftTrace, csv_path, png_path=None, title: str | None = 
     drift.table().to_csv(csv_path, index=False, float_format="%.3f")
     written = [csv_path]
     if png_path is not None:
-        import matplotlib
+        from .plots import drift_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-        frames = np.arange(len(drift.x_nm))
-        ax.plot(frames, drift.x_nm, label="x", color="tab:blue")
-        ax.plot(frames, drift.y_nm, label="y", color="tab:orange")
-        ax.plot(drift.segment_frames, drift.segment_x_nm, "o", ms=3, color="tab:blue")
-        ax.plot(drift.segment_frames, drift.segment_y_nm, "o", ms=3, color="tab:orange")
-        ax.set_xlabel("frame")
-        ax.set_ylabel("drift (nm)")
-        ax.set_title(title or "drift (RCC)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(png_path)
-        plt.close(fig)
+        drift_figure(drift, title=title).savefig(png_path)
         written.append(Path(png_path))
     return written
