@@ -8,7 +8,7 @@ for files and the app); :func:`picasso_undrift` and :func:`drift_residual` compa
 with Picasso's and with the truth.
 """
 
-from .compare import drift_residual, picasso_undrift
+from .compare import drift_residual, picasso_link, picasso_undrift
 from .drift import DriftTrace, apply_drift, estimate_drift, write_drift
 from .frc import FRC_THRESHOLD, FRCResult, frc_resolution
 from .linking import Linker, link
@@ -27,6 +27,7 @@ __all__ = [
     "estimate_drift",
     "frc_resolution",
     "link",
+    "picasso_link",
     "picasso_undrift",
     "postprocess_localizations",
     "read_table",

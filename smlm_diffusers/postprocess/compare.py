@@ -47,8 +47,9 @@ def picasso_undrift(locs: pd.DataFrame, n_frames: int, shape: tuple[int, int], p
     from ..io.picasso import picasso_info, picasso_locs
 
     n_segments = int(np.round(n_frames / segment_frames))
-    if n_segments < 2:
-        raise ValueError(f"Picasso's undrift needs at least 2 segments: {n_frames} frames of {segment_frames}")
+    if n_segments < 4:  # its cubic spline through the segments
+        raise ValueError(f"Picasso's undrift needs at least 4 segments: {n_frames} frames in segments of "
+                         f"{segment_frames} make {n_segments}")
     table = pd.DataFrame(picasso_locs(locs, pixel_size_nm, 1.0))
     info = picasso_info(n_frames, shape[0], shape[1], pixel_size_nm)
     drift, _ = picasso_postprocess.undrift(table, info, int(segment_frames), display=False,
@@ -90,3 +91,26 @@ def drift_residual(estimate_nm: np.ndarray, truth_nm: np.ndarray, segment_frames
     return {"rms_nm": float(np.sqrt(np.mean(np.sum(r ** 2, 1)))),
             "segment_rms_nm": float(np.sqrt(np.mean(np.sum(seg ** 2, 1)))),
             "max_nm": float(np.sqrt(np.sum(r ** 2, 1)).max())}
+
+
+def picasso_link(locs: pd.DataFrame, n_frames: int, shape: tuple[int, int], pixel_size_nm: float,
+                 r_max_nm: float = 10.0, max_dark_time: int = 3) -> pd.DataFrame:
+    """``locs`` linked by Picasso's ``postprocess.link`` (defaults: its GUI's 10 nm and 3 dark frames),
+    back in this package's columns: frame, x_nm, y_nm, sigma_x_nm, sigma_y_nm, photons, len, n.
+
+    Picasso drops blinks that touch the movie's first or last frame (``remove_ambiguous_lengths``).
+    """
+    from picasso import postprocess as picasso_postprocess
+
+    from ..io.picasso import picasso_info, picasso_locs
+
+    a = float(pixel_size_nm)
+    table = pd.DataFrame(picasso_locs(locs, a, 1.0))
+    info = picasso_info(n_frames, shape[0], shape[1], a)
+    out = picasso_postprocess.link(table, info, r_max=r_max_nm / a, max_dark_time=int(max_dark_time))
+    return pd.DataFrame({"frame": out["frame"].to_numpy(np.int64), "x_nm": (out["x"].to_numpy(np.float64) + 0.5) * a,
+                         "y_nm": (out["y"].to_numpy(np.float64) + 0.5) * a,
+                         "sigma_x_nm": out["lpx"].to_numpy(np.float64) * a,
+                         "sigma_y_nm": out["lpy"].to_numpy(np.float64) * a,
+                         "photons": out["photons"].to_numpy(np.float64), "len": out["len"].to_numpy(np.int64),
+                         "n": out["n"].to_numpy(np.int64)})
