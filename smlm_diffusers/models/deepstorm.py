@@ -15,6 +15,7 @@ in training mode ``forward`` returns the raw output and the loss sees the linear
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -43,6 +44,9 @@ class _Residual(nn.Module):
 
     def forward(self, x):
         return x + self.block(x)
+
+
+_TRACE_LOCK = threading.Lock()  # tracing patches global TorchScript state: one build at a time per process
 
 
 class _Clamped(nn.Module):
@@ -271,7 +275,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         was_training = self.training
         self.eval()
         example = torch.zeros(1, 1, 16, 16, device=self.device).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), warnings.catch_warnings():
+        with _TRACE_LOCK, torch.no_grad(), warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.compile, which needs a C++ toolchain at run time
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(_Clamped(self).eval(), example)))
