@@ -24,6 +24,7 @@ import numpy as np
 
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
 from .movie.outputs import OUTPUTS_HELP
+from .postprocess.command import POSTPROCESS_HELP, add_postprocess_options, add_postprocess_parser
 
 PROG = "smlm-diffusers"
 
@@ -33,7 +34,7 @@ class CLIError(Exception):
 
 
 # -- argument parsing --------------------------------------------------------------------------
-LOCALIZE_EPILOG = OUTPUTS_HELP + f"""
+LOCALIZE_EPILOG = OUTPUTS_HELP + POSTPROCESS_HELP + f"""
 camera check:
   Before localizing, the first frames are compared with the camera (--offset, --gain,
   --read-noise or the model's): pixels below the offset, the background it implies, and the
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--psf-sigma", type=_positive_float, metavar="PX",
                      help="Gaussian PSF sigma, camera pixels (default: --optics, else the model's)")
     _add_camera_options(loc, "default: --optics, else the model's config")
+    add_postprocess_options(loc)
     loc.set_defaults(func=cmd_localize)
 
     est = sub.add_parser(
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_optics import add_calibrate_z
 
     add_calibrate_z(sub, _finite_float, _positive_float, _int_at_least(3), _add_camera_options, cmd_calibrate_z)
+    add_postprocess_parser(sub, cmd_postprocess)
     return parser
 
 
@@ -258,7 +261,12 @@ def load_model(location: str | None):
 # -- localize ----------------------------------------------------------------------------------
 def cmd_localize(args) -> int:
     from .movie import outputs
+    from .postprocess.command import postprocess_options
 
+    try:
+        post = postprocess_options(args)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     with _user_errors():
         stack = outputs.check_stack_path(args.stack)
         total, h, w = outputs.stack_shape(stack)
@@ -321,7 +329,8 @@ def cmd_localize(args) -> int:
     if not run.is_main_process:
         return 0
     written = outputs.write_run_outputs(run, paths, (h, w), camera, int(cfg.upsampling), psf, samples=ddpm,
-                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model})
+                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model},
+                                        postprocess=post)
     run.finish()
     _log(outputs.run_summary(run, written, paths.work, PROG), quiet)
     return 0
@@ -358,6 +367,16 @@ def cmd_calibrate_z(args) -> int:
     except OSError as err:
         raise CLIError(f"cannot write {err.filename}: {err}") from None
     return 0
+
+
+# -- postprocess -------------------------------------------------------------------------------
+def cmd_postprocess(args) -> int:
+    from .postprocess.command import run_postprocess_command
+
+    try:
+        return run_postprocess_command(args, lambda message: _log(message, args.quiet))
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
 
 
 # -- estimate ----------------------------------------------------------------------------------

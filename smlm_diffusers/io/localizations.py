@@ -12,7 +12,10 @@ frames, nm) with these columns after ThunderSTORM's own:
   the CRLB of an isolated emitter at the fitted photons and background);
 - ``kde_mass`` (KDE mass of the molecule, in emitters) and, with DDPM samples,
   ``probability`` (detection probability: the weight of the configurations that hold it) and
-  ``n_samples`` (samples that proposed it).
+  ``n_samples`` (samples that proposed it);
+- linked tables (:mod:`smlm_diffusers.postprocess`): ``detections`` (localizations merged,
+  ThunderSTORM's merging column) and ``len`` (frames from first to last); ``frame`` is the
+  first frame and ``uncertainty [nm]`` the merged sigma.
 
 ``.hdf5`` / ``.h5``: Picasso's HDF5 + YAML pair (:mod:`smlm_diffusers.io.picasso`), the same
 molecules and numbers in Picasso's units and pixel convention.
@@ -51,6 +54,10 @@ def thunderstorm_extra_columns(locs: pd.DataFrame, samples: bool) -> dict:
     if samples:
         extra["probability"] = locs["probability"].to_numpy(np.float64)
         extra["n_samples"] = locs["n_samples"].to_numpy(np.int64)
+    if "n" in locs.columns:  # linked blinks: ThunderSTORM's merging column, and Picasso's len
+        extra["detections"] = locs["n"].to_numpy(np.int64)
+        if "len" in locs.columns:
+            extra["len"] = locs["len"].to_numpy(np.int64)
     return extra
 
 

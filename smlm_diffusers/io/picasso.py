@@ -32,7 +32,8 @@ import pandas as pd
 PICASSO_FIELDS = [("frame", "u4"), ("x", "f4"), ("y", "f4"), ("photons", "f4"), ("sx", "f4"), ("sy", "f4"),
                   ("bg", "f4"), ("lpx", "f4"), ("lpy", "f4")]
 # further columns of this package's tables carried along (Picasso keeps and filters by any column)
-_EXTRA_FIELDS = {"kde_mass": "f4", "probability": "f4", "n_samples": "i4"}
+_EXTRA_FIELDS = {"kde_mass": "f4", "probability": "f4", "n_samples": "i4", "len": "i4", "n": "i4"}
+# (``len`` / ``n`` of linked blinks: frames first to last, localizations merged; Picasso's ``link``)
 # 3D tables: Picasso keeps z and its precision lpz in nm (not camera pixels, unlike x, y, lpx, lpy)
 _FIELDS_3D = {"z_nm": ("z", "f4"), "sigma_z_nm": ("lpz", "f4")}
 

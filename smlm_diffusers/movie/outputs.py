@@ -142,17 +142,27 @@ def write_render(image: np.ndarray, png: Path, tif: Path, camera, upsampling: in
 
 
 def write_run_outputs(run, paths: OutputPaths, shape: tuple[int, int], camera, upsampling: int, psf_sigma_px: float,
-                      samples: bool, source: str, extra_info: dict | None = None) -> list[Path]:
+                      samples: bool, source: str, extra_info: dict | None = None,
+                      postprocess: dict | None = None) -> list[Path]:
     """The table and the renders of a finished :class:`~smlm_diffusers.movie.MovieRun`; the files written.
 
     ``shape`` is (H, W) of a frame; ``samples`` whether the run drew DDPM samples (then the
-    variance render is written too).
+    variance render is written too). ``postprocess`` (options of
+    :func:`~smlm_diffusers.postprocess.postprocess_localizations`): the table is linked and/or
+    drift corrected first, its drift trace and summary written beside it, and the summary's
+    lines kept in ``run.summary_lines``.
     """
     h, w = shape
     n = run.frames_run
-    written = list(run.write_table(paths.csv, pixel_size_nm=camera.pixel_size_nm, shape=(n, h, w),
-                                   psf_sigma_px=psf_sigma_px, samples=samples, camera=camera, source=source,
-                                   extra_info=extra_info))
+    if postprocess:
+        from ..postprocess.command import postprocess_run
+
+        written, run.summary_lines = postprocess_run(run, paths, shape, camera, psf_sigma_px, samples, source,
+                                                     dict(extra_info or {}), postprocess)
+    else:
+        written = list(run.write_table(paths.csv, pixel_size_nm=camera.pixel_size_nm, shape=(n, h, w),
+                                       psf_sigma_px=psf_sigma_px, samples=samples, camera=camera, source=source,
+                                       extra_info=extra_info))
     kde_sum, kde_var = run.render()
     title = f"{source}: {'DDPM mean' if samples else 'DeepSTORM'}, {n} frames"
     write_render(kde_sum, paths.render_png, paths.render_tif, camera, upsampling, title, None, "magma")
@@ -172,7 +182,8 @@ def run_summary(run, written: list[Path], work: Path, prog: str) -> str:
         fps = n_new / seconds
         rate = f", {fps:.1f} frames/s" if fps >= 1 else f", {seconds / n_new:.1f} s/frame"
     text = (f"{prog}: {run.localizations_written} localizations in {run.frames_run} frames ({n_new} processed now "
-            f"in {seconds:.1f} s{rate})\n" + "\n".join(f"  wrote {p}" for p in written))
+            f"in {seconds:.1f} s{rate})\n" + "".join(f"{line}\n" for line in getattr(run, "summary_lines", []))
+            + "\n".join(f"  wrote {p}" for p in written))
     if not run.complete:
         text += (f"\n{prog}: {run.frames_run} of {run.frames_total} frames done; partial results kept in "
                  f"{work} (re-run without --max-frames to continue)")

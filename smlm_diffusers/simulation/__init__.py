@@ -2,15 +2,18 @@
 
 from .camera import PAPER_CAMERA, Camera
 from .emitters import Emitters, filament_paths, sample_disc, sample_grid, sample_on_filaments, sample_uniform
+from .movies import Blinking, drift_trace, simulate_movie
 from .psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative, render_psfs
 from .simulator import FrameSimulator, SimulatedBatch, emitters_to_dataframe, simulate, smooth_background
 
 __all__ = [
+    "Blinking",
     "Camera",
     "PAPER_CAMERA",
     "Emitters",
     "FrameSimulator",
     "SimulatedBatch",
+    "drift_trace",
     "emitters_to_dataframe",
     "filament_paths",
     "integrated_gaussian_1d",
@@ -21,5 +24,6 @@ __all__ = [
     "sample_on_filaments",
     "sample_uniform",
     "simulate",
+    "simulate_movie",
     "smooth_background",
 ]

@@ -154,6 +154,8 @@ def simulate(
     device: str = "cpu",
     psf: PSF | None = None,
     z_nm: Range = (-600.0, 600.0),
+    blinking=None,
+    drift=None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate an SMLM movie and its ground truth.
 
@@ -185,12 +187,30 @@ def simulate(
     psf : PSF, optional
         An :class:`smlm_diffusers.optics.PSF` replacing the Gaussian of ``sigma_px``; with a 3D
         PSF each emitter's z is drawn uniformly from ``z_nm`` (nm) and ``gt`` has a ``z_nm`` column.
+    blinking : Blinking or True, optional
+        A movie of fixed molecules that blink (:mod:`.movies`): ``density`` is then the
+        labels per square micrometre (on or off), ``structure`` "uniform" or "filaments", and
+        ``photons`` per frame of a blink; True is the default kinetics.
+    drift : array [F, 2] (nm) or float, optional
+        Stage drift of a blinking movie (a random ramp of this many nm when a number);
+        giving it alone also makes a blinking movie.
 
     Returns
     -------
     frames : float32 array [F, H, W] in ADU
-    gt : DataFrame with columns frame (0-based), x_nm, y_nm, photons, background
+    gt : DataFrame with columns frame (0-based), x_nm, y_nm, photons, background (blinking
+        movies add molecule, blink, drift_x_nm, drift_y_nm: :func:`.movies.simulate_movie`)
     """
+    if blinking is not None or drift is not None:
+        from .movies import Blinking, simulate_movie
+
+        if psf is not None:
+            raise ValueError("blinking / drifting movies are simulated with the Gaussian PSF of sigma_px only; "
+                             "leave psf unset (3D PSFs: simulate() without blinking)")
+
+        return simulate_movie(n_frames, shape, float(density), photons, background, sigma_px, seed, structure,
+                              blinking if isinstance(blinking, Blinking) else None, drift, camera=camera,
+                              n_filaments=n_filaments)
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     shape = (int(shape[0]), int(shape[1]))

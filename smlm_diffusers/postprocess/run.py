@@ -1,0 +1,176 @@
+"""One call over a localization table: undrift, link, FRC; and the files a run writes beside the table.
+
+Beside ``TABLE`` (``.csv`` or ``.hdf5``) go ``TABLE_drift.csv`` (frame 0-based, drift_x_nm,
+drift_y_nm: subtracted from the localizations), ``TABLE_drift.png`` (x and y drift against
+frame) and ``TABLE_postprocess.json`` (the summary: rows before and after linking, drift
+range, FRC resolution, times).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .drift import DriftTrace, add_drift_uncertainty, apply_drift, estimate_drift, write_drift
+from .frc import FRCResult, frc_resolution
+from .linking import link as link_table
+
+
+@dataclass
+class PostprocessResult:
+    localizations: pd.DataFrame
+    rows_in: int
+    drift: DriftTrace | None = None
+    frc: FRCResult | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        out = {"rows_in": int(self.rows_in), "rows_out": int(len(self.localizations)),
+               "linked": "n" in self.localizations.columns and self.rows_in != len(self.localizations) or None,
+               "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if self.drift is not None:
+            out["drift"] = {"x_range_nm": float(np.ptp(self.drift.x_nm)), "y_range_nm": float(np.ptp(self.drift.y_nm)),
+                            "segments": int(len(self.drift.segment_frames)), "pairs_used": self.drift.pairs_used,
+                            "pairs_total": self.drift.pairs_total,
+                            "sigma_nm": [round(self.drift.sigma_x_nm, 3), round(self.drift.sigma_y_nm, 3)]}
+        if self.frc is not None:
+            out["frc_resolution_nm"] = None if math.isnan(self.frc.resolution_nm) else round(self.frc.resolution_nm, 2)
+        return out
+
+    def lines(self, prog: str = "smlm-diffusers") -> list[str]:
+        s = self.summary()
+        text = []
+        if self.drift is not None:
+            d = s["drift"]
+            text.append(f"{prog}: drift corrected (RCC, {d['segments']} segments, {d['pairs_used']}/{d['pairs_total']} "
+                        f"pairs): range x {d['x_range_nm']:.1f} nm, y {d['y_range_nm']:.1f} nm")
+        if "n" in self.localizations.columns:
+            text.append(f"{prog}: linked {s['rows_in']} localizations into {s['rows_out']} blinks")
+        if self.frc is not None:
+            r = s.get("frc_resolution_nm")
+            text.append(f"{prog}: FRC resolution {'n/a (too few localizations)' if r is None else f'{r:.1f} nm'}")
+        return text
+
+
+def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *, link: bool = True,
+                              undrift: bool = True, frc: bool = True, n_sigma: float = 3.0, max_gap: int = 1,
+                              max_radius_nm: float = 200.0, sigma_nm: float | None = None,
+                              segment_frames: int = 200, drift_options: dict | None = None,
+                              drift_uncertainty: bool = True, seed: int = 0) -> PostprocessResult:
+    """Drift-correct (RCC on the unlinked rows), link, and measure the FRC of a localization table.
+
+    Parameters
+    ----------
+    locs : DataFrame
+        frame (0-based), x_nm, y_nm, sigma_x_nm, sigma_y_nm (or uncertainty_nm), photons, ...
+    n_frames : int, optional
+        Frames of the movie (default: the last frame + 1).
+    link, undrift, frc : bool
+        Which steps to run.
+    n_sigma, max_gap, max_radius_nm, sigma_nm
+        :func:`~smlm_diffusers.postprocess.link`.
+    segment_frames, drift_options
+        :func:`~smlm_diffusers.postprocess.estimate_drift`.
+    drift_uncertainty : bool
+        Add the drift estimate's error (from the RCC residuals) to the sigmas in quadrature,
+        after linking (it is common to a blink's frames).
+    seed : int
+        Seed of the FRC's random halves.
+    """
+    rows_in = len(locs)
+    n_frames = int(n_frames if n_frames is not None else (locs["frame"].max() + 1 if rows_in else 1))
+    locs = locs.sort_values("frame", kind="stable").reset_index(drop=True)
+    seconds, drift, res = {}, None, None
+    if undrift:
+        t0 = time.perf_counter()
+        drift = estimate_drift(locs["frame"].to_numpy(), locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), n_frames,
+                               segment_frames=segment_frames, **(drift_options or {}))
+        locs = apply_drift(locs, drift)
+        seconds["undrift"] = time.perf_counter() - t0
+    if link:
+        t0 = time.perf_counter()
+        locs = link_table(locs, n_sigma=n_sigma, max_gap=max_gap, max_radius_nm=max_radius_nm, sigma_nm=sigma_nm)
+        seconds["link"] = time.perf_counter() - t0
+    if drift is not None and drift_uncertainty:
+        locs = add_drift_uncertainty(locs, drift)
+    if frc:
+        t0 = time.perf_counter()
+        res = frc_resolution(locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), seed=seed)
+        seconds["frc"] = time.perf_counter() - t0
+    return PostprocessResult(locs, rows_in, drift, res, seconds)
+
+
+def read_table(path: str | os.PathLike, pixel_size_nm: float | None = None) -> tuple[pd.DataFrame, dict]:
+    """A localization table (ThunderSTORM CSV, ours or Picasso's HDF5) in this package's columns, and what
+    the writer needs: pixel_size_nm, shape (frames, H, W), psf_sigma_px, samples, info (Picasso's)."""
+    from ..io import localization_format, read_picasso_hdf5, read_thunderstorm_csv
+
+    path = Path(path)
+    fmt = localization_format(path)
+    if fmt == "picasso":
+        locs, info = read_picasso_hdf5(path, pixel_size_nm)
+        if pixel_size_nm is None:
+            pixel_size_nm = [d["Pixelsize"] for d in info if isinstance(d, dict) and "Pixelsize" in d][-1]
+        movie = info[0] if info and isinstance(info[0], dict) else {}
+        psf = float(np.nanmedian(locs["sx"])) if "sx" in locs.columns and len(locs) else float("nan")
+    else:
+        locs = read_thunderstorm_csv(path, pixel_size_nm)
+        info, movie = [], {}
+        locs = locs.rename(columns={"intensity": "photons", "offset": "background", "detections": "n"})
+        if "uncertainty_nm" in locs.columns and "sigma_x_nm" not in locs.columns:
+            locs["sigma_x_nm"] = locs["sigma_y_nm"] = locs.pop("uncertainty_nm")
+        psf_nm = float(np.nanmedian(locs["sigma_nm"])) if "sigma_nm" in locs.columns and len(locs) else float("nan")
+        if pixel_size_nm is None:  # nm tables: the pixel only sizes Picasso's metadata
+            from ..simulation import Camera
+
+            pixel_size_nm = Camera().pixel_size_nm
+        psf = psf_nm / float(pixel_size_nm)
+        locs = locs.drop(columns=[c for c in ("id", "sigma_nm") if c in locs.columns])
+    a = float(pixel_size_nm)
+    frames = int(movie.get("Frames", locs["frame"].max() + 1 if len(locs) else 1))
+    height = int(movie.get("Height", math.ceil(locs["y_nm"].max() / a) if len(locs) else 1))
+    width = int(movie.get("Width", math.ceil(locs["x_nm"].max() / a) if len(locs) else 1))
+    meta = {"pixel_size_nm": a, "shape": (frames, height, width), "psf_sigma_px": psf if math.isfinite(psf) else 1.0,
+            "samples": "probability" in locs.columns and "n_samples" in locs.columns, "info": info}
+    return locs, meta
+
+
+def side_paths(table: str | os.PathLike) -> dict[str, Path]:
+    """The drift CSV, drift plot and summary JSON written beside ``table``."""
+    t = Path(table)
+    return {"drift_csv": t.with_name(f"{t.stem}_drift.csv"), "drift_png": t.with_name(f"{t.stem}_drift.png"),
+            "summary": t.with_name(f"{t.stem}_postprocess.json")}
+
+
+def write_postprocess_outputs(result: PostprocessResult, table: str | os.PathLike, *, pixel_size_nm: float,
+                              shape: tuple[int, int, int], psf_sigma_px: float, samples: bool, camera=None,
+                              source: str | None = None, extra_info: dict | None = None,
+                              summary_extra: dict | None = None) -> list[Path]:
+    """The processed table (format by suffix), the drift CSV and plot, the summary JSON; the paths written."""
+    from ..io import write_localizations
+
+    extra = dict(extra_info or {})
+    s = result.summary()
+    if s.get("frc_resolution_nm") is not None:
+        extra["FRC resolution (nm)"] = s["frc_resolution_nm"]
+    if result.drift is not None:
+        extra["Undrifted by"] = "RCC (smlm-diffusers postprocess)"
+    if "n" in result.localizations.columns:
+        extra["Linked"] = True
+    written = list(write_localizations(result.localizations, table, pixel_size_nm=pixel_size_nm, shape=shape,
+                                       psf_sigma_px=psf_sigma_px, samples=samples, camera=camera, source=source,
+                                       extra_info=extra))
+    side = side_paths(table)
+    if result.drift is not None:
+        written += write_drift(result.drift, side["drift_csv"], side["drift_png"],
+                               title=f"drift (RCC): {source or Path(table).name}")
+    side["summary"].write_text(json.dumps(s | (summary_extra or {}), indent=2) + "\n")
+    written.append(side["summary"])
+    return written
