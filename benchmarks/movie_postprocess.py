@@ -59,6 +59,8 @@ def localize(args, frames: np.ndarray) -> tuple[pd.DataFrame, float]:
     from .movie import crlb_postprocess, load
 
     pipe = load(args.model, args.threads)
+    if args.arbitrate:  # DeepSTORM mode with the likelihood's arbitration of pairs (deepstorm_arbitrate)
+        pipe.register_to_config(deepstorm_arbitrate=True)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stack = Path(tmp) / "movie.tif"
@@ -180,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--drift", type=float, default=150.0, help="length of the drift ramp, nm (default 150)")
     p.add_argument("--segment-frames", type=int, default=200, help="RCC segment, frames (default 200)")
     p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--arbitrate", action="store_true",
+                   help="DeepSTORM mode with the pair arbitration of DDPM mode (the folder's deepstorm_arbitrate)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--save-locs", default=None, metavar="PATH",
