@@ -158,29 +158,31 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> Cam
         suggested["read_noise"] = math.sqrt(rn2)
 
     check = CameraCheck(camera, level, median, noise, below, bg, ratio, suggested)
-    given = (f"offset {_fmt(o)} ADU, gain {_fmt(g)} ADU/e-, read noise {_fmt(rn)} e- "
-             f"(frames: background {_fmt(level)} ADU, pixel noise {_fmt(noise)} ADU rms)")
+    frames_are = f"frames: background {_fmt(level)} ADU, pixel noise {_fmt(noise)} ADU rms"
+    unit = {"offset": " ADU", "gain": " ADU/e-", "read_noise": " e-"}
 
     def fixes(*keys) -> str:
         offered = [k for k in keys if k in suggested]
         if not offered:
             return (f"no single one of {', '.join(names[k] for k in ('offset', 'gain', 'read_noise'))} explains "
                     "the data: check the camera settings (offset and gain in ADU, read noise in e-)")
-        unit = {"offset": " ADU", "gain": " ADU/e-", "read_noise": " e-"}
         return "the data suggest " + " or ".join(f"{names[k]} {suggested[k]:.3g}{unit[k]}" for k in offered)
 
+    # each message leads with the setting, its value and the value the data suggest; the evidence follows
     L = LIMITS
     if below > L["below_offset_error"]:
-        check.errors.append(f"{100 * below:.0f}% of the pixels are below the offset: {names['offset']} {_fmt(o)} ADU "
-                            f"is too high for these frames; {fixes('offset')} [{given}]")
+        check.errors.append(f"{names['offset']} {_fmt(o)} ADU is too high for these frames: {fixes('offset')} "
+                            f"({100 * below:.0f}% of the pixels are below it; {frames_are})")
     elif bg > L["background_error"]:
-        check.errors.append(f"the camera implies {bg:.3g} photons per pixel of background, more than any camera pixel "
-                            f"holds; {fixes('offset', 'gain')} [{given}]")
+        check.errors.append(f"{names['offset']} {_fmt(o)} ADU with {names['gain']} {_fmt(g)} ADU/e- do not fit "
+                            f"these frames: {fixes('offset', 'gain')} (they imply {bg:.3g} photons per pixel of "
+                            f"background, more than any camera pixel holds; {frames_are})")
     elif not 1.0 / L["noise_ratio_error"] <= ratio <= L["noise_ratio_error"]:
         more = "more" if ratio > 1 else "less"
-        check.errors.append(f"the frames are {math.sqrt(ratio):.3g}x {more} noisy than this camera predicts "
-                            f"({math.sqrt(expected):.3g} ADU rms at the background level); "
-                            f"{fixes('gain', 'read_noise', 'offset')} [{given}]")
+        check.errors.append(f"{names['gain']} {_fmt(g)} ADU/e- with {names['read_noise']} {_fmt(rn)} e- do not fit "
+                            f"these frames: {fixes('gain', 'read_noise', 'offset')} (the frames are "
+                            f"{math.sqrt(ratio):.3g}x {more} noisy than this camera predicts, "
+                            f"{math.sqrt(expected):.3g} ADU rms at the background level; {frames_are})")
     else:
         if below > L["below_offset_warn"]:
             check.warnings.append(f"{100 * below:.0f}% of the pixels are below the offset {_fmt(o)} ADU: "

@@ -90,11 +90,11 @@ def render_image(
     return rgb
 
 
-def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
-    """Save a uint8 RGB array [H, W, 3] as a (lossless) PNG file."""
+def save_png(rgb: np.ndarray, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Save a uint8 RGB array [H, W, 3] as a (lossless) PNG file; ``metadata``: text chunks (str to str)."""
     from matplotlib.image import imsave
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, np.asarray(rgb, dtype=np.uint8), format="png")
+    imsave(path, np.asarray(rgb, dtype=np.uint8), format="png", metadata=metadata)
     return path

@@ -14,6 +14,7 @@ web server.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,7 +107,10 @@ def render_image(
     if img.ndim != 2:
         raise ValueError(f"render_image expects a 2D image, got shape {img.shape}")
     h, w = img.shape
-    mag, left, right, top, bottom = _layout(h, w, target_px, bool(title), bool(markers), colorbar, title_size)
+    mag = magnification(max(h, w), target_px)
+    title = wrap_title(title, w * mag / dpi + 0.24, title_size)  # centred over the image, within the figure
+    mag, left, right, top, bottom = _layout(h, w, target_px, title.count("\n") + 1 if title else 0, bool(markers),
+                                            colorbar, title_size)
     # axes size in inches so that one data pixel is exactly `mag` screen pixels
     ax_w, ax_h = w * mag / dpi, h * mag / dpi
     fig = Figure(figsize=(ax_w + left + right, ax_h + top + bottom), dpi=dpi)
@@ -154,11 +158,20 @@ def render_image(
     return out
 
 
-def _layout(h: int, w: int, target_px: int, title: bool, markers: bool, colorbar: bool = True,
+def wrap_title(title: str, width_in: float, size_pt: float = 10) -> str:
+    """``title`` broken into lines that fit ``width_in`` inches at ``size_pt`` points (about 0.55 em a character)."""
+    if not title:
+        return ""
+    chars = max(8, int(width_in * 72 / (0.55 * size_pt)))
+    return "\n".join(textwrap.wrap(title, chars, break_on_hyphens=False)) or title
+
+
+def _layout(h: int, w: int, target_px: int, title: int | bool, markers: bool, colorbar: bool = True,
             title_size: float = 10) -> tuple[int, float, float, float, float]:
-    """(magnification, left, right, top, bottom margins in inches) of :func:`render_image`."""
-    # margins: colour bar on the right, title on top, marker legend below the image
-    top = (0.38 + (title_size - 10) / 72.0 * 1.4) if title else 0.12
+    """(magnification, left, right, top, bottom margins in inches) of :func:`render_image`; ``title``: its lines."""
+    # margins: colour bar on the right, title on top (one line height per extra line), marker legend below
+    lines = int(title)
+    top = (0.38 + (title_size - 10) / 72.0 * 1.4 + (lines - 1) * 1.25 * title_size / 72.0) if lines else 0.12
     return (magnification(max(h, w), target_px), 0.12, 1.05 if colorbar else 0.12, top,
             0.34 if markers else 0.12)
 

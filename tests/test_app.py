@@ -76,7 +76,7 @@ def value(output):
 
 
 def unpack(result):
-    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files"]
+    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files", "drift", "drift_note"]
     assert len(result) == len(names)
     return {k: value(v) for k, v in zip(names, result)}
 

@@ -10,10 +10,14 @@ screenshots of the zoomed uncertainty view and the whole page into ``$ARTIFACTS`
 ``tests/artifacts/``, git-ignored) for a reviewer to open.
 """
 
+import io
+import json
 import os
 import socket
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -89,7 +93,38 @@ def _page_point(page, selector: str, xy_um, pixel_size_nm: float, size_px: int) 
     return box["x"] + off_x + (left + col * mag) * scale, box["y"] + off_y + (top + row * mag) * scale
 
 
-def test_simulation_in_browser(tiny_model_dir):
+def _zoom_info(page) -> tuple[dict, float]:
+    """What the zoom picture on the page plots (its PNG's text chunk) and the browser's scale of it."""
+    from PIL import Image
+
+    from smlm_diffusers.app.handlers import ZOOM_INFO_KEY
+
+    src = page.eval_on_selector("#zoom img", "i => i.src")
+    with Image.open(io.BytesIO(page.request.get(src).body())) as im:
+        info = json.loads(im.text[ZOOM_INFO_KEY])
+    box = page.locator("#zoom img").bounding_box()
+    nat_w = page.eval_on_selector("#zoom img", "i => i.naturalWidth")
+    return info, box["width"] / nat_w
+
+
+def _assert_cleared_after_failure(page, message: str) -> None:
+    """The error's message is shown; the status, the downloads and the results of the last run are gone."""
+    page.get_by_text(message).first.wait_for(timeout=60_000)
+    page.get_by_text("The last run failed").first.wait_for(timeout=30_000)
+    assert "Done" not in page.locator("#status").inner_text()
+    assert page.locator("#downloads a").count() == 0
+    page.locator("#results").wait_for(state="hidden", timeout=10_000)
+
+
+def _upload(page, selector: str, path: Path) -> None:
+    """Choose ``path`` through the file dialog that a click on ``selector`` opens, as a user does."""
+    with page.expect_file_chooser(timeout=30_000) as chooser:
+        page.locator(selector).first.click()
+    chooser.value.set_files(str(path))
+    page.locator("#upload-file").get_by_text(path.stem).first.wait_for(timeout=30_000)
+
+
+def test_simulation_in_browser(tiny_model_dir, tmp_path):
     _require_browser()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app.py lives at the repository root
     import app
@@ -129,6 +164,15 @@ def test_simulation_in_browser(tiny_model_dir):
                 page.locator("#zoom").screenshot(path=str(ARTIFACTS / "zoom_ddpm.png"))
                 page.screenshot(path=str(ARTIFACTS / "app_ddpm.png"), full_page=True)
 
+                # the crowded window frames its molecules whole, and their ellipses can be seen
+                info, scale = _zoom_info(page)
+                x0, y0, x1, y1 = info["window_nm"]
+                mol = np.asarray(info["molecules_nm"])
+                assert len(mol) >= 2, info
+                gap = np.minimum.reduce([mol[:, 0] - x0, x1 - mol[:, 0], mol[:, 1] - y0, y1 - mol[:, 1]])
+                assert gap.min() >= 0.5 * pipe.kde_net.camera.pixel_size_nm, info  # half a pixel off the border
+                assert info["min_ellipse_px"] * scale >= 4, info  # to scale or magnified (factor in the title)
+
                 # a click on the raw frame moves the zoom there: to the quadrant opposite the crowded region
                 old = page.eval_on_selector("#zoom img", "i => i.src")
                 x_um = float(page.locator("#zoom-x input").input_value())
@@ -152,7 +196,36 @@ def test_simulation_in_browser(tiny_model_dir):
                 assert not page.locator("#variance").is_visible()
                 page.locator("#zoom").screenshot(path=str(ARTIFACTS / "zoom_deepstorm.png"))
                 page.screenshot(path=str(ARTIFACTS / "app_deepstorm.png"), full_page=True)
-                for name in ("zoom_ddpm.png", "zoom_clicked.png", "zoom_deepstorm.png"):
+                # an error after a successful run clears the page: no old status, downloads or results
+                assert page.locator("#downloads a").count() > 0
+                page.locator("#seed input").fill("-1")
+                page.get_by_role("button", name="Simulate and run").click()
+                _assert_cleared_after_failure(page, "'Simulation seed' must be a whole number")
+                page.locator("#seed input").fill("0")
+
+                # an upload, then another file over it (no clear button), which fails: its message, nothing old
+                import tifffile
+
+                import smlm_diffusers as sd
+
+                frames, _ = sd.simulate(n_frames=40, shape=(32, 32), density=2.0, seed=4, structure="filaments")
+                good, fake = tmp_path / "stack40.tif", tmp_path / "fake.tif"
+                tifffile.imwrite(good, np.round(frames).clip(0, 65535).astype(np.uint16))
+                fake.write_text("this is not an image")
+                page.get_by_role("tab", name="Upload TIFF").click()
+                _upload(page, "#upload-file", good)
+                page.get_by_role("button", name="Run on upload").click()
+                page.get_by_text("uploaded (stack40.tif)").first.wait_for(timeout=120_000)
+                page.wait_for_function(IMAGE_RENDERED, arg="#drift img", timeout=30_000)  # drift trace and FRC
+                assert "FRC resolution" in page.locator("#drift-note").inner_text()
+                assert page.locator("#downloads").get_by_text("stack40_drift").count() == 1
+                page.locator("#drift").screenshot(path=str(ARTIFACTS / "drift_upload.png"))
+                page.screenshot(path=str(ARTIFACTS / "app_upload.png"), full_page=True)
+                _upload(page, "#replace-file", fake)
+                page.get_by_role("button", name="Run on upload").click()
+                _assert_cleared_after_failure(page, "'fake.tif' is not a readable TIFF file: it has no TIFF header")
+                page.screenshot(path=str(ARTIFACTS / "app_failed.png"), full_page=True)
+                for name in ("zoom_ddpm.png", "zoom_clicked.png", "zoom_deepstorm.png", "drift_upload.png"):
                     assert (ARTIFACTS / name).stat().st_size > 10_000
                 assert not errors, errors
             finally:

@@ -63,3 +63,60 @@ def test_click_mapping_matches_the_picture():
     sub = rgb[int(top):int(top + 16 * mag), int(left):int(left + 20 * mag)].astype(int)
     ys, xs = np.nonzero((sub[..., 0] > 200) & (sub[..., 1] > 200) & (sub[..., 2] < 200))  # inferno's top colour
     assert (xs.min() // mag, ys.min() // mag, xs.max() // mag, ys.max() // mag) == (7, 5, 7, 5)
+
+
+def _brute_force_windows(x_px, y_px, shape, n, m):
+    """Per integer window: (molecules framed at least m inside, molecules in the border band), by loops."""
+    h, w = shape
+    out = {}
+    for r in range(h - n + 1):
+        for c in range(w - n + 1):
+            framed = band = 0
+            for x, y in zip(x_px, y_px):
+                if c <= x < c + n and r <= y < r + n:
+                    inner = c + m <= x < c + n - m and r + m <= y < r + n - m
+                    framed, band = framed + inner, band + (not inner)
+            out[(r, c)] = (framed, band)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_crowded_window_frames_its_molecules_whole(seed):
+    """The chosen window has no molecule in its border band and frames as many as any such window
+    (checked against a loop over every window)."""
+    a, shape, n = 108.0, (32, 32), 8
+    _, gt = sd.simulate(n_frames=1, shape=shape, density=4.0, seed=seed)
+    x, y = gt["x_nm"].to_numpy(), gt["y_nm"].to_numpy()
+    r0, c0, r1, c1 = zoom.crowded_window(x, y, shape, a, n)
+    windows = _brute_force_windows(x / a, y / a, shape, n, 1.0)  # the default margin: n / 8 = 1 px
+    clean = {k: v[0] for k, v in windows.items() if v[1] == 0 and v[0] > 0}
+    assert clean, "no clean window in this frame"
+    assert windows[(r0, c0)][1] == 0 and windows[(r0, c0)][0] == max(clean.values())
+    inside = (x >= c0 * a) & (x < c1 * a) & (y >= r0 * a) & (y < r1 * a)
+    gap = np.minimum.reduce([x[inside] - c0 * a, c1 * a - x[inside], y[inside] - r0 * a, r1 * a - y[inside]])
+    assert inside.sum() >= 2 and gap.min() >= a
+
+
+def test_ellipse_factor_makes_small_sigmas_visible():
+    # a 864 nm window on 480 screen px: 0.556 px per nm; a 7 nm sigma is 7.8 px across, x2 15.6, x5 39
+    assert zoom.ellipse_factor([5.0, 7.0, 11.0], 864.0, 480.0) == 5
+    assert zoom.ellipse_factor([15.0], 864.0, 480.0) == 1  # 16.7 px: to scale
+    assert zoom.ellipse_factor([np.nan], 864.0, 480.0) == 1
+
+
+def test_render_zoom_reports_what_it_plots():
+    rng = np.random.default_rng(2)
+    mol = pd.DataFrame({"x_nm": [300.0, 500.0, 5000.0], "y_nm": [300.0, 420.0, 300.0], "sigma_x_nm": [4.0, 6.0, 5.0],
+                        "sigma_y_nm": [5.0, 7.0, 5.0], "probability": [1.0, 0.9, 1.0]})
+    img, info = zoom.render_zoom(rng.normal(120, 5, (16, 16)), mol, 108.0, 4, (0, 0, 8, 8), rng.random((64, 64)),
+                                 "variance", "t", return_info=True)
+    assert info["window_nm"] == [0.0, 0.0, 864.0, 864.0]
+    assert [m[:2] for m in info["molecules_nm"]] == [[300.0, 300.0], [500.0, 420.0]]  # the one at 5 µm is outside
+    k = info["ellipse_factor"]
+    assert k > 1 and info["min_ellipse_px"] == pytest.approx(2 * k * 4.0 * info["axes_px"] / 864.0)
+    assert info["min_ellipse_px"] >= 8
+    # the factor is printed: the title differs from a to-scale rendering of large sigmas
+    big = mol.assign(sigma_x_nm=60.0, sigma_y_nm=60.0)
+    _, info_big = zoom.render_zoom(rng.normal(120, 5, (16, 16)), big, 108.0, 4, (0, 0, 8, 8), rng.random((64, 64)),
+                                   "variance", "t", return_info=True)
+    assert info_big["ellipse_factor"] == 1

@@ -203,6 +203,51 @@ def run_metrics(result: RunResult, frame: int | None = None, tolerance_nm: float
 
 
 
+# -- drift and resolution of the stack --------------------------------------------------------------
+DRIFT_MIN_FRAMES = 20  # below this, a stack is too short to cut into time segments for RCC
+DRIFT_SEGMENTS = 5  # a stack is cut into about this many segments (the CLI's default is 200 frames each)
+
+
+def stack_postprocess(result: RunResult):
+    """Drift (RCC, on uploaded stacks of at least :data:`DRIFT_MIN_FRAMES` frames) and FRC resolution of a
+    run's localizations, as ``smlm-diffusers postprocess --undrift`` measures them; measured, not applied
+    to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`; None with too few molecules).
+
+    The app's simulations have no drift and draw new molecules in every frame, so there is nothing for
+    RCC to correlate between segments (on such frames it can lock onto noise): they get the FRC only.
+    """
+    from ..postprocess import postprocess_localizations
+
+    locs = result.localizations
+    if "probability" in locs:  # what the metrics and renders keep
+        locs = locs[locs["probability"] >= 0.5]
+    if len(locs) < 10:
+        return None
+    undrift = result.n_frames >= DRIFT_MIN_FRAMES and result.ground_truth is None
+    return postprocess_localizations(locs, result.n_frames, link=False, undrift=undrift, frc=True,
+                                     segment_frames=max(result.n_frames // DRIFT_SEGMENTS, 4),
+                                     drift_uncertainty=False, seed=result.seed)
+
+
+def postprocess_note(result: RunResult, post) -> str:
+    """One line on what the drift/FRC panel shows (or why it is missing)."""
+    if post is None:
+        return "Drift and FRC: too few molecules in the stack to measure them."
+    r = post.frc.resolution_nm if post.frc is not None else math.nan
+    frc = f"FRC resolution **{r:.1f} nm**" if math.isfinite(r) else "FRC resolution: not reached (too few molecules)"
+    if post.drift is None:
+        if result.ground_truth is not None:
+            return f"{frc} (of the localizations as found). Drift: simulations have none (upload a stack)."
+        return (f"{frc} (of the localizations as found). Drift: needs at least {DRIFT_MIN_FRAMES} frames "
+                f"(this stack has {result.n_frames}).")
+    d = post.drift
+    if len(d.segment_frames) < 2:
+        return f"{frc}. Drift: too few localizations to cut this stack into time segments (RCC needs two or more)."
+    return (f"{frc}; drift (RCC, {len(d.segment_frames)} segments): range x {np.ptp(d.x_nm):.1f} nm, "
+            f"y {np.ptp(d.y_nm):.1f} nm. Measured, not applied to the table: "
+            "`smlm-diffusers postprocess locs.csv --undrift --link` corrects and links a table.")
+
+
 # -- RMSE against the CRLB ---------------------------------------------------------------------
 def rmse_crlb_sweep(
     pipe,

@@ -111,8 +111,9 @@ def read_upload(path: str | os.PathLike | None) -> np.ndarray:
         # one frame more than allowed: enough to tell a too-long stack without reading it all
         frames = read_tiff_stack(p, max_frames=MAX_FRAMES + 1,
                                  max_pixels=max(MAX_TOTAL_PIXELS, MAX_FRAME_SIZE**2) + MAX_FRAME_SIZE**2)
-    except ValueError as err:
+    except ValueError as err:  # the reader's message, naming the file as the user knows it
         msg = str(err).replace(repr(os.fspath(p)), f"'{name}'").replace(os.fspath(p), name)
+        msg = msg[:1].upper() + msg[1:]
         if "max_pixels" in msg:
             msg = (f"'{name}' is too large for this demo: frames at most {MAX_FRAME_SIZE} x {MAX_FRAME_SIZE} pixels, "
                    f"stacks at most {MAX_FRAMES} frames and {MAX_TOTAL_PIXELS:,} pixels in all.")
@@ -153,7 +154,7 @@ def check_camera_fits(frames: np.ndarray, camera: Camera) -> list[str]:
     """
     result = check_camera_data(frames, camera, options=CAMERA_FIELDS)
     if result.errors:
-        raise InputError("The camera settings do not fit these frames: " + "; ".join(result.errors) + ".")
+        raise InputError("; ".join(result.errors) + ".")  # each leads with the field, its value and the fix
     return result.warnings
 
 

@@ -77,7 +77,8 @@ def frame_table(result: RunResult, frame: int) -> pd.DataFrame:
 
 
 def table_label(result: RunResult) -> str:
-    sigma = ("σ: per-molecule uncertainty (sample spread + CRLB); probability: fraction of samples with the molecule"
+    sigma = ("σ: per-molecule uncertainty (each configuration's bound and the spread between configurations); "
+             "probability: the weight, by the frame's likelihood, of the configurations that hold the molecule"
              if result.has_samples else "σ: Cramér-Rao bound at the photons and background fitted on the frame "
              "(DeepSTORM only: no samples)")
     return f"Molecules in this frame ({FRAME_NOTE}). {sigma}"
@@ -111,26 +112,37 @@ def status_markdown(result: RunResult) -> str:
     return text
 
 
+def kde_unit(result: RunResult) -> str:
+    """The unit of a KDE pixel, as the CLI's renders say it: ``molecules per 27 nm pixel``."""
+    return f"molecules per {result.kde_pixel_nm:g} nm pixel"
+
+
+def variance_unit(result: RunResult) -> str:
+    """The unit of a variance of KDE pixels: ``variance (molecules per 27 nm pixel)²``."""
+    return f"variance (molecules per {result.kde_pixel_nm:g} nm pixel)²"
+
+
 def frame_images(result: RunResult, frame: int) -> dict:
     """raw, deepstorm, gallery (list of (picture, caption)), mean, variance; None where it does not apply."""
     a, ka = result.camera.pixel_size_nm, result.kde_pixel_nm
-    kde_unit = f"emitters per ({ka:g} nm)² pixel"
+    unit = kde_unit(result)
     out = {"raw": render_image(result.frames[frame], a, f"Raw frame {frame} (ADU)", cmap="gray", colorbar_label="ADU",
                                markers=markers(result, frame), target_px=RAW_TARGET_PX)}
     ds = result.deepstorm_kde[frame]
-    out["deepstorm"] = render_image(ds, ka, "DeepSTORM KDE", colorbar_label=kde_unit, vmin=0.0,
+    out["deepstorm"] = render_image(ds, ka, "DeepSTORM KDE", colorbar_label=unit, vmin=0.0,
                                     vmax=percentile_range([ds], 99.9)[1])
     if not result.has_samples:
         return out | {"gallery": None, "mean": None, "variance": None}
     lo, hi = 0.0, percentile_range([result.samples[frame], result.kde_mean[frame]], 99.9)[1]
-    # thumbnails share the mean's colour range: no colour bar of their own (unreadable when small)
-    out["gallery"] = [(render_image(s.astype(np.float32), ka, f"Sample {i + 1}", vmin=lo, vmax=hi, colorbar=False,
-                                    target_px=GALLERY_TARGET_PX, title_size=13), f"Sample {i + 1}")
+    # thumbnails share the mean's colour range: no colour bar of their own (unreadable when small); the
+    # gallery's caption names each one (no title in the picture: one label per sample)
+    out["gallery"] = [(render_image(s.astype(np.float32), ka, "", vmin=lo, vmax=hi, colorbar=False,
+                                    target_px=GALLERY_TARGET_PX), f"Sample {i + 1}")
                       for i, s in enumerate(result.samples[frame])]
     out["mean"] = render_image(result.kde_mean[frame], ka, f"Mean of {result.num_samples} samples",
-                               colorbar_label=kde_unit, vmin=lo, vmax=hi)
+                               colorbar_label=unit, vmin=lo, vmax=hi)
     out["variance"] = render_image(result.kde_var[frame], ka, "Per-pixel variance of the samples", cmap="magma",
-                                   colorbar_label="variance (KDE units²)", vmin=0.0,
+                                   colorbar_label=variance_unit(result), vmin=0.0,
                                    vmax=percentile_range([result.kde_var[frame]], 99.9)[1])
     return out
 
@@ -140,12 +152,12 @@ def stack_images(result: RunResult) -> tuple[np.ndarray, np.ndarray | None]:
     ka, n = result.kde_pixel_nm, result.n_frames
     what = "DDPM mean" if result.has_samples else "DeepSTORM KDE"
     over = f", summed over {n} frames" if n > 1 else ""
-    s_mean = render_image(result.sum_mean, ka, f"Super-resolved: {what}{over}", colorbar_label="emitters per pixel",
+    s_mean = render_image(result.sum_mean, ka, f"Super-resolved: {what}{over}", colorbar_label=kde_unit(result),
                           vmin=0.0, vmax=percentile_range([result.sum_mean], 99.9)[1])
     if result.sum_var is None:
         return s_mean, None
     s_var = render_image(result.sum_var, ka, f"Uncertainty: variance of the samples{over}", cmap="magma",
-                         colorbar_label="variance (KDE units²)", vmin=0.0,
+                         colorbar_label=variance_unit(result), vmin=0.0,
                          vmax=percentile_range([result.sum_var], 99.9)[1])
     return s_mean, s_var
 
@@ -178,8 +190,9 @@ def window_centre_um(result: RunResult, window) -> tuple[float, float]:
     return round((c0 + c1) / 2 * a, 3), round((r0 + r1) / 2 * a, 3)
 
 
-def zoom_image(result: RunResult, frame: int, window) -> np.ndarray:
-    """The zoomed uncertainty view (:mod:`smlm_diffusers.app.zoom`) of one frame's window."""
+def zoom_image(result: RunResult, frame: int, window, return_info: bool = False):
+    """The zoomed uncertainty view (:mod:`smlm_diffusers.app.zoom`) of one frame's window
+    (and, with ``return_info``, what it plots: :func:`~smlm_diffusers.app.zoom.render_zoom`)."""
     loc = result.frame_localizations(frame)
     samples = None
     if result.sample_localizations is not None:
@@ -192,13 +205,14 @@ def zoom_image(result: RunResult, frame: int, window) -> np.ndarray:
              f"y {r0 * a / 1000:.2f}–{r1 * a / 1000:.2f} µm: {n_in} molecule{'s' if n_in != 1 else ''}")
     if result.has_samples:
         k = result.samples.shape[1]
-        right, label = result.kde_var[frame], "variance (KDE units²)"
+        right, label = result.kde_var[frame], variance_unit(result)
         right_title = f"Where the {result.num_samples} samples disagree: per-pixel variance"
-        note = f"1σ ellipses to scale, localizations of {k} samples"
+        note, dots = "1σ ellipses", f"localizations of {k} samples"
     else:
-        right, label = result.deepstorm_kde[frame], "KDE (emitters per pixel)"
+        right, label = result.deepstorm_kde[frame], kde_unit(result)
         right_title = "DeepSTORM KDE (no samples: no variance)"
-        note = "1σ = CRLB at the fitted photons, to scale"
+        note, dots = "1σ = CRLB,", "sample localizations"
     gt = result.frame_ground_truth(frame)
     return zoom.render_zoom(result.frames[frame], loc, a, result.upsampling, window, right, label, right_title,
-                            samples=samples, ground_truth=gt, title=title, sigma_note=note)
+                            samples=samples, ground_truth=gt, title=title, sigma_note=note, samples_label=dots,
+                            return_info=return_info)

@@ -24,27 +24,50 @@ from matplotlib.patches import Ellipse
 from ..visualization import figure_to_array, format_nm, percentile_range, scale_bar_nm
 
 DEFAULT_WINDOW_PX = 8  # camera pixels a side (864 nm at 108 nm pixels)
+MIN_ELLIPSE_PX = 16  # the median 1-sigma ellipse is drawn at least this many screen pixels across
+ELLIPSE_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+_FIG_IN, _DPI, _AXES_FRACTION = (12.4, 6.3), 100, 0.39  # figure size (inches), its dpi, one panel's width
 _OUTLINE = [patheffects.withStroke(linewidth=2.2, foreground="black")]
 SIGMA_CMAP = "plasma"
 
 
 def crowded_window(x_nm, y_nm, shape_px: tuple[int, int], pixel_size_nm: float,
-                   window_px: int = DEFAULT_WINDOW_PX) -> tuple[int, int, int, int]:
-    """(row0, col0, row1, col1), camera pixels, of the ``window_px`` square with the most molecules.
+                   window_px: int = DEFAULT_WINDOW_PX, margin_px: float | None = None) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1), camera pixels, of the ``window_px`` square that frames the most molecules.
 
-    Ties go to the first such window in row-major order; with no molecules, the centre of the frame.
+    A molecule is framed when it lies at least ``margin_px`` (default an eighth of the window,
+    at least half a pixel) inside the window's border, so that its ellipse, its samples and its
+    label are seen whole. Of the windows with no molecule in that border band, the one framing
+    the most wins; ties go to the one whose framed molecules' centroid is nearest its centre.
+    Only when every window has a molecule in its band (very dense frames) does the band count
+    against the framed ones (most framed minus banded). With no molecules, the centre of the frame.
     """
     h, w = (int(s) for s in shape_px)
     n = max(1, min(int(window_px), h, w))
+    m = max(0.5, n / 8) if margin_px is None else float(margin_px)
+    m = min(m, n / 2 - 1e-6)
     x = np.asarray(x_nm, np.float64) / pixel_size_nm
     y = np.asarray(y_nm, np.float64) / pixel_size_nm
     if len(x) == 0:
         return window_at((h * pixel_size_nm / 2, w * pixel_size_nm / 2), shape_px, pixel_size_nm, n)
-    counts, _, _ = np.histogram2d(np.clip(y, 0, h - 1e-9), np.clip(x, 0, w - 1e-9), bins=(h, w), range=((0, h), (0, w)))
-    c = np.pad(counts.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    boxes = c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n]  # molecules in each n x n window
-    r0, c0 = np.unravel_index(int(np.argmax(boxes)), boxes.shape)
-    return int(r0), int(c0), int(r0) + n, int(c0) + n
+    r0 = np.arange(h - n + 1, dtype=np.float64)[:, None]  # candidate windows: rows [R, 1], columns [C, 1]
+    c0 = np.arange(w - n + 1, dtype=np.float64)[:, None]
+    in_y = ((y >= r0 + m) & (y < r0 + n - m)).astype(np.float64)  # [R, N]: framed along y
+    in_x = ((x >= c0 + m) & (x < c0 + n - m)).astype(np.float64)  # [C, N]
+    on_y = ((y >= r0) & (y < r0 + n)).astype(np.float64)  # inside the window at all
+    on_x = ((x >= c0) & (x < c0 + n)).astype(np.float64)
+    framed = in_y @ in_x.T  # [R, C] molecules framed by each window
+    band = on_y @ on_x.T - framed  # in the window, but in its border band
+    with np.errstate(invalid="ignore", divide="ignore"):  # centroid of the framed molecules, off the centre
+        off_x = (in_y @ (in_x * x).T) / framed - (c0.T + n / 2)
+        off_y = ((in_y * y) @ in_x.T) / framed - (r0 + n / 2)
+    off = np.nan_to_num(np.hypot(off_x, off_y), nan=float(n))
+    clean = (band == 0) & (framed > 0)
+    score = np.where(clean, framed, -np.inf) if clean.any() else framed - band
+    best = np.flatnonzero(score == score.max())
+    i = int(best[np.argmin(off.ravel()[best])])
+    row, col = np.unravel_index(i, score.shape)
+    return int(row), int(col), int(row) + n, int(col) + n
 
 
 def window_at(centre_yx_nm: tuple[float, float], shape_px: tuple[int, int], pixel_size_nm: float,
@@ -76,6 +99,18 @@ def localize_samples(pipe, samples: np.ndarray, pixel_size_nm: float, threshold:
                         "sample": (locs["frame"].to_numpy() % k).astype(np.int64),
                         "x_nm": locs["x_nm"].to_numpy(np.float64), "y_nm": locs["y_nm"].to_numpy(np.float64)})
     return out
+
+
+def ellipse_factor(sigma_nm, window_nm: float, axes_px: float, min_px: float = MIN_ELLIPSE_PX) -> int:
+    """The smallest of :data:`ELLIPSE_FACTORS` that draws the median 1-sigma ellipse (diameter 2 sigma)
+    at least ``min_px`` screen pixels across, in a panel of ``axes_px`` pixels showing ``window_nm``;
+    1 (to scale) where it already is."""
+    sig = np.asarray(sigma_nm, np.float64)
+    sig = sig[np.isfinite(sig) & (sig > 0)]
+    if sig.size == 0:
+        return 1
+    px = 2 * float(np.median(sig)) * axes_px / window_nm
+    return next((k for k in ELLIPSE_FACTORS if k * px >= min_px), ELLIPSE_FACTORS[-1])
 
 
 def _inside(df: pd.DataFrame | None, x0, x1, y0, y1) -> pd.DataFrame:
@@ -113,10 +148,19 @@ def render_zoom(
     samples: pd.DataFrame | None = None,
     ground_truth: pd.DataFrame | None = None,
     title: str = "",
-    sigma_note: str = "1σ ellipses to scale",
-    dpi: int = 100,
-) -> np.ndarray:
-    """The two-panel zoom (module docstring) as a uint8 RGB array.
+    sigma_note: str = "1σ ellipses",
+    samples_label: str = "sample localizations",
+    dpi: int = _DPI,
+    return_info: bool = False,
+):
+    """The two-panel zoom (module docstring) as a uint8 RGB array (and, with ``return_info``, what it plots).
+
+    Ellipses of sigmas too small to see at the window's scale are drawn magnified by a round
+    factor (:func:`ellipse_factor`), stated in the panel's title and legend; positions and
+    sample dots stay to scale. The info dict (JSON-ready) holds the window (``window_nm``: x0,
+    y0, x1, y1), the molecules drawn (``molecules_nm``: x, y, sigma_x, sigma_y), the
+    ``ellipse_factor``, the panel's width in screen pixels (``axes_px``) and the smallest drawn
+    ellipse's diameter (``min_ellipse_px``).
 
     Parameters
     ----------
@@ -138,6 +182,8 @@ def render_zoom(
         Per-sample localizations (x_nm, y_nm) to scatter.
     ground_truth : DataFrame, optional
         True positions (simulations), drawn as small crosses.
+    sigma_note : str
+        Start of the left panel's title (the ellipse scale follows it).
     """
     a, u = float(pixel_size_nm), int(upsampling)
     r0, c0, r1, c1 = window
@@ -158,10 +204,15 @@ def render_zoom(
     norm = colors.Normalize(vmin=0.0, vmax=max(s_top, 1e-3))
     cmap = colormaps[SIGMA_CMAP]
 
-    fig = Figure(figsize=(12.4, 6.3), dpi=dpi)
-    ax_l = fig.add_axes((0.03, 0.12, 0.39, 0.76))
+    axes_px = _FIG_IN[0] * dpi * _AXES_FRACTION
+    k = ellipse_factor(sig, width, axes_px)
+    scale = "to scale" if k == 1 else (f"×{k} (to scale {2 * np.nanmin(sig) * axes_px / width:.0f}–"
+                                       f"{2 * np.nanmax(sig) * axes_px / width:.0f} px across)")
+
+    fig = Figure(figsize=_FIG_IN, dpi=dpi)
+    ax_l = fig.add_axes((0.03, 0.12, _AXES_FRACTION, 0.76))
     cax_l = fig.add_axes((0.43, 0.12, 0.012, 0.76))
-    ax_r = fig.add_axes((0.52, 0.12, 0.39, 0.76))
+    ax_r = fig.add_axes((0.52, 0.12, _AXES_FRACTION, 0.76))
     cax_r = fig.add_axes((0.92, 0.12, 0.012, 0.76))
     extent = (x0, x1, y1, y0)
     ax_l.imshow(crop, cmap="gray", interpolation="nearest", extent=extent)
@@ -177,8 +228,8 @@ def render_zoom(
         ax.set_xticks([])
         ax.set_yticks([])
     if len(smp):
-        ax_l.scatter(smp["x_nm"], smp["y_nm"], s=14, c="#7fffd4", edgecolors="black", linewidths=0.4, alpha=0.9,
-                     label="sample localizations", zorder=7)
+        ax_l.scatter(smp["x_nm"], smp["y_nm"], s=10, c="#7fffd4", edgecolors="black", linewidths=0.3, alpha=0.8,
+                     label=samples_label, zorder=3)
     if len(gt):
         ax_l.scatter(gt["x_nm"], gt["y_nm"], s=40, marker="x", c="#39ff14", linewidths=1.2, label="ground truth",
                      zorder=4)
@@ -189,7 +240,7 @@ def render_zoom(
             continue
         color = cmap(norm(s))
         for ax, ec, lw in ((ax_l, color, 2.0), (ax_r, "white", 1.2)):
-            ax.add_patch(Ellipse((x, y), 2 * sx, 2 * sy, fill=False, ec=ec, lw=lw, zorder=5,
+            ax.add_patch(Ellipse((x, y), 2 * k * sx, 2 * k * sy, fill=False, ec=ec, lw=lw, zorder=5,
                                  ls="-" if p >= 0.999 else "--"))
             ax.plot(x, y, "+", color=ec, ms=8, mew=1.2, zorder=5)
         text = f"{s:.0f} nm" if s >= 9.5 else f"{s:.1f} nm"
@@ -205,8 +256,11 @@ def render_zoom(
     cb_l.ax.tick_params(labelsize=9)
     _scale_bar(ax_l, x0, x1, y1, width)
     _scale_bar(ax_r, x0, x1, y1, width)
-    ax_l.set_title(f"Frame: {sigma_note}", fontsize=11)
+    ax_l.set_title(f"Frame: {sigma_note} {scale}", fontsize=11)
     ax_r.set_title(right_title, fontsize=11)
+    if finite.any():
+        ax_l.plot([], [], "o", mfc="none", mec=cmap(0.6), mew=2.0, ms=11,
+                  label="1σ ellipse" + ("" if k == 1 else f" ×{k}"))
     handles, labels = ax_l.get_legend_handles_labels()
     if handles:
         ax_l.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(handles), fontsize=9,
@@ -215,4 +269,10 @@ def render_zoom(
         fig.suptitle(title, fontsize=12, y=0.975)
     out = figure_to_array(fig)
     fig.clear()
-    return out
+    if not return_info:
+        return out
+    drawn = mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)
+    diam = 2 * k * np.minimum(drawn[:, 2], drawn[:, 3]) * axes_px / width
+    info = {"window_nm": [x0, y0, x1, y1], "molecules_nm": np.round(drawn, 3).tolist(), "ellipse_factor": k,
+            "axes_px": axes_px, "min_ellipse_px": float(np.nanmin(diam)) if np.isfinite(diam).any() else None}
+    return out, info

@@ -17,7 +17,11 @@ def _open(path: str | os.PathLike) -> tifffile.TiffFile:
     try:
         return tifffile.TiffFile(path)
     except tifffile.TiffFileError as err:  # empty or not a TIFF; FileNotFoundError passes through
-        raise ValueError(f"{os.fspath(path)!r} is not a readable TIFF file: {err}") from err
+        text = str(err)
+        why = ("it is empty" if "empty" in text.lower() else
+               "it has no TIFF header; was another file renamed .tif?" if "not a tiff" in text.lower() else
+               text.split(":")[0])  # tifffile's reason, without the raw bytes it quotes
+        raise ValueError(f"{os.fspath(path)!r} is not a readable TIFF file: {why}") from err
 
 
 def _stack_shape(tif: tifffile.TiffFile, path) -> tuple[int, int, int]:
