@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .cli_types import (_finite_float, _int_at_least, _non_negative_float, _non_negative_int,  # noqa: F401
+                        _positive_float, _positive_int)
 from .defaults import DEFAULT_MODEL, DEFAULT_SAMPLES, DEFAULT_STEPS, HUB_MODEL_ID, MODEL_ENV
 from .movie.outputs import OUTPUTS_HELP
 from .postprocess.command import POSTPROCESS_HELP, add_postprocess_options, add_postprocess_parser
@@ -64,49 +65,6 @@ The model is a pipeline folder or a Hugging Face Hub repo id (--model {HUB_MODEL
 installed package (from any working directory). Camera options default to the model's config
 (the camera it was trained for).
 """
-
-
-def _int_at_least(minimum: int):
-    """argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
-    return value
 
 
 def _add_camera_options(p: argparse.ArgumentParser, default_note: str) -> None:
