@@ -214,7 +214,7 @@ def stack_postprocess(result: RunResult):
     to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`; None with too few molecules).
 
     The app's simulations have no drift and draw new molecules in every frame, so there is nothing for
-    RCC to correlate between segments (on such frames it can lock onto noise): they get the FRC only.
+    RCC to correlate between segments: they get the FRC only.
     """
     from ..postprocess import postprocess_localizations
 
