@@ -174,21 +174,14 @@ def test_camera_override_changes_the_estimate(pipe, frames):
     assert np.abs(a - b).max() > 0
 
 
-def test_camera_floats_are_deprecated_and_give_what_camera_gives(pipe, frames):
-    camera = sd.Camera(pixel_size_nm=100.0, offset=90.0, gain=2.0, read_noise=3.0)
-    new = run(pipe, frames, camera=camera, mixed_precision="no")
-    with pytest.warns(FutureWarning, match="camera="):
-        old = run(pipe, frames, camera_offset=90.0, camera_gain=2.0, read_noise=3.0, pixel_size_nm=100.0,
-                  mixed_precision="no")
-    pd.testing.assert_frame_equal(old.localizations, new.localizations)
-    np.testing.assert_array_equal(old.samples, new.samples)
-    with pytest.raises(ValueError, match="not both"):
-        pipe(frames, num_samples=0, camera=camera, read_noise=3.0)
-    # a partial override keeps the model's other camera values
-    with pytest.warns(FutureWarning):
-        one = pipe(frames, num_samples=0, read_noise=3.0, mixed_precision="no").deepstorm_kde
-    two = pipe(frames, num_samples=0, camera=sd.Camera(read_noise=3.0), mixed_precision="no").deepstorm_kde
-    np.testing.assert_array_equal(one, two)
+def test_camera_floats_are_gone_and_camera_gives_the_model_defaults(pipe, frames):
+    """The deprecated floats left ``__call__`` (issue 22): ``camera=`` is the one way."""
+    for key in ("camera_offset", "camera_gain", "read_noise", "pixel_size_nm"):
+        with pytest.raises(TypeError, match=key):
+            pipe(frames, num_samples=0, **{key: 1.0})
+    default = pipe(frames, num_samples=0, mixed_precision="no").deepstorm_kde
+    same = pipe(frames, num_samples=0, camera=pipe.camera, mixed_precision="no").deepstorm_kde
+    np.testing.assert_array_equal(default, same)
     assert pipe.camera == pipe.kde_net.camera == sd.Camera()
 
 

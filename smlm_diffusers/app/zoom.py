@@ -136,6 +136,61 @@ def _scale_bar(ax, x0, x1, y1, width_nm):
             fontsize=10, fontweight="bold", path_effects=_OUTLINE)
 
 
+def _draw_molecules(ax_l, ax_r, mol: pd.DataFrame, sig: np.ndarray, k: int, colour, x0: float, width: float) -> None:
+    """Each molecule's 1-sigma ellipse (``k`` times its size), centre and label on both panels: solid when
+    it is certain (probability 1), dashed otherwise; ``colour(sigma)`` its colour on the left panel."""
+    prob = mol["probability"].to_numpy(np.float64) if "probability" in mol else np.ones(len(mol))
+    for (x, y, sx, sy), s, p in zip(mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64), sig, prob):
+        if not np.isfinite(s):
+            ax_l.plot(x, y, "+", color="white", ms=10, mew=1.5, zorder=5)
+            continue
+        color = colour(s)
+        for ax, ec, lw in ((ax_l, color, 2.0), (ax_r, "white", 1.2)):
+            ax.add_patch(Ellipse((x, y), 2 * k * sx, 2 * k * sy, fill=False, ec=ec, lw=lw, zorder=5,
+                                 ls="-" if p >= 0.999 else "--"))
+            ax.plot(x, y, "+", color=ec, ms=8, mew=1.2, zorder=5)
+        text = f"{s:.0f} nm" if s >= 9.5 else f"{s:.1f} nm"
+        if p < 0.999:
+            text += f"\np {p:.2f}"
+        right_side = x < x0 + 0.8 * width  # labels near the right edge go to the left of the molecule
+        ax_l.text(x + (0.035 if right_side else -0.035) * width, y - 0.02 * width, text, color=color, fontsize=9,
+                  fontweight="bold", ha="left" if right_side else "right", path_effects=_OUTLINE, zorder=6,
+                  clip_on=True)
+
+
+def _panels(crop, right, right_label: str, box, dpi: int):
+    """The figure, its left panel (the raw crop, grey) and colour-bar axes, and its right panel (``right``,
+    magma, with its colour bar), both on the window's extent ``box`` = (x0, x1, y0, y1) nm, no ticks."""
+    x0, x1, y0, y1 = box
+    fig = Figure(figsize=_FIG_IN, dpi=dpi)
+    ax_l = fig.add_axes((0.03, 0.12, _AXES_FRACTION, 0.76))
+    cax_l = fig.add_axes((0.43, 0.12, 0.012, 0.76))
+    ax_r = fig.add_axes((0.52, 0.12, _AXES_FRACTION, 0.76))
+    cax_r = fig.add_axes((0.92, 0.12, 0.012, 0.76))
+    extent = (x0, x1, y1, y0)
+    ax_l.imshow(crop, cmap="gray", interpolation="nearest", extent=extent)
+    lo, hi = percentile_range([right], 99.5)
+    im_r = ax_r.imshow(right, cmap="magma", interpolation="nearest", extent=extent, vmin=max(lo, 0.0), vmax=hi)
+    cb_r = fig.colorbar(im_r, cax=cax_r, format=_sci())
+    cb_r.set_label(right_label, fontsize=10)
+    cb_r.ax.tick_params(labelsize=9)
+    for ax in (ax_l, ax_r):
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y1, y0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, ax_l, cax_l, ax_r
+
+
+def _plotted(mol: pd.DataFrame, window_nm, k: int, axes_px: float) -> dict:
+    """What :func:`render_zoom` drew, JSON-ready (its docstring)."""
+    x0, y0, x1, y1 = window_nm
+    drawn = mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)
+    diam = 2 * k * np.minimum(drawn[:, 2], drawn[:, 3]) * axes_px / (x1 - x0)
+    return {"window_nm": [x0, y0, x1, y1], "molecules_nm": np.round(drawn, 3).tolist(), "ellipse_factor": k,
+            "axes_px": axes_px, "min_ellipse_px": float(np.nanmin(diam)) if np.isfinite(diam).any() else None}
+
+
 def render_zoom(
     frame_adu: np.ndarray,
     molecules: pd.DataFrame,
@@ -187,14 +242,11 @@ def render_zoom(
     """
     a, u = float(pixel_size_nm), int(upsampling)
     r0, c0, r1, c1 = window
-    x0, x1, y0, y1 = c0 * a, c1 * a, r0 * a, r1 * a
-    width = x1 - x0
+    x0, x1, y0, y1, width = c0 * a, c1 * a, r0 * a, r1 * a, (c1 - c0) * a
     crop = np.asarray(frame_adu, np.float64)[r0:r1, c0:c1]
     right = np.asarray(right_image, np.float64)[r0 * u:r1 * u, c0 * u:c1 * u]
     mol = _inside(molecules, x0, x1, y0, y1)
-    for c in ("sigma_x_nm", "sigma_y_nm"):
-        if c not in mol:
-            mol = mol.assign(**{c: np.nan})
+    mol = mol.assign(**{c: np.nan for c in ("sigma_x_nm", "sigma_y_nm") if c not in mol})
     smp = _inside(samples, x0, x1, y0, y1)
     gt = _inside(ground_truth, x0, x1, y0, y1)
     sig = np.sqrt((mol["sigma_x_nm"].to_numpy(np.float64) ** 2 + mol["sigma_y_nm"].to_numpy(np.float64) ** 2) / 2)
@@ -209,47 +261,14 @@ def render_zoom(
     scale = "to scale" if k == 1 else (f"×{k} (to scale {2 * np.nanmin(sig) * axes_px / width:.0f}–"
                                        f"{2 * np.nanmax(sig) * axes_px / width:.0f} px across)")
 
-    fig = Figure(figsize=_FIG_IN, dpi=dpi)
-    ax_l = fig.add_axes((0.03, 0.12, _AXES_FRACTION, 0.76))
-    cax_l = fig.add_axes((0.43, 0.12, 0.012, 0.76))
-    ax_r = fig.add_axes((0.52, 0.12, _AXES_FRACTION, 0.76))
-    cax_r = fig.add_axes((0.92, 0.12, 0.012, 0.76))
-    extent = (x0, x1, y1, y0)
-    ax_l.imshow(crop, cmap="gray", interpolation="nearest", extent=extent)
-    lo, hi = percentile_range([right], 99.5)
-    im_r = ax_r.imshow(right, cmap="magma", interpolation="nearest", extent=extent, vmin=max(lo, 0.0), vmax=hi)
-    cb_r = fig.colorbar(im_r, cax=cax_r, format=_sci())
-    cb_r.set_label(right_label, fontsize=10)
-    cb_r.ax.tick_params(labelsize=9)
-
-    for ax in (ax_l, ax_r):
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y1, y0)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig, ax_l, cax_l, ax_r = _panels(crop, right, right_label, (x0, x1, y0, y1), dpi)
     if len(smp):
         ax_l.scatter(smp["x_nm"], smp["y_nm"], s=10, c="#7fffd4", edgecolors="black", linewidths=0.3, alpha=0.8,
                      label=samples_label, zorder=3)
     if len(gt):
         ax_l.scatter(gt["x_nm"], gt["y_nm"], s=40, marker="x", c="#39ff14", linewidths=1.2, label="ground truth",
                      zorder=4)
-    prob = mol["probability"].to_numpy(np.float64) if "probability" in mol else np.ones(len(mol))
-    for (x, y, sx, sy), s, p in zip(mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64), sig, prob):
-        if not np.isfinite(s):
-            ax_l.plot(x, y, "+", color="white", ms=10, mew=1.5, zorder=5)
-            continue
-        color = cmap(norm(s))
-        for ax, ec, lw in ((ax_l, color, 2.0), (ax_r, "white", 1.2)):
-            ax.add_patch(Ellipse((x, y), 2 * k * sx, 2 * k * sy, fill=False, ec=ec, lw=lw, zorder=5,
-                                 ls="-" if p >= 0.999 else "--"))
-            ax.plot(x, y, "+", color=ec, ms=8, mew=1.2, zorder=5)
-        text = f"{s:.0f} nm" if s >= 9.5 else f"{s:.1f} nm"
-        if p < 0.999:
-            text += f"\np {p:.2f}"
-        right_side = x < x0 + 0.8 * width  # labels near the right edge go to the left of the molecule
-        ax_l.text(x + (0.035 if right_side else -0.035) * width, y - 0.02 * width, text, color=color, fontsize=9,
-                  fontweight="bold", ha="left" if right_side else "right", path_effects=_OUTLINE, zorder=6,
-                  clip_on=True)
+    _draw_molecules(ax_l, ax_r, mol, sig, k, lambda v: cmap(norm(v)), x0, width)
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     cb_l = fig.colorbar(sm, cax=cax_l)
     cb_l.set_label("molecule 1σ (nm)", fontsize=10)
@@ -271,8 +290,4 @@ def render_zoom(
     fig.clear()
     if not return_info:
         return out
-    drawn = mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)
-    diam = 2 * k * np.minimum(drawn[:, 2], drawn[:, 3]) * axes_px / width
-    info = {"window_nm": [x0, y0, x1, y1], "molecules_nm": np.round(drawn, 3).tolist(), "ellipse_factor": k,
-            "axes_px": axes_px, "min_ellipse_px": float(np.nanmin(diam)) if np.isfinite(diam).any() else None}
-    return out, info
+    return out, _plotted(mol, (x0, y0, x1, y1), k, axes_px)

@@ -18,7 +18,6 @@ import os
 
 import pandas as pd
 import torch
-from scipy import ndimage
 from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
@@ -31,13 +30,13 @@ from ..models.precision import use_bf16
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
+from . import sampling
 from .remote_code import write_remote_code
-from .settings import call_camera, peak_settings
+from .sampling import NO_DETECTIONS
+from .settings import peak_settings
 from .tiling import TileLayout
 
 __all__ = ["SMLMDiffusionPipeline", "SPREAD_COLUMNS"]
-
-NO_DETECTIONS = pd.DataFrame({"frame": [], "sample": [], "x_nm": [], "y_nm": []})
 
 
 class SMLMDiffusionPipeline(DiffusionPipeline):
@@ -54,7 +53,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     link_radius_nm : float
         Association radius of detections across samples (per-molecule statistics).
     min_probability : float
-        Molecules found in fewer than this fraction of samples are dropped.
+        What renders and Jaccard indices keep: molecules of at least this detection probability.
     tile_size, tile_overlap : int
         Largest UNet tile and the margin each tile drops on inner edges, in pixels of the
         UNet's working grid: KDE pixels for a v1 UNet, camera pixels for v2 (:mod:`.tiling`).
@@ -65,7 +64,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     probability_floor : float
         DDPM mode: molecules whose detection probability (the weight of the configurations holding them,
         :mod:`smlm_diffusers.localization.configurations`) is below this floor are left out of the table.
-        ``min_probability`` is what a render or a Jaccard index keeps.
     ambiguity_tile : int
         DDPM mode samples only where DeepSTORM's refined molecules leave the configuration in doubt
         (:func:`~smlm_diffusers.localization.configurations.ambiguous`), in tiles of this many pixels of the
@@ -133,7 +131,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
                                 refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles), **peaks)
 
-    # -- saving and loading -----------------------------------------------------------------
     def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Write ``model_index.json`` plus the shim modules of the remote-code loading path
         (:mod:`.remote_code`); ``save_pretrained`` ends here after saving the components."""
@@ -159,7 +156,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         settings = {k: v for k, v in index.items() if not k.startswith("_") and k not in loaders}
         return cls(**components, **(settings | kwargs))
 
-    # -- helpers ----------------------------------------------------------------------------
     @property
     def kde_scaling(self) -> KDEScaling:
         return KDEScaling(self.kde_net.config.kde_sigma)
@@ -206,7 +202,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         plan = self.tile_plan(h, w)
         return plan.tile, plan.corners, plan.padded
 
-    # -- main entry ---------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -226,10 +221,6 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         refine: bool | None = None,
         split: bool | None = None,
         sample_everywhere: bool = False,
-        camera_offset: float | None = None,
-        camera_gain: float | None = None,
-        read_noise: float | None = None,
-        pixel_size_nm: float | None = None,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -266,9 +257,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         sample_everywhere : bool
             DDPM mode: draw the samples over the whole frame (every non-empty tile, as a viewer of the
             variance map wants) instead of only around the molecules whose configuration is in doubt.
-            The table is the same either way up to the sampling noise.
-        camera_offset, camera_gain, read_noise, pixel_size_nm : float, optional
-            Deprecated (``FutureWarning``): pass ``camera=`` instead.
+
+        The deprecated camera floats (``camera_offset=`` ...) are gone: pass ``camera=Camera(...)``.
         """
         bf16 = use_bf16(mixed_precision, self._execution_device)
         if num_inference_steps is None:
@@ -277,8 +267,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        camera = call_camera(self.camera, camera, {"camera_offset": camera_offset, "camera_gain": camera_gain,
-                                                   "read_noise": read_noise, "pixel_size_nm": pixel_size_nm})
+        camera = self.camera if camera is None else camera
         threshold = self.config.threshold if threshold is None else threshold
         floor = self.config.probability_floor if min_probability is None else float(min_probability)
         refine = self.config.refine if refine is None else refine
@@ -306,35 +295,44 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                  probability_floor=floor)
             out = (locs, deepstorm_kde, None, None, deepstorm_kde)
         else:
-            cond = self.conditioning(y_hat, frames.to(device), camera)
-            # tiles whose estimate stays below a quarter of the detection threshold are not sampled
-            empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
-                if self.config.skip_empty_tiles else -math.inf
-            # the likelihood first weighs DeepSTORM's molecules against their pair proposals; the samples go
-            # only where that leaves the configuration undecided
-            gate = ambiguous(base)
-            first = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
-                              link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=0.0)
-            wanted = None if sample_everywhere else self.ambiguity_mask(first[undecided(first)], frames.shape,
-                                                                        camera)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                residuals, covered = self.sample_residuals(cond, num_samples, num_inference_steps, generator,
-                                                           batch_size, sampler, schedule, empty_level, wanted)
-            samples = scaling.from_unit(y_hat + residuals)  # [F, K, uH, uW]
-            kde_mean = samples.mean(dim=1)
-            kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-            detections = self.sample_detections(samples, covered, localize)
-            if len(detections):
-                locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
-                                 link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
-            else:  # nothing sampled (nothing undecided): the first weighing is the answer
-                locs = first[first["probability"] >= floor].reset_index(drop=True)
-            out = (locs, kde_mean, kde_var, samples, deepstorm_kde)
+            out = self._ddpm_molecules(y_hat, frames, frames_np, base, camera, localize, num_samples,
+                                       num_inference_steps, generator, batch_size, sampler, schedule, threshold,
+                                       floor, sample_everywhere, bf16) + (deepstorm_kde,)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
         if not return_dict:
             return out
         return SMLMPipelineOutput(*out)
+
+    def _ddpm_molecules(self, y_hat, frames, frames_np, base, camera, localize, num_samples, num_inference_steps,
+                        generator, batch_size, sampler, schedule, threshold, floor, sample_everywhere, bf16):
+        """DDPM mode of :meth:`__call__`: (molecules, KDE mean, variance, samples) from DeepSTORM's ``y_hat``
+        and its refined molecules ``base`` (the cascade: a first weighing, samples where it is undecided)."""
+        device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
+        cond = self.conditioning(y_hat, frames.to(device), camera)
+        # tiles whose estimate stays below a quarter of the detection threshold are not sampled
+        empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
+            if self.config.skip_empty_tiles else -math.inf
+        # the likelihood first weighs DeepSTORM's molecules against their pair proposals; the samples go
+        # only where that leaves the configuration undecided
+        gate = ambiguous(base)
+        first = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
+                          link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=0.0)
+        wanted = None if sample_everywhere else self.ambiguity_mask(first[undecided(first)], frames.shape,
+                                                                    camera)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            residuals, covered = self.sample_residuals(cond, num_samples, num_inference_steps, generator,
+                                                       batch_size, sampler, schedule, empty_level, wanted)
+        samples = scaling.from_unit(y_hat + residuals)  # [F, K, uH, uW]
+        kde_mean = samples.mean(dim=1)
+        kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
+        detections = self.sample_detections(samples, covered, localize)
+        if len(detections):
+            locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
+                             link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
+        else:  # nothing sampled (nothing undecided): the first weighing is the answer
+            locs = first[first["probability"] >= floor].reset_index(drop=True)
+        return locs, kde_mean, kde_var, samples
 
     def sample_residuals(self, cond, num_samples, num_inference_steps, generator, batch_size, sampler=None,
                          schedule=None, empty_level: float = -1.0, wanted: torch.Tensor | None = None):
@@ -371,39 +369,15 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
 
     def ambiguity_mask(self, molecules: pd.DataFrame, frames_shape, camera: Camera, margin_px: int = 2
                        ) -> torch.Tensor:
-        """[F, h, w] bool on the UNet's working grid: ``margin_px`` camera pixels around each of ``molecules``."""
-        n_frames, height, width = frames_shape
+        """[F, h, w] bool on the UNet's working grid: ``margin_px`` camera pixels around each of ``molecules``
+        (:func:`~smlm_diffusers.pipelines.sampling.ambiguity_mask`)."""
         u = 1 if layout.layout_of(self.unet.config) == "camera" else int(self.kde_net.config.upsampling)
-        mask = torch.zeros(n_frames, height, width, dtype=torch.bool)
-        f = molecules["frame"].to_numpy().astype(int)
-        r = (molecules["y_nm"].to_numpy() / camera.pixel_size_nm).astype(int)
-        c = (molecules["x_nm"].to_numpy() / camera.pixel_size_nm).astype(int)
-        for dr in range(-margin_px, margin_px + 1):
-            for dc in range(-margin_px, margin_px + 1):
-                mask[f, (r + dr).clip(0, height - 1), (c + dc).clip(0, width - 1)] = True
-        return mask.repeat_interleave(u, 1).repeat_interleave(u, 2)
+        return sampling.ambiguity_mask(molecules, frames_shape, camera.pixel_size_nm, u, margin_px)
 
     def sample_detections(self, samples: torch.Tensor, covered: torch.Tensor, localize, margin: int = 8
                           ) -> pd.DataFrame:
-        """Localizations of every sample [F, K, uH, uW] where it was drawn (``covered`` [F, uH, uW]): columns
-        frame, sample, x_nm, y_nm. Each connected drawn region is localized on its own bounding box (plus
-        ``margin`` KDE pixels), so that the cost follows what was sampled."""
-        scale, tables = float(localize.pixel_nm), []
-        height, width = covered.shape[-2:]
-        for f in range(samples.shape[0]):
-            cov = covered[f].numpy()
-            for box in ndimage.find_objects(ndimage.label(cov)[0]):
-                r0, c0 = max(box[0].start - margin, 0), max(box[1].start - margin, 0)
-                r1, c1 = min(box[0].stop + margin, height), min(box[1].stop + margin, width)
-                det = localize(samples[f, :, r0:r1, c0:c1])
-                if len(det) == 0:
-                    continue
-                x, y = det["x_nm"].to_numpy() + c0 * scale, det["y_nm"].to_numpy() + r0 * scale
-                i, j = (y / scale).astype(int).clip(0, height - 1), (x / scale).astype(int).clip(0, width - 1)
-                keep = cov[i, j]
-                tables.append(pd.DataFrame({"frame": f, "sample": det["frame"].to_numpy()[keep],
-                                            "x_nm": x[keep], "y_nm": y[keep]}))
-        return pd.concat(tables, ignore_index=True) if tables else NO_DETECTIONS
+        """Localizations of every sample where it was drawn (:func:`~smlm_diffusers.pipelines.sampling.sample_detections`)."""
+        return sampling.sample_detections(samples, covered, localize, margin)
 
     def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
         """Reverse diffusion for one batch of conditioning tiles [B, C, t, t] -> residual
