@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .simulation.camera import PAPER_CAMERA, Camera
+from .optics.gaussian import integrated_gaussian
 from .optics.psf import GaussianPSF
 
 PARAMETERS = ("x", "y", "photons", "background")
@@ -311,8 +312,8 @@ def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int,
         return np.zeros(0), np.zeros(0)
     h, w = int(shape[0]), int(shape[1])
     qe, rn = float(camera.qe), float(camera.read_noise)
-    ex, ey = integrated_gaussian_1d(x, w, sigma_px), integrated_gaussian_1d(y, h, sigma_px)  # [E, W], [E, H]
-    dex, dey = integrated_gaussian_1d_derivative(x, w, sigma_px), integrated_gaussian_1d_derivative(y, h, sigma_px)
+    ex, dex, _ = integrated_gaussian(x, w, sigma_px, derivatives=True)  # [E, W]
+    ey, dey, _ = integrated_gaussian(y, h, sigma_px, derivatives=True)  # [E, H]
     nn = n[:, None, None]
     mu = qe * (torch.einsum("eh,ew->hw", ey * n[:, None], ex) + float(background)) + rn**2
     jac = torch.cat([qe * nn * ey[:, :, None] * dex[:, None, :], qe * nn * dey[:, :, None] * ex[:, None, :],

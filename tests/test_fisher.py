@@ -322,3 +322,15 @@ def test_mle_attains_crlb_monte_carlo(photons, background):
     assert abs(err_y.mean()) < 3 * err_y.std() / math.sqrt(len(err_y))
     assert float(theta[:, 2].mean()) == pytest.approx(photons, rel=0.01)
     assert float(theta[:, 3].mean()) == pytest.approx(background, rel=0.01)
+
+
+def test_configuration_bound_of_an_isolated_emitter_is_the_single_emitter_bound():
+    """crlb_configuration (the dense benchmark's multi-emitter bound): one emitter far from the frame's edge
+    gets crlb()'s bound of a large ROI; a second emitter 1.5 sigma away raises both bounds."""
+    from smlm_diffusers.fisher import crlb, crlb_configuration
+
+    cx, cy = crlb_configuration([20.3], [19.6], [2000.0], 20.0, (40, 40), 1.2)
+    rx, ry = crlb(2000.0, 20.0, 1.2, x_px=15.3, y_px=14.6, roi_size=30)
+    assert cx[0] == pytest.approx(float(rx), rel=1e-3) and cy[0] == pytest.approx(float(ry), rel=1e-3)
+    px, py = crlb_configuration([20.3, 22.1], [19.6, 19.6], [2000.0, 2000.0], 20.0, (40, 40), 1.2)
+    assert (px > 1.2 * cx[0]).all() and (py > cy[0]).all()
