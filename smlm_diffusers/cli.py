@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the model's probability_floor, 0.1)")
     loc.add_argument("--mixed-precision", choices=("bf16", "no"), default="bf16",
                      help="run the networks under bfloat16 autocast (default) or in float32")
+    loc.add_argument("--whole-frames", action="store_true",
+                     help="deepstorm: run the network on whole frames, also where the spots are sparse (by "
+                          "default it runs only around the spots a matched filter sees on such frames)")
     loc.add_argument("--render", metavar="PNG", help="render PNG path (a .tif of the same name is written too); "
                                                      "default <csv stem>_render.png")
     loc.add_argument("--tile-size", type=_int_at_least(16), default=256, metavar="PX",
@@ -278,7 +281,7 @@ def cmd_localize(args) -> int:
                 pipe, stack, paths.work, num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps,
                 batch_size=args.batch_size, seed=args.seed, camera=camera, threshold=args.threshold,
                 min_probability=args.min_probability if ddpm else None, mixed_precision=args.mixed_precision,
-                tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
+                sparse_windows=None if ddpm or not args.whole_frames else False, tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
                 postprocess=None if ddpm else crlb, signature={"deepstorm_uncertainty": None if ddpm else "crlb"},
                 model_id=model, progress=not quiet, log=lambda message: _log(f"{PROG}: {message}", quiet))
     except KeyboardInterrupt:

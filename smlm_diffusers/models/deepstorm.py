@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from ..simulation.camera import PAPER_CAMERA, Camera
 from .precision import use_bf16
+from .regions import SpotWindows, predict_windows
 
 
 def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
@@ -220,6 +221,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         progress: bool = False,
         mixed_precision: str = "auto",
         compiled: bool | None = None,
+        windows: SpotWindows | None = None,
     ) -> torch.Tensor:
         """KDE estimates [F, 1, 4H, 4W] (``[-1, 1]`` units, float32) of ADU frames of any size.
 
@@ -236,6 +238,11 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         TorchScript copy with batch norms folded into the convolutions and oneDNN's fused
         convolution + ReLU: the same outputs to about 1e-5, the network about 2x faster on one
         thread (``python -m benchmarks.speed``). ``False`` runs the module as it is.
+
+        ``windows`` (a :class:`~smlm_diffusers.models.regions.SpotWindows`) runs the network only in
+        windows around the spots a matched filter sees, on every frame where those windows cover
+        less than ``windows.max_fraction`` of it; the rest of such a frame is the empty level
+        (:mod:`smlm_diffusers.models.regions`). Default: whole frames.
         """
         bf16 = use_bf16(mixed_precision, self.device)
         if compiled is None:
@@ -258,7 +265,12 @@ class DeepSTORM(ModelMixin, ConfigMixin):
             x = self.normalize(frames[start : start + batch_size].to(self.device), **kwargs)
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN: about 1.4x faster on CPU
             with torch.no_grad(), autocast:
-                out.append(net(x).float().cpu())
+                if windows is None:
+                    out.append(net(x).float().cpu())
+                else:
+                    kde, _ = predict_windows(net, x, 1.0 / self.config.input_scale, windows,
+                                             self.config.upsampling, self.config.clamp_range[0])
+                    out.append(kde.float().cpu())
         self.train(was_training)
         return torch.cat(out, dim=0)
 

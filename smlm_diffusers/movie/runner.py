@@ -159,6 +159,7 @@ def localize_movie(
     threshold: float | None = None,
     min_probability: float | None = None,
     mixed_precision: str = "bf16",
+    sparse_windows: bool | None = None,
     tile_size: int = 256,
     tile_margin: int = 16,
     call_pixels: int = CALL_PIXELS,
@@ -202,6 +203,9 @@ def localize_movie(
         Seed of the sampling noise.
     camera : Camera, optional
         Overrides the model's camera.
+    sparse_windows : bool, optional
+        DeepSTORM mode: the network only around candidate spots of sparse frames (the pipeline's
+        argument; default the folder's ``sparse_windows``).
     tile_size, tile_margin, call_pixels, forward_pixels
         Tiling and memory bounds (:func:`~smlm_diffusers.movie.chunks.localize_frames`).
     max_frames : int, optional
@@ -245,6 +249,9 @@ def localize_movie(
     if ddpm:  # the checkpoint records the steps that ran: None is the folder's default
         num_inference_steps = model_steps(pipe, num_inference_steps)
         options |= {"num_inference_steps": num_inference_steps, "min_probability": min_probability}
+    else:
+        sparse_windows = bool(pipe.config.sparse_windows if sparse_windows is None else sparse_windows)
+        options["sparse_windows"] = sparse_windows
     full_signature = run_signature(pipe, source_info, options | {"extra": signature or {}}, model_id)
 
     work = WorkFolder(work_folder, state.process_index)
@@ -266,6 +273,8 @@ def localize_movie(
                 threshold=threshold, mixed_precision=mixed_precision)
     if ddpm:
         call |= dict(num_inference_steps=num_inference_steps, min_probability=min_probability)
+    else:
+        call["sparse_windows"] = sparse_windows
     n_new = sum(b - a for a, b in ranges)
     bar = _progress_bar(progress, n_new, num_samples, state)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from ..localization.peaks import localize_kde
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
+from ..models.regions import SpotWindows
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .pipeline_output import SMLMPipelineOutput
@@ -82,6 +83,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
     skip_empty_tiles : bool
         Do not sample tiles whose DeepSTORM estimate stays below a quarter of the detection
         threshold everywhere (their residual is set to zero).
+    sparse_windows : bool
+        DeepSTORM mode runs the network only around the spots a matched filter sees where they cover
+        less than half a frame (:mod:`smlm_diffusers.models.regions`; the same table on sparse frames).
     threshold, peak_refine, peak_window : float, str, int, optional
         KDE peak finding (:func:`~smlm_diffusers.localization.peaks.localize_kde`'s ``threshold``,
         ``refine``, ``window``), tuned by ``train/tune_localization.py``. Where not given, the
@@ -108,6 +112,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         refine: bool = False,
         refine_split: bool = False,
         skip_empty_tiles: bool = True,
+        sparse_windows: bool = True,
         threshold: float | None = None,
         peak_refine: str | None = None,
         peak_window: int | None = None,
@@ -129,7 +134,8 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
                                 probability_floor=float(probability_floor), ambiguity_tile=int(ambiguity_tile),
                                 deepstorm_arbitrate=bool(deepstorm_arbitrate),
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
-                                refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles), **peaks)
+                                refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles),
+                                sparse_windows=bool(sparse_windows), **peaks)
 
     def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Write ``model_index.json`` plus the shim modules of the remote-code loading path
@@ -221,6 +227,7 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         refine: bool | None = None,
         split: bool | None = None,
         sample_everywhere: bool = False,
+        sparse_windows: bool | None = None,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -257,6 +264,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         sample_everywhere : bool
             DDPM mode: draw the samples over the whole frame (every non-empty tile, as a viewer of the
             variance map wants) instead of only around the molecules whose configuration is in doubt.
+        sparse_windows : bool, optional
+            DeepSTORM mode: run the network only in windows around the spots a matched filter sees, on
+            frames where they cover less than half the frame (:mod:`smlm_diffusers.models.regions`);
+            default the pipeline's ``sparse_windows``. DDPM mode always runs whole frames.
 
         The deprecated camera floats (``camera_offset=`` ...) are gone: pass ``camera=Camera(...)``.
         """
@@ -281,8 +292,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             return self.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
         localize.pixel_nm = camera.pixel_size_nm / self.kde_net.config.upsampling
 
-        y_hat = self.kde_net.predict(frames, batch_size=batch_size, camera=camera,
-                                     mixed_precision=mixed_precision).to(device)  # [F,1,uH,uW]
+        sparse = self.config.sparse_windows if sparse_windows is None else sparse_windows
+        y_hat = self.kde_net.predict(frames, batch_size=batch_size, camera=camera, mixed_precision=mixed_precision,
+                                     windows=SpotWindows() if sparse and num_samples == 0 else None
+                                     ).to(device)  # [F,1,uH,uW]
         deepstorm_kde = scaling.from_unit(y_hat[:, 0])
         frames_np = frames.cpu().numpy()
         base = deepstorm_molecules(localize(deepstorm_kde), frames_np, camera, psf_sigma_px,
