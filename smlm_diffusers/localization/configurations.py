@@ -208,8 +208,7 @@ def arbitrate(
 
     Parameters
     ----------
-    frames_adu : array [F, H, W]
-        The camera frames, ADU.
+    frames_adu : array [F, H, W], the camera frames (ADU)
     base : DataFrame
         DeepSTORM's molecules refined on the frames (:func:`~smlm_diffusers.localization.refine.refine_frames`
         with ``write_sigma``): frame, x_nm, y_nm, sigma_x_nm, sigma_y_nm, photons, background, ...
@@ -217,27 +216,23 @@ def arbitrate(
         Localizations of every sample: frame, sample (0..n_samples-1), x_nm, y_nm.
     n_samples : int
         Samples per frame (a sample without detections in a cluster proposes the empty configuration there).
-    camera : Camera
-    sigma_px : float
-        Gaussian PSF standard deviation, camera pixels.
+    camera, sigma_px : Camera, float
+        The frames' camera; the Gaussian PSF's standard deviation, camera pixels.
     link_radius_nm : float
         A sample's detection within this distance of a molecule proposes that molecule.
     merge_radius_nm : float, optional
         Members of different configurations within this distance are one molecule. Default the PSF sigma.
-    link_px, max_cluster : float, int
-        Molecules closer than ``link_px`` (default 3 sigma_px) form a cluster of at most ``max_cluster``.
+    link_px, max_cluster : clusters: molecules closer than ``link_px`` (3 sigma_px), at most ``max_cluster``
     split : bool
         Also propose each DeepSTORM molecule as a pair (seeded along the principal axis of its light).
     probability_floor : float
         Molecules below this probability are left out of the table.
     photon_prior_width : float
         Least standard deviation of log photons of the photon prior.
-    n_iter, max_shift_px, min_photons :
+    n_iter, max_shift_px, min_photons, dtype :
         Fit iterations; a configuration whose fit moves a member farther than ``max_shift_px`` (per axis) from
-        its seed or leaves it with ``min_photons`` or fewer photons gets no weight.
-    dtype : torch.dtype
-        Floating type of the fits (float64: the evidences differ by a few units of log-likelihood out of
-        thousands).
+        its seed or leaves it with ``min_photons`` or fewer photons gets no weight; the fits' floating type
+        (float64: evidences differ by a few units of log-likelihood out of thousands).
 
     Returns
     -------
@@ -248,10 +243,8 @@ def arbitrate(
         ``spread_y_nm`` (standard deviation of its position between configurations); ``sigma_x_nm`` =
         hypot(bound, spread). Sorted by frame, then y, x.
     """
-    frames = torch.as_tensor(np.asarray(frames_adu))
-    frames = frames[None] if frames.ndim == 2 else frames
     a, qe, rn = float(camera.pixel_size_nm), float(camera.qe), float(camera.read_noise)
-    electrons = (camera.adu_to_photons(frames.to(dtype)) + rn**2).clamp_min(0.0)
+    electrons = camera_electrons(frames_adu, camera, dtype)
     base = base.reset_index(drop=True)
     out = base.assign(probability=1.0, n_samples=int(n_samples), bound_x_nm=base["sigma_x_nm"],
                       bound_y_nm=base["sigma_y_nm"], spread_x_nm=0.0, spread_y_nm=0.0)
@@ -261,40 +254,76 @@ def arbitrate(
     xp, yp = s_x / a, s_y / a
     cluster = _clusters(s_frame, xp, yp, 3.0 * sigma_px if link_px is None else float(link_px), max_cluster)
     n_cl, n_src, n_base = int(cluster.max()) + 1, int(n_samples) + 1, len(base)
-    bx, by = base["x_nm"].to_numpy(np.float64) / a, base["y_nm"].to_numpy(np.float64) / a
-    bn = base["photons"].to_numpy(np.float64) * qe
-    fixed_full = _render(frames.shape, base["frame"].to_numpy(np.int64), bx, by, bn, sigma_px, dtype)
-    # proposals: DeepSTORM's and each sample's set of slots in every cluster (none: the empty set) ...
-    pair_cluster = np.repeat(np.arange(n_cl), n_src)
+    bx, by, bn = (base[c].to_numpy(np.float64) * f for c, f in (("x_nm", 1 / a), ("y_nm", 1 / a), ("photons", qe)))
+    fixed_full = _render(electrons.shape, base["frame"].to_numpy(np.int64), bx, by, bn, sigma_px, dtype)
+    pair_cluster = np.repeat(np.arange(n_cl), n_src)  # proposals: DeepSTORM's and each sample's slots per cluster
     mem_pair = cluster[mem_slot] * n_src + (mem_src + 1)
     if split:  # ... and each DeepSTORM molecule as a pair, beside the others of its cluster
-        ok = base["photons"].to_numpy(np.float64) > 0
-        pick = np.flatnonzero(ok if split_mask is None else ok & np.asarray(split_mask, bool))
-        (xa, ya), (xb, yb) = split_seeds(electrons, fixed_full, base["frame"].to_numpy(np.int64)[pick], bx[pick],
-                                         by[pick], bn[pick], base["background"].to_numpy(np.float64)[pick] * qe,
-                                         sigma_px, rn)
-        new_a, new_b = len(xp) + np.arange(len(pick)), len(xp) + len(pick) + np.arange(len(pick))
-        xp, yp = np.r_[xp, xa, xb], np.r_[yp, ya, yb]
-        s_frame = np.r_[s_frame, s_frame[pick], s_frame[pick]]
-        cluster = np.r_[cluster, cluster[pick], cluster[pick]]
-        pid = len(pair_cluster) + np.arange(len(pick))
-        pair_cluster = np.r_[pair_cluster, cluster[pick]]
-        # the other DeepSTORM molecules of the cluster stay in the split's configuration
-        base_pairs = np.flatnonzero(mem_src == -1)
-        by_cl = pd.Series(mem_slot[base_pairs]).groupby(cluster[mem_slot[base_pairs]]).apply(np.asarray).to_dict()
-        others = [by_cl[cluster[m]][by_cl[cluster[m]] != m] for m in pick]
-        mem_slot = np.concatenate([mem_slot, new_a, new_b] + others)
-        mem_pair = np.concatenate([mem_pair, pid, pid] + [np.full(len(o), p) for o, p in zip(others, pid)])
+        xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair = _split_proposals(
+            electrons, fixed_full, base, split_mask, (xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair,
+                                                      mem_src), (bx, by, bn), qe, sigma_px, rn)
     configs = distinct_configurations(pair_cluster, mem_slot, mem_pair)
-    per_cluster = np.bincount(configs["cluster"].to_numpy(), minlength=n_cl)
-    amb = per_cluster > 1
+    amb = np.bincount(configs["cluster"].to_numpy(), minlength=n_cl) > 1  # clusters whose proposals differ
     if not amb.any():
         return _finish(out, [], base.columns)
     configs = configs[amb[configs["cluster"].to_numpy()]].reset_index(drop=True)
+    members, cfg_cluster = _members(configs, mem_slot, mem_pair)
+    windows, frame_of = _cluster_windows(cluster, xp, yp, s_frame, n_cl, sigma_px)
+    base_light = _cluster_light(cluster[:n_base], bx, by, bn, sigma_px, dtype, n_cl)
+    priors = Priors.from_molecules(base, electrons.numel(), qe, photon_prior_width)
+    fits, rows_of = fit_configurations(electrons, members, cfg_cluster, windows, (xp, yp), frame_of, fixed_full,
+                                       base_light, priors, sigma_px, rn, n_iter=n_iter, max_shift_px=max_shift_px,
+                                       min_photons_e=float(min_photons) * qe, coupling=coupling)
+    if dispersion:  # quasi-likelihood: a fit worse than Poisson noise widens its bound by its dispersion
+        widen = np.maximum(np.nan_to_num(fits.deviance, nan=1.0), 1.0)
+        fits.var_x, fits.var_y = fits.var_x * widen, fits.var_y * widen
+    merge_px = sigma_px if merge_radius_nm is None else merge_radius_nm / a
+    merged, failed = _merge_all(configs, fits, rows_of, members, merge_px, frame_of)
+    keep = ~amb[cluster[:n_base]] | np.isin(cluster[:n_base], failed)  # unanimous clusters, failed fits
+    return _finish(out[keep], merged, base.columns, a, qe, probability_floor, n_samples)
+
+
+def camera_electrons(frames_adu, camera: Camera, dtype=torch.float64) -> torch.Tensor:
+    """d' = photo-electrons + read_noise^2 (eq. 6) of frames [F, H, W] or [H, W] (ADU) as [F, H, W], at least 0."""
+    frames = torch.as_tensor(np.asarray(frames_adu))
+    frames = frames[None] if frames.ndim == 2 else frames
+    return (camera.adu_to_photons(frames.to(dtype)) + float(camera.read_noise) ** 2).clamp_min(0.0)
+
+
+def _split_proposals(electrons, fixed_full, base, split_mask, proposals, base_xyn, qe, sigma_px, rn):
+    """The proposals with each (``split_mask``-chosen, bright) DeepSTORM molecule as a pair added, the other
+    DeepSTORM molecules of its cluster beside it: new slots (positions, frames, clusters) and pairs."""
+    xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair, mem_src = proposals
+    bx, by, bn = base_xyn
+    ok = base["photons"].to_numpy(np.float64) > 0
+    pick = np.flatnonzero(ok if split_mask is None else ok & np.asarray(split_mask, bool))
+    (xa, ya), (xb, yb) = split_seeds(electrons, fixed_full, base["frame"].to_numpy(np.int64)[pick], bx[pick],
+                                     by[pick], bn[pick], base["background"].to_numpy(np.float64)[pick] * qe,
+                                     sigma_px, rn)
+    new_a, new_b = len(xp) + np.arange(len(pick)), len(xp) + len(pick) + np.arange(len(pick))
+    xp, yp = np.r_[xp, xa, xb], np.r_[yp, ya, yb]
+    s_frame = np.r_[s_frame, s_frame[pick], s_frame[pick]]
+    cluster = np.r_[cluster, cluster[pick], cluster[pick]]
+    pid = len(pair_cluster) + np.arange(len(pick))
+    pair_cluster = np.r_[pair_cluster, cluster[pick]]
+    base_pairs = np.flatnonzero(mem_src == -1)
+    by_cl = pd.Series(mem_slot[base_pairs]).groupby(cluster[mem_slot[base_pairs]]).apply(np.asarray).to_dict()
+    others = [by_cl[cluster[m]][by_cl[cluster[m]] != m] for m in pick]
+    mem_slot = np.concatenate([mem_slot, new_a, new_b] + others)
+    mem_pair = np.concatenate([mem_pair, pid, pid] + [np.full(len(o), p) for o, p in zip(others, pid)])
+    return xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair
+
+
+def _members(configs: pd.DataFrame, mem_slot, mem_pair):
+    """Each configuration's slots (sorted) and its cluster."""
     by_pair = pd.Series(mem_slot).groupby(mem_pair).apply(lambda q: np.sort(q.to_numpy())).to_dict()
     members = [by_pair.get(p, np.zeros(0, np.int64)) for p in configs["rep"].to_numpy()]
-    cfg_cluster = configs["cluster"].to_numpy()
-    # one window per cluster: every slot's pixel, plus the fit's margin
+    return members, configs["cluster"].to_numpy()
+
+
+def _cluster_windows(cluster, xp, yp, s_frame, n_cl: int, sigma_px: float):
+    """One window (row0, col0, height, width) per cluster, every slot's pixel plus the fit's margin, and
+    each cluster's frame."""
     half = int(math.ceil(3.0 * sigma_px))
     ri, ci = np.floor(yp).astype(np.int64), np.floor(xp).astype(np.int64)
     rmin, rmax = np.full(n_cl, 1 << 30), np.full(n_cl, -(1 << 30))
@@ -304,18 +333,7 @@ def arbitrate(
     windows = (rmin - half, cmin - half, rmax - rmin + 1 + 2 * half, cmax - cmin + 1 + 2 * half)
     frame_of = np.zeros(n_cl, np.int64)
     frame_of[cluster] = s_frame
-    base_light = _cluster_light(cluster[:n_base], bx, by, bn, sigma_px, dtype, n_cl)
-    priors = Priors.from_molecules(base, int(np.prod(frames.shape)), qe, photon_prior_width)
-    fits, rows_of = fit_configurations(electrons, members, cfg_cluster, windows, (xp, yp), frame_of, fixed_full,
-                                       base_light, priors, sigma_px, rn, n_iter=n_iter, max_shift_px=max_shift_px,
-                                       min_photons_e=float(min_photons) * qe, coupling=coupling)
-    if dispersion:  # quasi-likelihood: a fit worse than Poisson noise widens its bound by its dispersion
-        inflate = np.maximum(np.nan_to_num(fits.deviance, nan=1.0), 1.0)
-        fits.var_x, fits.var_y = fits.var_x * inflate, fits.var_y * inflate
-    merged, failed = _merge_all(configs, fits, rows_of, members, sigma_px if merge_radius_nm is None else merge_radius_nm / a,
-                        frame_of)
-    keep = ~amb[cluster[:n_base]] | np.isin(cluster[:n_base], failed)  # unanimous clusters, failed fits
-    return _finish(out[keep], merged, base.columns, a, qe, probability_floor, n_samples)
+    return windows, frame_of
 
 
 def _render(shape, frame, x, y, n, sigma, dtype):

@@ -98,28 +98,63 @@ def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, m
     return torch.zeros(0, dtype=torch.long, device=state.x.device), labels
 
 
-def refine_frames(
-    frames_adu,
-    locs: pd.DataFrame,
-    camera: Camera,
-    sigma_px: float,
-    *,
-    split: bool = True,
-    write_sigma: bool = False,
-    n_iter: int = 8,
-    n_passes: int = 1,
-    link_px: float | None = None,
-    max_cluster: int = 6,
-    roi_half_px: int | None = None,
-    max_shift_px: float = 1.5,
-    min_photons: float = 50.0,
-    split_deviance: float = 1.5,
-    split_penalty: float | None = None,
-    split_rounds: int = 2,
-    seed_consistency: float | None = 2.0,
-    refit_tol: float = 0.05,
-    dtype: torch.dtype = torch.float32,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class RefineSettings:
+    """The fit's settings (keywords of :func:`refine_frames`).
+
+    n_iter : most Levenberg-Marquardt iterations per pass; every cluster of a batch steps at once and
+        leaves the batch once its step is below 0.005 px.
+    n_passes : passes over all clusters; each holds the light of the other clusters at the previous
+        pass's fit (the first, at the starts: two rounds of weighted least squares at the seeds).
+    refit_tol : in passes after the first, only clusters where that light moved by more than this many
+        noise sigmas in some pixel are refitted.
+    link_px : molecules closer than this (pixels) are fitted jointly. Default ``3 sigma_px``.
+    max_cluster : largest cluster; a larger component is cut with shorter links.
+    roi_half_px : window margin around a cluster's seed pixels. Default ``ceil(3 sigma_px)`` (7 x 7
+        pixels for an isolated molecule at sigma 1 px: its x, y bound equals that of the 9 x 9
+        :func:`smlm_diffusers.fisher.default_roi_size` to 0.1%).
+    max_shift_px : a fit moving a molecule farther than this from its seed (per axis, pixels), or leaving
+        it with ``min_photons`` or fewer photons, or non-finite, is a runaway: its position falls back to
+        the seed (``refine_ok = False``), its cluster is refitted with that position held.
+    min_photons : incident photons at or below which a fit is a runaway (a seed on background fits
+        about +-20).
+    split_deviance : deviance per pixel above which a molecule is tried as a pair.
+    split_penalty : penalty per added parameter (3 per pair) on twice the log-likelihood gain. Default
+        twice the BIC's, ``2 log(pixels in the window)``: with the BIC's own, 4 of 2560 isolated emitters
+        (500 and 2000 photons) were split, with twice none, at the same Jaccard at densities 2 and 4
+        (within 0.004).
+    split_rounds : rounds of splitting (at most one split per cluster per round; a split molecule is not
+        split again).
+    seed_consistency : a fit that moves its molecule from the seed by more than this many
+        ``sqrt(crlb_x^2 + crlb_y^2 + 2 s^2)`` keeps the seed's position (``fit_flag = "seed_kept"``): the
+        frame model then lacks light (an undetected neighbour, an unresolved pair), and there the seed was
+        the better estimate on the benchmark (``python -m benchmarks.refinement``). ``s`` is the seeds' own
+        error beyond the fit's, estimated from the median seed-fit distance of the call (0 with fewer than
+        20 molecules; about 0 for DeepSTORM's seeds). None turns it off.
+    """
+
+    n_iter: int = 8
+    n_passes: int = 1
+    link_px: float | None = None
+    max_cluster: int = 6
+    roi_half_px: int | None = None
+    max_shift_px: float = 1.5
+    min_photons: float = 50.0
+    split_deviance: float = 1.5
+    split_penalty: float | None = None
+    split_rounds: int = 2
+    seed_consistency: float | None = 2.0
+    refit_tol: float = 0.05
+
+    def penalty(self):
+        """Penalty per added parameter as a function of the window's pixel count."""
+        if self.split_penalty is None:
+            return lambda n_pix: 2.0 * torch.log(n_pix.clamp_min(2.0))
+        return lambda n_pix: torch.full_like(n_pix, float(self.split_penalty))
+
+
+def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: float, *, split: bool = True,
+                  write_sigma: bool = False, dtype: torch.dtype = torch.float32, **settings) -> pd.DataFrame:
     """Refine localizations by a joint Poisson maximum-likelihood fit on the frames (module docstring).
 
     Parameters
@@ -139,46 +174,10 @@ def refine_frames(
     write_sigma : bool
         Also write ``sigma_x_nm`` / ``sigma_y_nm`` (replacing any given): the CRLB, widened where the seed was
         kept by the distance between seed and fit (``sqrt(crlb^2 + move^2)``).
-    n_iter : int
-        Most Levenberg-Marquardt iterations per pass; every cluster of a batch steps at once and leaves the
-        batch once its step is below 0.005 px.
-    n_passes : int
-        Passes over all clusters; each holds the light of the other clusters at the previous pass's fit
-        (the first, at the starts: two rounds of weighted least squares at the seeds).
-    refit_tol : float
-        In passes after the first, only clusters where that light moved by more than this many noise
-        sigmas in some pixel are refitted.
-    link_px : float, optional
-        Molecules closer than this (pixels) are fitted jointly. Default ``3 sigma_px``.
-    max_cluster : int
-        Largest cluster; a larger component is cut with shorter links.
-    roi_half_px : int, optional
-        Window margin around a cluster's seed pixels. Default ``ceil(3 sigma_px)`` (7 x 7 pixels for an
-        isolated molecule at sigma 1 px: its x, y bound equals that of the 9 x 9
-        :func:`smlm_diffusers.fisher.default_roi_size` to 0.1%).
-    max_shift_px : float
-        A fit moving a molecule farther than this from its seed (per axis, pixels), or leaving it with
-        ``min_photons`` or fewer photons, or non-finite, is a runaway: its position falls back to the seed
-        (``refine_ok = False``), its cluster is refitted with that position held.
-    min_photons : float
-        Incident photons at or below which a fit is a runaway (a seed on background fits about +-20).
-    split_deviance : float
-        Deviance per pixel above which a molecule is tried as a pair.
-    split_penalty : float, optional
-        Penalty per added parameter (3 per pair) on twice the log-likelihood gain. Default twice the BIC's,
-        ``2 log(pixels in the window)``: with the BIC's own, 4 of 2560 isolated emitters (500 and 2000
-        photons) were split, with twice none, at the same Jaccard at densities 2 and 4 (within 0.004).
-    split_rounds : int
-        Rounds of splitting (at most one split per cluster per round; a split molecule is not split again).
-    seed_consistency : float, optional
-        A fit that moves its molecule from the seed by more than this many ``sqrt(crlb_x^2 + crlb_y^2 +
-        2 s^2)`` keeps the seed's position (``fit_flag = "seed_kept"``): the frame model then lacks light
-        (an undetected neighbour, an unresolved pair), and there the seed was the better estimate on the
-        benchmark (``python -m benchmarks.refinement``). ``s`` is the seeds' own error beyond the fit's,
-        estimated from the median seed-fit distance of the call (0 with fewer than 20 molecules; about 0
-        for DeepSTORM's seeds). None turns it off.
     dtype : torch.dtype
         Floating type of the fit.
+    **settings
+        The fit's settings, :class:`RefineSettings` (``n_iter``, ``n_passes``, ``seed_consistency`` ...).
 
     Returns
     -------
@@ -193,85 +192,41 @@ def refine_frames(
         copied) and ``cluster_size`` (molecules fitted jointly). Photons and background are incident
         photons (photo-electrons / qe). The index is reset.
     """
-    frames = frames_adu if isinstance(frames_adu, torch.Tensor) else torch.as_tensor(np.asarray(frames_adu))
-    frames = frames.unsqueeze(0) if frames.ndim == 2 else frames
-    if frames.ndim != 3:
-        raise ValueError(f"frames_adu must be [F, H, W] or [H, W], got shape {tuple(frames.shape)}")
-    if not sigma_px > 0:
-        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
-    missing = {"frame", "x_nm", "y_nm"} - set(locs.columns)
-    if missing:
-        raise ValueError(f"locs lacks columns {sorted(missing)}")
-    locs = locs.reset_index(drop=True)
+    opts = RefineSettings(**settings)
+    frames, locs = _checked(frames_adu, locs, sigma_px)
     out_cols = list(locs.columns) + [c for c in ["photons", "background"] + REFINE_COLUMNS if c not in locs.columns]
     if write_sigma:
         out_cols += [c for c in ("sigma_x_nm", "sigma_y_nm") if c not in out_cols]
     if len(locs) == 0:
         return locs.reindex(columns=out_cols)
     f_np = locs["frame"].to_numpy(np.int64)
-    if f_np.min() < 0 or f_np.max() >= frames.shape[0]:
-        raise ValueError(f"frame indices must lie in [0, {frames.shape[0]}), got {f_np.min()}..{f_np.max()}")
     a, qe, rn = float(camera.pixel_size_nm), float(camera.qe), float(camera.read_noise)
     x_np, y_np = locs["x_nm"].to_numpy(np.float64) / a, locs["y_nm"].to_numpy(np.float64) / a
-    if not (np.isfinite(x_np).all() and np.isfinite(y_np).all()):
-        raise ValueError("locs x_nm and y_nm must be finite")
     sigma, dev, m = float(sigma_px), frames.device, len(locs)
-    run = _Run(sigma, rn, tuple(frames.shape[-2:]), n_iter,
-               int(math.ceil(3.0 * sigma)) if roi_half_px is None else int(roi_half_px),
+    run = _Run(sigma, rn, tuple(frames.shape[-2:]), opts.n_iter,
+               int(math.ceil(3.0 * sigma)) if opts.roi_half_px is None else int(opts.roi_half_px),
                (camera.adu_to_photons(frames.to(dtype)) + rn**2).clamp_min(0.0))  # d' of eq. 6
     t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
     state = _State(t(x_np), t(y_np), t(np.zeros(m)), t(np.zeros(m)), t(x_np), t(y_np),
                    torch.as_tensor(f_np, device=dev), torch.ones(m, dtype=torch.bool, device=dev),
                    torch.zeros(m, dtype=torch.bool, device=dev))
-    labels = _clusters(f_np, x_np, y_np, 3.0 * sigma if link_px is None else float(link_px), max_cluster)
+    labels = _clusters(f_np, x_np, y_np, 3.0 * sigma if opts.link_px is None else float(opts.link_px),
+                       opts.max_cluster)
     roi = (np.floor(y_np).astype(np.int64), np.floor(x_np).astype(np.int64))
     groups = _groups(labels, state, run.electrons, roi, run.half)
     given = None
     if {"photons", "background"} <= set(locs.columns):
         given = tuple(t(locs[c].to_numpy(np.float64)) * qe for c in ("photons", "background"))
-    fits = run.fit(groups, state, n_passes, refit_tol, given)
-    min_e = float(min_photons) * qe
-    run.fallback(groups, fits, state, max_shift_px, min_e)
+    fits = run.fit(groups, state, opts.n_passes, opts.refit_tol, given)
+    min_e = float(opts.min_photons) * qe
+    run.fallback(groups, fits, state, opts.max_shift_px, min_e)
     half_dev = int(math.ceil(2.0 * sigma))
     results = [_assess(g, state, fit, sigma, half_dev, split) for g, fit in zip(groups, fits)]
-    split_flag = torch.zeros(m, dtype=torch.bool, device=dev)
-    parent = torch.arange(m, device=dev)
-    penalty = (lambda n_pix: 2.0 * torch.log(n_pix.clamp_min(2.0))) if split_penalty is None else (
-        lambda n_pix: torch.full_like(n_pix, float(split_penalty)))
-    for _ in range(split_rounds if split else 0):
-        deviance = _per_molecule(groups, results, "deviance", len(state.x), state.x)
-        cand = (deviance > split_deviance) & state.ok & ~split_flag & ~state.frozen
-        if not bool(cand.any()):
-            break
-        parents, labels = _split_round(groups, results, state, labels, cand, sigma, n_iter + 4, penalty,
-                                       max_shift_px, min_e)
-        if len(parents) == 0:
-            break
-        split_flag = torch.cat([split_flag, torch.ones_like(parents, dtype=torch.bool)])
-        split_flag[parents] = True
-        parent = torch.cat([parent, parents])
-        roi = (np.r_[roi[0], roi[0][_host(parents)]], np.r_[roi[1], roi[1][_host(parents)]])
-        groups = _groups(labels, state, run.electrons, roi, run.half)
-        _fixed_light(groups, state, run.shape, sigma, rn)
-        results = [_assess(g, state, _fisher(g, state, sigma), sigma, half_dev, split) for g in groups]
+    groups, results, labels, split_flag, parent = _split_rounds(
+        run, opts, groups, results, state, labels, roi, split, min_e, half_dev)
     crlb_x, crlb_y, deviance = (_per_molecule(groups, results, k, len(state.x), state.x)
                                 for k in ("crlb_x", "crlb_y", "deviance"))
-    flag = np.where(_host(state.ok), "ok", "runaway").astype(object)
-    move_x, move_y = torch.zeros_like(state.x), torch.zeros_like(state.y)
-    if seed_consistency is not None:
-        # A fit that leaves its seed by much more than its own precision explains is pulled by light the
-        # model lacks (an undetected neighbour, an unresolved pair): the seed is kept there.
-        dx, dy = state.x - state.x0, state.y - state.y0
-        move2, bound2, ok = dx**2 + dy**2, crlb_x + crlb_y, state.ok & ~split_flag
-        # the seeds' own error, where they are less precise than the fit: from the median disagreement
-        # (|d|^2 of a 2D Gaussian of variance s^2 per axis has median 2 s^2 ln 2)
-        seed2 = 0.0
-        if int(ok.sum()) >= 20:
-            seed2 = float((move2[ok].median() / (2.0 * math.log(2.0)) - 0.5 * bound2[ok].median()).clamp_min(0.0))
-        far = (move2 > float(seed_consistency) ** 2 * (bound2 + 2.0 * seed2)) & ok
-        flag[_host(far)] = "seed_kept"
-        move_x, move_y = torch.where(far, dx, move_x), torch.where(far, dy, move_y)
-        state.x, state.y = torch.where(far, state.x0, state.x), torch.where(far, state.y0, state.y)
+    flag, move = _keep_seeds(state, crlb_x + crlb_y, split_flag, opts.seed_consistency)
     par = _host(parent)
     nm = lambda v: _host(v).astype(np.float64) * a  # noqa: E731
     out = locs.iloc[par].reset_index(drop=True)
@@ -282,10 +237,81 @@ def refine_frames(
     out["refine_ok"], out["fit_flag"] = flag == "ok", flag
     out["split"], out["cluster_size"] = _host(split_flag), np.bincount(labels)[labels]
     if write_sigma:  # where the seed was kept, its disagreement with the fit widens the bound
-        out["sigma_x_nm"] = np.hypot(out["crlb_x_nm"], nm(move_x.hypot(move_y)))
-        out["sigma_y_nm"] = np.hypot(out["crlb_y_nm"], nm(move_x.hypot(move_y)))
+        out["sigma_x_nm"] = np.hypot(out["crlb_x_nm"], nm(move))
+        out["sigma_y_nm"] = np.hypot(out["crlb_y_nm"], nm(move))
     key = np.where(np.arange(len(par)) < m, np.arange(len(par)) * 2, par * 2 + 1)  # a pair's second row after its first
     return out.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)[out_cols]
+
+
+def _checked(frames_adu, locs: pd.DataFrame, sigma_px: float) -> tuple[torch.Tensor, pd.DataFrame]:
+    """The frames as a tensor [F, H, W] and the seeds with a fresh index, or a ValueError saying what is wrong."""
+    frames = frames_adu if isinstance(frames_adu, torch.Tensor) else torch.as_tensor(np.asarray(frames_adu))
+    frames = frames.unsqueeze(0) if frames.ndim == 2 else frames
+    if frames.ndim != 3:
+        raise ValueError(f"frames_adu must be [F, H, W] or [H, W], got shape {tuple(frames.shape)}")
+    if not sigma_px > 0:
+        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    missing = {"frame", "x_nm", "y_nm"} - set(locs.columns)
+    if missing:
+        raise ValueError(f"locs lacks columns {sorted(missing)}")
+    locs = locs.reset_index(drop=True)
+    if len(locs):
+        f = locs["frame"].to_numpy(np.int64)
+        if f.min() < 0 or f.max() >= frames.shape[0]:
+            raise ValueError(f"frame indices must lie in [0, {frames.shape[0]}), got {f.min()}..{f.max()}")
+        if not (np.isfinite(locs["x_nm"].to_numpy(np.float64)).all()
+                and np.isfinite(locs["y_nm"].to_numpy(np.float64)).all()):
+            raise ValueError("locs x_nm and y_nm must be finite")
+    return frames, locs
+
+
+def _split_rounds(run, opts: RefineSettings, groups, results, state, labels, roi, split, min_e, half_dev):
+    """Rounds of splitting badly fitting molecules into pairs (``opts.split_rounds``, none unless ``split``).
+    Returns the groups, their assessments, the labels, which rows are halves of a split pair, and each
+    row's parent (itself for the seeds' rows)."""
+    m, sigma = len(state.x), run.sigma
+    split_flag = torch.zeros(m, dtype=torch.bool, device=state.x.device)
+    parent = torch.arange(m, device=state.x.device)
+    for _ in range(opts.split_rounds if split else 0):
+        deviance = _per_molecule(groups, results, "deviance", len(state.x), state.x)
+        cand = (deviance > opts.split_deviance) & state.ok & ~split_flag & ~state.frozen
+        if not bool(cand.any()):
+            break
+        parents, labels = _split_round(groups, results, state, labels, cand, sigma, opts.n_iter + 4, opts.penalty(),
+                                       opts.max_shift_px, min_e)
+        if len(parents) == 0:
+            break
+        split_flag = torch.cat([split_flag, torch.ones_like(parents, dtype=torch.bool)])
+        split_flag[parents] = True
+        parent = torch.cat([parent, parents])
+        roi = (np.r_[roi[0], roi[0][_host(parents)]], np.r_[roi[1], roi[1][_host(parents)]])
+        groups = _groups(labels, state, run.electrons, roi, run.half)
+        _fixed_light(groups, state, run.shape, sigma, run.read_noise)
+        results = [_assess(g, state, _fisher(g, state, sigma), sigma, half_dev, split) for g in groups]
+    return groups, results, labels, split_flag, parent
+
+
+def _keep_seeds(state, bound2, split_flag, seed_consistency):
+    """``fit_flag`` per row, and how far (pixels) each fit moved where its seed was kept (``seed_consistency``,
+    :class:`RefineSettings`); moves those rows of ``state`` back to their seeds."""
+    flag = np.where(_host(state.ok), "ok", "runaway").astype(object)
+    move = torch.zeros_like(state.x)
+    if seed_consistency is None:
+        return flag, move
+    # A fit that leaves its seed by much more than its own precision explains is pulled by light the
+    # model lacks (an undetected neighbour, an unresolved pair): the seed is kept there.
+    dx, dy = state.x - state.x0, state.y - state.y0
+    move2, ok = dx**2 + dy**2, state.ok & ~split_flag
+    # the seeds' own error, where they are less precise than the fit: from the median disagreement
+    # (|d|^2 of a 2D Gaussian of variance s^2 per axis has median 2 s^2 ln 2)
+    seed2 = 0.0
+    if int(ok.sum()) >= 20:
+        seed2 = float((move2[ok].median() / (2.0 * math.log(2.0)) - 0.5 * bound2[ok].median()).clamp_min(0.0))
+    far = (move2 > float(seed_consistency) ** 2 * (bound2 + 2.0 * seed2)) & ok
+    flag[_host(far)] = "seed_kept"
+    move = torch.where(far, move2.sqrt(), move)
+    state.x, state.y = torch.where(far, state.x0, state.x), torch.where(far, state.y0, state.y)
+    return flag, move
 
 
 @dataclass
