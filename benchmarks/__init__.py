@@ -7,7 +7,7 @@ code::
     table = run_benchmark(["picasso"], default_scenarios(quick=True))
 
 Methods are registered localizers (:mod:`benchmarks.localizers`); scenarios are small
-dataclasses (:mod:`benchmarks.scenarios`). Metrics are exactly DESIGN.md's, computed by
+dataclasses (:mod:`benchmarks.scenarios`). Metrics are exactly docs/conventions.md's, computed by
 :func:`smlm_diffusers.localization.evaluate`.
 """
 

@@ -13,7 +13,7 @@ Hungarian per frame, molecules with probability >= 0.5):
 - ``rms_bound`` / ``median_bound``: RMS of error / sqrt(CRLB) per axis, and median |error / sqrt(CRLB)| over
   0.6745 (both 1 at the bound), the CRLB being that of the *true configuration* of its frame: x, y and
   photons of every emitter and the background estimated jointly
-  (:func:`smlm_diffusers.fisher.crlb_configuration`, DESIGN.md "Dense precision");
+  (:func:`smlm_diffusers.fisher.crlb_configuration`, docs/conventions.md "Dense precision");
 - ``cov1`` / ``cov2``, ``std_z``, ``z_gt3``: calibration of the reported sigma, z = error / sigma per axis;
 - ``ece``: expected calibration error of ``probability`` over 10 equal bins, every reported molecule
   (down to the table's floor) matched to the truth on its own;

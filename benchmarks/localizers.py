@@ -11,7 +11,7 @@ A *localizer* is any callable
 - ``sigma_px``: the PSF standard deviation of the simulation, in camera pixels.
 - ``**tuned``: the parameters returned by the localizer's tuning hook (none if it has none).
 - Returns one row per localization with columns ``frame`` (int, 0-based), ``x_nm``,
-  ``y_nm`` (nm, DESIGN.md pixel geometry: pixel j covers [j, j+1) * pixel size, the field's
+  ``y_nm`` (nm, docs/conventions.md pixel geometry: pixel j covers [j, j+1) * pixel size, the field's
   top-left corner is (0, 0)), optionally ``sigma_x_nm``, ``sigma_y_nm`` (predicted 1-sigma
   error, nm; enables the calibration metrics) and ``photons``; extra columns are kept.
 

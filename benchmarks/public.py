@@ -18,7 +18,7 @@ The DDPM runs on the first ``--ddpm-frames`` frames of each set (all of them wit
 least the set's length); the other methods are scored on all frames *and* on that
 subset (rows with ``subset = ddpm``), so the DDPM is compared on equal frames.
 
-Metrics as in DESIGN.md: per-frame Hungarian matching within 250 nm, Jaccard, RMSE,
+Metrics as in docs/conventions.md: per-frame Hungarian matching within 250 nm, Jaccard, RMSE,
 efficiency; for the DDPM the calibration of its per-molecule sigmas (``coverage_1sigma``: the
 fraction of |error| / sigma <= 1 per axis, ideally 0.683). Writes ``public.csv`` to ``--out``
 (default ``benchmarks/results``) and prints the table; ``python -m benchmarks.report`` puts it

@@ -3,7 +3,7 @@
 For every method x scenario: the method's tuning hook (if any) selects its parameters on
 the scenario's tuning movie (another seed), the localizer runs once untimed on the first
 ``warmup_frames`` frames (JIT compilation, lazy model setup), then once timed on the scored
-frames, and :func:`smlm_diffusers.evaluate` scores it (DESIGN.md "Metrics": per-frame
+frames, and :func:`smlm_diffusers.evaluate` scores it (docs/conventions.md "Metrics": per-frame
 Hungarian matching, 250 nm tolerance).
 
 Outputs in ``--out`` (default ``benchmarks/results``):
@@ -114,7 +114,7 @@ def run_benchmark(
         Call the localizers' tuning hooks (on the tuning movie).
     border_px : float
         Score only the field's interior (see :func:`evaluate_interior`); 0 scores the
-        whole field (DESIGN.md). Tuning always sees the whole field.
+        whole field (docs/conventions.md). Tuning always sees the whole field.
 
     Returns
     -------

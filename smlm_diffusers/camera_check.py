@@ -6,7 +6,7 @@ photons (no molecules, or thousands). Three measurements on the frames catch tha
 - the fraction of pixels below the offset (a correct offset sits below nearly all of them);
 - the background this camera implies, ``(background ADU - offset) / gain`` photons per pixel;
 - the noise of the darkest pixels against the camera model. For a Poisson-normal camera
-  (DESIGN.md) the variance of a pixel at ``level`` ADU is
+  (docs/conventions.md) the variance of a pixel at ``level`` ADU is
   ``gain * (level - offset) + gain^2 * read_noise^2`` ADU^2 (the photon-transfer relation).
   The noise is measured on differences of horizontally neighbouring pixels, in the darkest
   10% of pairs (the pixels least lit by molecules, even in crowded frames); given the sum

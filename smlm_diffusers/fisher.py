@@ -153,7 +153,7 @@ def crlb(
 
     The diagonal x, y entries of the inverse of :func:`fisher_information`, converted from
     px^2 to nm^2. ``params`` must contain ``"x"`` and ``"y"``; estimating more parameters
-    (the default, x, y, photons and background, as in DESIGN.md's RMSE/CRLB ratio) never
+    (the default, x, y, photons and background, as in docs/conventions.md's RMSE/CRLB ratio) never
     lowers the bound.
 
     Parameters
@@ -260,7 +260,7 @@ def crlb_at_truth(gt, sigma_px: float, camera: Camera, roi_size: int | None = No
 
     ``gt`` is a table with x_nm, y_nm, photons and (optionally) background columns. Each emitter
     sits in the central pixel of a square ROI at its true sub-pixel offset; all four
-    parameters are estimated. This is the bound the RMSE/CRLB metric uses (DESIGN.md).
+    parameters are estimated. This is the bound the RMSE/CRLB metric uses (docs/conventions.md).
     """
     roi = default_roi_size(sigma_px) if roi_size is None else int(roi_size)
     a = float(camera.pixel_size_nm)
@@ -288,7 +288,7 @@ def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int,
                        camera: Camera = PAPER_CAMERA) -> tuple[np.ndarray, np.ndarray]:
     """CRLB_x, CRLB_y (nm^2) of every emitter of one frame when all are estimated jointly.
 
-    The multi-emitter bound of the true configuration (DESIGN.md, "Dense precision"): the Fisher information
+    The multi-emitter bound of the true configuration (docs/conventions.md, "Dense precision"): the Fisher information
     (eq. 14, Poisson-normal) of the whole ``shape`` frame in the parameters (x, y, photons) of every emitter
     and one flat background, inverted; its x, y diagonal entries per emitter. An isolated emitter far from
     the frame's edge gets :func:`crlb`'s bound with a large ROI.

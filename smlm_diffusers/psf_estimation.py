@@ -15,14 +15,14 @@ Method
 4. Each window is fitted with a pixel-integrated Gaussian plus a flat offset (paper eq. 2;
    parameters x, y, photons, background, sigma) by Poisson maximum likelihood with the
    read noise folded in (data and model shifted by ``read_noise^2``, the Poisson-normal
-   approximation of DESIGN.md), using vectorized, damped Fisher scoring (Levenberg-Marquardt
+   approximation of docs/conventions.md), using vectorized, damped Fisher scoring (Levenberg-Marquardt
    on the Fisher information) over all spots at once.
 5. Fits that did not converge, left the window centre, or have a sigma more than three
    robust standard deviations from the median (an unresolved pair fits as one wide, bright
    spot) are dropped; medians (and quantiles) of the rest are reported. Dense frames, where
    most spots overlap, still bias sigma and photons up: use sparse frames.
 
-Pixel geometry follows DESIGN.md: pixel (row i, column j) covers [j, j + 1) x [i, i + 1)
+Pixel geometry follows docs/conventions.md: pixel (row i, column j) covers [j, j + 1) x [i, i + 1)
 in pixel units, so the image's outer top-left corner is (0, 0).
 """
 

@@ -4,7 +4,7 @@ A KDE frame integrates to its emitter count (``smlm_diffusers.kde``), so the sum
 frames of the KDE (DeepSTORM estimate or DDPM sample mean) is the super-resolved image in
 molecules per KDE pixel, and the sum of the per-frame DDPM variances is the variance of that
 image (frames are independent). The KDE grid has ``upsampling`` x the camera's pixels
-with the pixel geometry of DESIGN.md, so a KDE pixel is ``pixel_size_nm / upsampling`` nm
+with the pixel geometry of docs/conventions.md, so a KDE pixel is ``pixel_size_nm / upsampling`` nm
 and the image's outer top-left corner is (0, 0) nm, as in the localization tables.
 
 Drawing goes through :func:`smlm_diffusers.visualization.render_image` (object-oriented

@@ -1,6 +1,6 @@
 """Rendering helpers: images with colour bars and nm scale bars, as RGB arrays (for the app).
 
-Every image is drawn on its physical extent in nm with the pixel geometry of DESIGN.md
+Every image is drawn on its physical extent in nm with the pixel geometry of docs/conventions.md
 (pixel (row i, column j) covers x in [j*a, (j+1)*a), y in [i*a, (i+1)*a), the outer
 top-left corner at (0, 0)), so localization tables in nm overlay raw frames and KDEs
 without conversion. Pixels are magnified by an integer factor with nearest-neighbour

@@ -1,4 +1,4 @@
-"""match / evaluate follow DESIGN.md's Metrics section exactly (hand-computed cases)."""
+"""match / evaluate follow docs/conventions.md's Metrics section exactly (hand-computed cases)."""
 
 import math
 

@@ -199,6 +199,42 @@ def test_save_and_load_round_trip(pipe, frames, tmp_path):
     np.testing.assert_allclose(run(loaded, frames).samples, run(pipe, frames).samples, atol=1e-5)
 
 
+
+def test_from_pretrained_takes_diffusers_loading_arguments(pipe, frames, tmp_path):
+    """diffusers' own loader runs: torch_dtype reaches every model, settings and components still override,
+    and the folder's remote-code shims are not what loads (no trust_remote_code needed)."""
+    pipe.save_pretrained(tmp_path)
+    half = sd.SMLMDiffusionPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16, tile_size=48)
+    assert half.unet.dtype == half.kde_net.dtype == torch.bfloat16
+    assert type(half.kde_net) is sd.DeepSTORM and type(half.scheduler) is sd.GammaDDPMScheduler
+    assert half.config.tile_size == 48 and half.config.threshold == pipe.config.threshold
+    unet = sd.SMLMDiffusionPipeline.from_pretrained(tmp_path).unet
+    mixed = sd.SMLMDiffusionPipeline.from_pretrained(tmp_path, dtype=torch.bfloat16, unet=unet)  # its new name
+    assert mixed.unet is unet and mixed.kde_net.dtype == torch.bfloat16
+    half.set_progress_bar_config(disable=True)
+    out = half(frames, num_samples=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.kde_mean.dtype == np.float32 and np.isfinite(out.kde_mean).all()
+
+
+TORCH_FREE_SCRIPT = """
+import sys
+import smlm_diffusers, smlm_diffusers.io, smlm_diffusers.cli, smlm_diffusers.columns
+loaded = [m for m in ("torch", "diffusers") if m in sys.modules]
+assert not loaded, loaded
+assert "DeepSTORM" in dir(smlm_diffusers)
+smlm_diffusers.Camera  # a lazy name loads on first use
+assert "torch" in sys.modules
+"""
+
+
+def test_io_and_cli_import_without_torch():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", TORCH_FREE_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 REMOTE_CODE_SCRIPT = """
 import sys, numpy as np, torch
 from diffusers import DiffusionPipeline

@@ -11,7 +11,7 @@ from smlm_diffusers.schedulers import gammas_for
 
 
 def test_paper_schedule_never_reaches_noise():
-    # DESIGN.md: T = 100, beta 1e-4..1e-2 gives gamma_T ~ 0.60 and L_T ~ 0.67 bits/dim
+    # docs/conventions.md: T = 100, beta 1e-4..1e-2 gives gamma_T ~ 0.60 and L_T ~ 0.67 bits/dim
     s = GammaDDPMScheduler(num_train_timesteps=100, beta_schedule="paper", beta_start=1e-4, beta_end=1e-2)
     expected = np.prod(1 - np.linspace(1e-4, 1e-2, 100))
     assert s.gamma_T == pytest.approx(expected, rel=1e-5)

@@ -90,7 +90,7 @@ def test_noiseless_camera_only_applies_gain_and_offset():
 
 
 # ---------------------------------------------------------------------------------------
-# Pixel geometry (DESIGN.md: pixel j covers [j, j+1), x is the column)
+# Pixel geometry (docs/conventions.md: pixel j covers [j, j+1), x is the column)
 # ---------------------------------------------------------------------------------------
 
 

@@ -92,7 +92,7 @@ def validate(model, kde_scaling, val_set, threshold, ranges, device) -> dict:
             m = evaluate(gt, pred)
             metrics[f"jaccard_d{density:g}"] = m["jaccard"]
             metrics[f"rmse_nm_d{density:g}"] = m["rmse_nm"]
-            # the HardTanh-floor collapse shows up as a constant output (DESIGN.md, traps)
+            # the HardTanh-floor collapse shows up as a constant output (docs/conventions.md, traps)
             metrics[f"output_std_d{density:g}"] = float(unit.std())
     model.train()
     return metrics

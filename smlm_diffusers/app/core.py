@@ -2,7 +2,7 @@
 
 ``app.py`` only wires widgets to these functions. Everything here works without Gradio,
 raises :class:`~smlm_diffusers.app.inputs.InputError` (a ``ValueError``) with a message meant
-for the user on bad input, and follows DESIGN.md: coordinates in nm, frames 0-based, ADU only
+for the user on bad input, and follows docs/conventions.md: coordinates in nm, frames 0-based, ADU only
 at the camera. Loading is in :mod:`~smlm_diffusers.app.model`, the checks of every input in
 :mod:`~smlm_diffusers.app.inputs`; :mod:`smlm_diffusers.app` names them all.
 """
@@ -262,7 +262,7 @@ def rmse_crlb_sweep(
 ) -> pd.DataFrame:
     """Lateral RMSE and sqrt(CRLB_x + CRLB_y) over a photon sweep of isolated emitters.
 
-    Returns a DataFrame with photons, rmse_nm, sqrt_crlb_nm, ratio (DESIGN.md's RMSE/CRLB
+    Returns a DataFrame with photons, rmse_nm, sqrt_crlb_nm, ratio (docs/conventions.md's RMSE/CRLB
     ratio), jaccard, n_gt, tp.
     """
     camera = pipeline_camera(pipe)

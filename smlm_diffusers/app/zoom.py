@@ -10,7 +10,7 @@ panel shows the DeepSTORM KDE instead.
 
 The region is chosen by :func:`crowded_window` (the square of ``window_px`` camera pixels
 with the most molecules) or centred on a point the user picks. Everything follows the pixel
-geometry of DESIGN.md (nm, the image's outer top-left corner at (0, 0)).
+geometry of docs/conventions.md (nm, the image's outer top-left corner at (0, 0)).
 """
 
 from __future__ import annotations

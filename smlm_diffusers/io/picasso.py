@@ -4,7 +4,7 @@ Picasso (jungmannlab/picasso) stores localizations as one compound HDF5 dataset 
 and their metadata as a list of dictionaries, in a YAML file of the same name beside it
 (``locs.hdf5`` + ``locs.yaml``, one YAML document per dictionary) and, since Picasso 0.11,
 also embedded as JSON in the dataset ``metadata``. Its conventions differ from this
-package's tables (DESIGN.md):
+package's tables (docs/conventions.md):
 
 - frames are 0-based (as in this package's DataFrames);
 - ``x``, ``y`` are in camera pixels with pixel *centres* at integers: camera pixel

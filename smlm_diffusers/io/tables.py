@@ -1,6 +1,6 @@
 """Localization tables as ThunderSTORM CSV files.
 
-ThunderSTORM's table convention is the one of this package (DESIGN.md): ``x`` is the column
+ThunderSTORM's table convention is the one of this package (docs/conventions.md): ``x`` is the column
 axis, ``y`` the row axis (pointing down), both in nm with the origin at the outer top-left
 corner of the image, so camera pixel (row i, column j) covers x in [j*a, (j+1)*a) and
 y in [i*a, (i+1)*a) and its centre is ((j + 0.5) a, (i + 0.5) a). Frames are 1-based in

@@ -2,7 +2,7 @@
 network's), then the 3D Poisson MLE of :func:`smlm_diffusers.localization.spot_fit.fit_3d` on the raw
 frame and the CRLB at the fit as each molecule's sigma.
 
-The table (nm, frames 0-based, DESIGN.md geometry) has ``frame, x_nm, y_nm, z_nm, photons,
+The table (nm, frames 0-based, docs/conventions.md geometry) has ``frame, x_nm, y_nm, z_nm, photons,
 background, sigma_x_nm, sigma_y_nm, sigma_z_nm``; positions are the emitter's, the PSF's wobble
 removed. Pixels of a window outside the frame are filled with its median, so edge emitters fit too;
 two detections whose fits meet (closer than a pixel, same frame) count once, the brighter kept.
@@ -17,10 +17,9 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from ..columns import COLUMNS_3D, empty_table
 from ..optics import Optics
 from .spot_fit import fit_3d
-
-COLUMNS_3D = ["frame", "x_nm", "y_nm", "z_nm", "photons", "background", "sigma_x_nm", "sigma_y_nm", "sigma_z_nm"]
 
 
 def detect(photons: np.ndarray, sigma_px: float = 1.5, threshold_snr: float = 6.0, min_distance_px: int = 2):
@@ -70,7 +69,7 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
         row = np.r_[np.floor(seeds["y_nm"].to_numpy() / a), row].astype(np.int64)
         col = np.r_[np.floor(seeds["x_nm"].to_numpy() / a), col].astype(np.int64)
     if not len(frame):
-        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "frame" else np.float64) for c in COLUMNS_3D})
+        return empty_table(COLUMNS_3D)
     win, inside = _windows(photons, frame, row, col, radius_px)
     fill = np.nanmedian(np.where(inside, win, np.nan).reshape(len(win), -1), axis=1)
     win = np.where(inside, win, fill[:, None, None])

@@ -1,4 +1,4 @@
-"""One-to-one matching of predicted to ground-truth localizations (DESIGN.md, Metrics).
+"""One-to-one matching of predicted to ground-truth localizations (docs/conventions.md, Metrics).
 
 Per frame, the Hungarian assignment (``scipy.optimize.linear_sum_assignment``) on the
 Euclidean distance; pairs farther than the tolerance (default 250 nm, as in the 2016 SMLM

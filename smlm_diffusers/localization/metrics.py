@@ -1,4 +1,4 @@
-"""The benchmark metrics, written once (DESIGN.md, "Metrics").
+"""The benchmark metrics, written once (docs/conventions.md, "Metrics").
 
 - Jaccard = TP / (TP + FP + FN) after per-frame Hungarian matching (:func:`match`).
 - RMSE_lateral = sqrt(mean(dx^2 + dy^2)) over matched pairs (nm).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..columns import SPREAD_COLUMNS  # noqa: F401 (the table's columns; re-exported)
 from ..simulation.camera import Camera
 from .photometry import PHOTOMETRY_COLUMNS
 from .refine import REFINE_COLUMNS, refine_frames
@@ -15,7 +16,6 @@ from .uncertainty import MOLECULE_COLUMNS
 
 # DDPM mode's sigma per axis, sqrt(bound^2 + spread^2) (nm): the spread of a molecule's position between the
 # configurations that hold it and the weighted bound of its fit in them
-SPREAD_COLUMNS = ["spread_x_nm", "spread_y_nm", "bound_x_nm", "bound_y_nm"]
 
 
 def deepstorm_molecules(locs: pd.DataFrame, frames_adu: np.ndarray, camera: Camera, sigma_px: float,

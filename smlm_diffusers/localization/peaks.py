@@ -1,6 +1,6 @@
 """Localizations from a KDE: 3x3 local maxima, then sub-pixel refinement.
 
-Geometry (DESIGN.md): KDE pixel (row i, column j) covers x in [j, j + 1), y in [i, i + 1)
+Geometry (docs/conventions.md): KDE pixel (row i, column j) covers x in [j, j + 1), y in [i, i + 1)
 upsampled pixels, the grid's outer top-left corner is 0, and one upsampled pixel is
 ``pixel_size_nm / upsampling`` nm. Argmax alone on the 4x grid floors the error at
 27 nm / sqrt(12) = 7.8 nm per axis, so every candidate is refined inside a small window:
@@ -22,11 +22,10 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
+from ..columns import PEAK_COLUMNS as COLUMNS
 from ..simulation.camera import PAPER_CAMERA
 from .kde_fit import erf_profile as _erf_profile
 from .kde_fit import fit_gaussian as _fit_gaussian
-
-COLUMNS = ["frame", "x_nm", "y_nm", "kde_mass", "peak"]
 
 # Defaults of the peak settings (``threshold``, ``refine``, ``window``); a pipeline's config
 # holds its tuned values (``threshold``, ``peak_refine``, ``peak_window``).

@@ -25,11 +25,11 @@ from scipy import sparse
 import torch
 from scipy.optimize import lsq_linear
 
+from ..columns import PHOTOMETRY_COLUMNS  # noqa: F401 (the table's columns; re-exported)
 from ..fisher import crlb_at_truth
 from ..simulation.camera import Camera
 from ..simulation.psf import integrated_gaussian_1d
 
-PHOTOMETRY_COLUMNS = ["photons", "background"]
 _DENSE_LIMIT = 4_000_000  # design-matrix entries up to which the least squares is solved densely
 
 

@@ -35,12 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..columns import FIT_FLAGS, REFINE_COLUMNS  # noqa: F401 (the table's columns; re-exported)
 from ..simulation.camera import Camera
 from ._mle import (_assess, _check, _clusters, _fisher, _fixed_light, _free, _groups, _host, _lm, _local,
                    _objective, _per_molecule, _start, _State, _store)
-
-REFINE_COLUMNS = ["crlb_x_nm", "crlb_y_nm", "fit_deviance", "refine_ok", "fit_flag", "split", "cluster_size"]
-FIT_FLAGS = ("ok", "runaway", "seed_kept")  # the values of fit_flag
 
 
 def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, max_shift, min_photons_e):
@@ -162,7 +160,7 @@ def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: floa
     frames_adu : array or tensor [F, H, W] or [H, W]
         Raw frames in ADU. A torch tensor is fitted on its device (CPU or GPU).
     locs : DataFrame
-        Molecules with ``frame`` (0-based), ``x_nm``, ``y_nm`` (nm, DESIGN.md's pixel geometry: the image's
+        Molecules with ``frame`` (0-based), ``x_nm``, ``y_nm`` (nm, docs/conventions.md's pixel geometry: the image's
         outer top-left corner is (0, 0)); optional ``photons`` (incident photons) and ``background``
         (incident photons per pixel) start the fit, otherwise a weighted least-squares fit at the seeds does.
     camera : Camera

@@ -2,7 +2,7 @@
 
 Model of a window (photo-electrons): ``mu = N * F(x, y[, z]) + b`` with ``F`` the PSF's pixel
 fractions (:mod:`smlm_diffusers.optics`); read noise is folded in by the Poisson-normal
-approximation of DESIGN.md (data and model shifted by ``read_noise^2``, eqs. 5-7), so the
+approximation of docs/conventions.md (data and model shifted by ``read_noise^2``, eqs. 5-7), so the
 fit maximises eq. 7 and its Fisher matrix is eq. 14. Levenberg-Marquardt on the Fisher-scoring
 Hessian, all windows at once (torch, float64); positions in window pixels (edge convention:
 0 is the window's outer corner), z in nm.

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.stats import t as student_t
 
-MOLECULE_COLUMNS = ["frame", "x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm", "probability", "n_samples", "kde_mass"]
+from ..columns import MOLECULE_COLUMNS  # noqa: F401 (the table's columns; re-exported)
 
 
 def small_sample_factor(n: np.ndarray) -> np.ndarray:

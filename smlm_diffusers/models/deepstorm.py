@@ -9,7 +9,7 @@ The paper's simplified 2D DeepSTORM has three modules:
 
 The HardTanh floor (-1) is exactly the value of empty KDE pixels, so a network whose
 outputs start at or below it gets no gradient on almost every pixel and collapses to a
-constant (DESIGN.md, "Traps seen here"). The clamp is therefore applied at inference only:
+constant (docs/conventions.md, "Traps seen here"). The clamp is therefore applied at inference only:
 in training mode ``forward`` returns the raw output and the loss sees the linear range.
 """
 

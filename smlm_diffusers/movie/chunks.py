@@ -139,17 +139,8 @@ def localize_frames(
         if len(tiles) > 1:  # window -> frame coordinates
             locs["x_nm"] = locs["x_nm"].to_numpy(np.float64) + col0[tile_of[item]] * camera.pixel_size_nm
             locs["y_nm"] = locs["y_nm"].to_numpy(np.float64) + row0[tile_of[item]] * camera.pixel_size_nm
-        for k in np.unique(tile_of):
-            sel = slice(None) if len(tiles) == 1 else np.flatnonzero(tile_of == k)
-            ys, xs = tiles[k].core_in_window()
-            ky, kx = slice(ys.start * u, ys.stop * u), slice(xs.start * u, xs.stop * u)
-            r0, r1, c0, c1 = (v * u for v in tiles[k].core)
-            kde_sum[r0:r1, c0:c1] += np.sum(out.kde_mean[sel, ky, kx], axis=0, dtype=np.float64)
-            if kde_var is not None:
-                kde_var[r0:r1, c0:c1] += np.sum(out.kde_var[sel, ky, kx], axis=0, dtype=np.float64)
-            if keep_images:
-                images = _stitch(images, out, sel, frame_of[sel], (r0, r1, c0, c1), (ky, kx), n_frames,
-                                 (height * u, width * u))
+        images = _add_cores(out, tiles, tile_of, frame_of, u, kde_sum, kde_var,
+                            (n_frames, height * u, width * u) if keep_images else None, images)
         locs["frame"] = frame_of[item] + int(start)
         tables.append(locs)
         tile_of_row.append(tile_of[item])
@@ -158,6 +149,23 @@ def localize_frames(
         keep = keep_core(table, np.concatenate(tile_of_row), tiles, camera.pixel_size_nm)
         table = table[keep].sort_values("frame", kind="stable").reset_index(drop=True)
     return ChunkResult(int(start), int(start) + n_frames, table, kde_sum, kde_var, images)
+
+
+def _add_cores(out, tiles, tile_of, frame_of, u, kde_sum, kde_var, images_shape, images):
+    """Add the KDE mean (and variance) of each call's tile cores to the chunk's sums; with ``images_shape``
+    (frames, KDE height, KDE width), also stitch the per-frame images. Returns the images (or None)."""
+    for k in np.unique(tile_of):
+        sel = slice(None) if len(tiles) == 1 else np.flatnonzero(tile_of == k)
+        ys, xs = tiles[k].core_in_window()
+        ky, kx = slice(ys.start * u, ys.stop * u), slice(xs.start * u, xs.stop * u)
+        r0, r1, c0, c1 = (v * u for v in tiles[k].core)
+        kde_sum[r0:r1, c0:c1] += np.sum(out.kde_mean[sel, ky, kx], axis=0, dtype=np.float64)
+        if kde_var is not None:
+            kde_var[r0:r1, c0:c1] += np.sum(out.kde_var[sel, ky, kx], axis=0, dtype=np.float64)
+        if images_shape is not None:
+            images = _stitch(images, out, sel, frame_of[sel], (r0, r1, c0, c1), (ky, kx), images_shape[0],
+                             images_shape[1:])
+    return images
 
 
 def _stitch(images, out, sel, frames, core, window_core, n_frames, shape):

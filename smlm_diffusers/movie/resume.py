@@ -20,12 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..localization.refine import FIT_FLAGS
-
-from ..localization.uncertainty import MOLECULE_COLUMNS
+from ..columns import MOLECULE_COLUMNS, TEXT_COLUMNS, empty_table
 
 STATE_FORMAT = 3
-INT_COLUMNS = ("frame", "n_samples")
 
 
 class MovieError(ValueError):
@@ -52,12 +49,12 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def empty_localizations(columns=MOLECULE_COLUMNS) -> pd.DataFrame:
-    """A table with no rows and the molecule columns (frame and n_samples int64)."""
-    return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in INT_COLUMNS else np.float64) for c in columns})
+    """A table with no rows and the molecule columns (:func:`smlm_diffusers.columns.empty_table`)."""
+    return empty_table(columns)
 
 
-# text columns of the localization tables and their values, stored as codes in the float64 rows
-TEXT_COLUMNS = {"fit_flag": FIT_FLAGS}
+# the text columns of the tables (:data:`smlm_diffusers.columns.TEXT_COLUMNS`) are stored as the codes
+# of their values in the float64 rows
 
 
 def _text_dtype(name: str) -> str:

@@ -147,32 +147,15 @@ def _frame_source(stack):
 
 
 def localize_movie(
-    pipe,
-    stack,
-    work_folder: str | os.PathLike,
-    *,
-    num_samples: int = 0,
-    num_inference_steps: int | None = DEFAULT_STEPS,
-    batch_size: int = 32,
-    seed: int = 0,
-    camera=None,
-    threshold: float | None = None,
-    min_probability: float | None = None,
-    mixed_precision: str = "bf16",
-    sparse_windows: bool | None = None,
-    tile_size: int = 256,
-    tile_margin: int = 16,
-    call_pixels: int = CALL_PIXELS,
-    forward_pixels: int | None = None,
-    max_frames: int | None = None,
-    restart: bool = False,
-    state=None,
+    pipe, stack, work_folder: str | os.PathLike, *,
+    num_samples: int = 0, num_inference_steps: int | None = DEFAULT_STEPS, batch_size: int = 32, seed: int = 0,
+    camera=None, threshold: float | None = None, min_probability: float | None = None,
+    mixed_precision: str = "bf16", sparse_windows: bool | None = None,
+    tile_size: int = 256, tile_margin: int = 16, call_pixels: int = CALL_PIXELS, forward_pixels: int | None = None,
+    max_frames: int | None = None, restart: bool = False, state=None,
     postprocess: Callable[[pd.DataFrame, np.ndarray], pd.DataFrame] | None = None,
-    signature: dict | None = None,
-    model_id: str | None = None,
-    progress: bool = True,
-    on_progress: Callable[[int, int], None] | None = None,
-    log: Callable[[str], None] | None = None,
+    signature: dict | None = None, model_id: str | None = None, progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
 ) -> MovieRun:
     """Localize a whole movie in bounded memory, resumably, on one or several processes.
 
@@ -199,33 +182,26 @@ def localize_movie(
         is the folder's ``default_inference_steps``.
     batch_size : int
         Frames per batch (the unit of checkpoints and seeds), and the pipeline's batch size.
-    seed : int
-        Seed of the sampling noise.
-    camera : Camera, optional
-        Overrides the model's camera.
+    seed, camera : int, Camera (optional)
+        Seed of the sampling noise; the frames' camera, default the model's.
     sparse_windows : bool, optional
         DeepSTORM mode: the network only around candidate spots of sparse frames (the pipeline's
         argument; default the folder's ``sparse_windows``).
     tile_size, tile_margin, call_pixels, forward_pixels
         Tiling and memory bounds (:func:`~smlm_diffusers.movie.chunks.localize_frames`).
-    max_frames : int, optional
-        Run only the first frames; partial results are kept to continue later.
-    restart : bool
-        Discard compatible partial results too.
+    max_frames, restart : int (optional), bool
+        Run only the first frames (partial results are kept to continue later); discard compatible
+        partial results too.
     state : accelerate.PartialState, optional
         Several processes (default one).
     postprocess : callable, optional
         ``postprocess(localizations, windows)`` per pipeline call (describe it in ``signature``).
-    signature : dict, optional
-        More of what the results depend on (compared on resume), e.g. the postprocessing.
-    model_id : str, optional
-        The model's location, recorded in the checkpoint's signature.
-    progress : bool
-        Show a progress bar (frames/s and time remaining) on stderr.
-    on_progress : callable, optional
-        ``on_progress(frames_done, frames_run)`` after each batch.
-    log : callable, optional
-        Receives messages (resuming, discarded partial results).
+    signature, model_id : dict, str (optional)
+        More of what the results depend on (compared on resume), e.g. the postprocessing; the model's
+        location, recorded in the checkpoint's signature.
+    progress, on_progress, log
+        A progress bar (frames/s, time left) on stderr; ``on_progress(frames_done, frames_run)`` after each
+        batch; ``log(message)`` receives messages (resuming, discarded partial results).
 
     Returns
     -------
@@ -240,58 +216,22 @@ def localize_movie(
     run_frames = total if max_frames is None else min(total, int(max_frames))
     bs = int(batch_size)
     ddpm = num_samples > 0
-    if forward_pixels is None:  # resolved here: the checkpoint records what ran
-        forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
-    options = {"mode": "ddpm" if ddpm else "deepstorm", "num_samples": int(num_samples), "batch_size": bs,
-               "seed": int(seed), "threshold": threshold, "mixed_precision": mixed_precision,
-               "camera": camera.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
-               "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
-    if ddpm:  # the checkpoint records the steps that ran: None is the folder's default
-        num_inference_steps = model_steps(pipe, num_inference_steps)
-        options |= {"num_inference_steps": num_inference_steps, "min_probability": min_probability}
-    else:
-        sparse_windows = bool(pipe.config.sparse_windows if sparse_windows is None else sparse_windows)
-        options["sparse_windows"] = sparse_windows
+    options, call = _options_and_call(pipe, camera, num_samples, num_inference_steps, bs, seed, threshold,
+                                      min_probability, mixed_precision, sparse_windows, tile_size, tile_margin,
+                                      call_pixels, forward_pixels, postprocess)
     full_signature = run_signature(pipe, source_info, options | {"extra": signature or {}}, model_id)
 
     work = WorkFolder(work_folder, state.process_index)
-    if state.is_main_process:
-        work.prepare(full_signature, restart, run_frames, bs, log)
-    state.wait_for_everyone()
-    done = work.committed_batches()
-    state.wait_for_everyone()  # every process has read the same committed set before anyone commits
-    todo = [b for b in range(math.ceil(run_frames / bs)) if b not in done]
-    n_done = sum(min((b + 1) * bs, total) - b * bs for b in done)
-    if done and state.is_main_process:
-        log(f"resuming from {work.folder}: {n_done} of {run_frames} frames already done")
-    with state.split_between_processes(todo) as mine:
-        mine = list(mine)
+    mine, n_done = _claim_batches(work, state, full_signature, restart, run_frames, bs, total, log)
     own = work.load_own()
     ranges = [(b * bs, min((b + 1) * bs, run_frames)) for b in mine]
-    call = dict(num_samples=int(num_samples), camera=camera, tile_size=tile_size, tile_margin=tile_margin,
-                batch_size=bs, call_pixels=call_pixels, forward_pixels=forward_pixels, postprocess=postprocess,
-                threshold=threshold, mixed_precision=mixed_precision)
-    if ddpm:
-        call |= dict(num_inference_steps=num_inference_steps, min_probability=min_probability)
-    else:
-        call["sparse_windows"] = sparse_windows
     n_new = sum(b - a for a, b in ranges)
     bar = _progress_bar(progress, n_new, num_samples, state)
-    t0 = time.perf_counter()
-    now = 0
+    t0, now = time.perf_counter(), 0
     try:
-        reader = read(ranges)  # (not zipped: zip would hold the previous batch while reading the next)
-        for b, (start, stop) in zip(mine, ranges):
-            frames = next(reader)
-            gen = _generator(seed, b) if ddpm else None
-            res = localize_frames(pipe, frames, start, generator=gen, **call)
-            if stop == min((b + 1) * bs, total):
-                work.commit(own, b, stop - start, res.localizations, res.kde_sum, res.kde_var)
-            else:  # cut short by max_frames: not a complete batch of the movie
-                work.write_tail(b, res.localizations, res.kde_sum, res.kde_var)
-            del frames, res  # hold one batch, not two, while the next one is read
-            bar.update(stop - start)
-            now += stop - start
+        for frames_now in _run_batches(pipe, read, mine, ranges, bs, total, seed, call, work, own):
+            bar.update(frames_now)
+            now += frames_now
             if on_progress is not None:
                 on_progress(n_done + now, run_frames)
     finally:
@@ -300,6 +240,63 @@ def localize_movie(
     state.wait_for_everyone()
     return MovieRun(work, total, run_frames, height, width, int(pipe.kde_net.config.upsampling), ddpm, n_new,
                     seconds, state.is_main_process)
+
+
+def _claim_batches(work, state, signature, restart, run_frames, bs, total, log) -> tuple[list[int], int]:
+    """Prepare the work folder (main process), then this process's share of the batches not yet committed,
+    and the frames already done."""
+    if state.is_main_process:
+        work.prepare(signature, restart, run_frames, bs, log)
+    state.wait_for_everyone()
+    done = work.committed_batches()
+    state.wait_for_everyone()  # every process has read the same committed set before anyone commits
+    todo = [b for b in range(math.ceil(run_frames / bs)) if b not in done]
+    n_done = sum(min((b + 1) * bs, total) - b * bs for b in done)
+    if done and state.is_main_process:
+        log(f"resuming from {work.folder}: {n_done} of {run_frames} frames already done")
+    with state.split_between_processes(todo) as mine:
+        return list(mine), n_done
+
+
+def _options_and_call(pipe, camera, num_samples, num_inference_steps, bs, seed, threshold, min_probability,
+                      mixed_precision, sparse_windows, tile_size, tile_margin, call_pixels, forward_pixels,
+                      postprocess) -> tuple[dict, dict]:
+    """The options a checkpoint records (defaults resolved: what ran) and the arguments of every
+    :func:`~smlm_diffusers.movie.chunks.localize_frames` call."""
+    ddpm = num_samples > 0
+    if forward_pixels is None:
+        forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
+    options = {"mode": "ddpm" if ddpm else "deepstorm", "num_samples": int(num_samples), "batch_size": bs,
+               "seed": int(seed), "threshold": threshold, "mixed_precision": mixed_precision,
+               "camera": camera.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
+               "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
+    call = dict(num_samples=int(num_samples), camera=camera, tile_size=tile_size, tile_margin=tile_margin,
+                batch_size=bs, call_pixels=call_pixels, forward_pixels=forward_pixels, postprocess=postprocess,
+                threshold=threshold, mixed_precision=mixed_precision)
+    if ddpm:  # None is the folder's default number of steps
+        steps = model_steps(pipe, num_inference_steps)
+        options |= {"num_inference_steps": steps, "min_probability": min_probability}
+        call |= dict(num_inference_steps=steps, min_probability=min_probability)
+    else:
+        sparse = bool(pipe.config.sparse_windows if sparse_windows is None else sparse_windows)
+        options["sparse_windows"] = call["sparse_windows"] = sparse
+    return options, call
+
+
+def _run_batches(pipe, read, mine, ranges, bs, total, seed, call, work, own):
+    """Localize this process's batches, committing each (a batch cut short by ``max_frames`` is written as
+    the tail); yields the frames of each batch when it is done."""
+    reader = read(ranges)  # (not zipped: zip would hold the previous batch while reading the next)
+    for b, (start, stop) in zip(mine, ranges):
+        frames = next(reader)
+        gen = _generator(seed, b) if call["num_samples"] > 0 else None
+        res = localize_frames(pipe, frames, start, generator=gen, **call)
+        if stop == min((b + 1) * bs, total):
+            work.commit(own, b, stop - start, res.localizations, res.kde_sum, res.kde_var)
+        else:  # cut short by max_frames: not a complete batch of the movie
+            work.write_tail(b, res.localizations, res.kde_sum, res.kde_var)
+        del frames, res  # hold one batch, not two, while the next one is read
+        yield stop - start
 
 
 def _generator(seed: int, batch: int):

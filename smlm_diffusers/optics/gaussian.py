@@ -1,6 +1,6 @@
 """The pixel-integrated Gaussian (paper eq. 2): the one place it is written, in torch and numpy.
 
-Pixel geometry (DESIGN.md): pixel ``j`` covers ``[j, j + 1)`` in pixel units, so the outer
+Pixel geometry (docs/conventions.md): pixel ``j`` covers ``[j, j + 1)`` in pixel units, so the outer
 border is 0 and pixel ``j`` is centred at ``j + 0.5``. A unit Gaussian at ``c`` with standard
 deviation ``s`` puts ``E_j = 0.5 (erf((j + 1 - c) / (sqrt(2) s)) - erf((j - c) / (sqrt(2) s)))``
 into pixel ``j``. With ``g(d) = exp(-d^2 / 2 s^2) / (sqrt(2 pi) s)`` and ``d_j = j - c``:

@@ -22,7 +22,7 @@ from .psf import PSF, GaussianPSF, psf_from_dict
 
 @dataclass(frozen=True)
 class Optics:
-    """The camera and the PSF of a microscope (DESIGN.md: the paper's camera, sigma 1 px, by default)."""
+    """The camera and the PSF of a microscope (docs/conventions.md: the paper's camera, sigma 1 px, by default)."""
 
     camera: Camera = field(default_factory=Camera)
     psf: PSF = field(default_factory=GaussianPSF)

@@ -1,7 +1,7 @@
 """PSF models: expected pixel fractions of a batch of emitters and their derivatives.
 
 A :class:`PSF` maps emitter positions ``x_px, y_px`` (camera pixels, edge convention of
-DESIGN.md: x is the column, the image's outer top-left corner is (0, 0)) and, for a 3D PSF,
+docs/conventions.md: x is the column, the image's outer top-left corner is (0, 0)) and, for a 3D PSF,
 the axial position ``z_nm`` (nm from the focal plane of the calibration, positive away from
 the objective as in the EPFL 2016 challenge) to the fraction of the emitter's photons that
 each pixel receives. Both models here are separable (elliptical) Gaussians, so one

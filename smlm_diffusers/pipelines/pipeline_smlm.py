@@ -3,7 +3,7 @@
 The DDPM models the residual ``r = y - y_hat`` between the true KDE ``y`` and the DeepSTORM
 estimate ``y_hat`` (both in the networks' [-1, 1] scale, :class:`~smlm_diffusers.KDEScaling`):
 sampling ``r`` instead of ``y`` removes the global background drift an epsilon-DDPM on the KDE
-itself showed here (DESIGN.md, traps). The UNet input is the noisy residual and the
+itself showed here (docs/conventions.md, traps). The UNet input is the noisy residual and the
 conditioning (:meth:`SMLMDiffusionPipeline.conditioning`), concatenated along channels, in
 overlapping tiles of its working grid (:mod:`.tiling`). Localization (peaks, association,
 refinement on the frame, sigmas) is :mod:`smlm_diffusers.localization`'s; the remote-code
@@ -12,8 +12,6 @@ shims that ``save_pretrained`` writes are :mod:`.remote_code`'s.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 
 import pandas as pd
@@ -21,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
-from ..localization.configurations import ambiguous, arbitrate, undecided
+from ..localization.configurations import ambiguous, arbitrate
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
 from ..models import layout
@@ -30,8 +28,8 @@ from ..models.precision import use_bf16
 from ..models.regions import SpotWindows
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
+from .ddpm import DDPMSampling
 from .pipeline_output import SMLMPipelineOutput
-from . import sampling
 from .remote_code import write_remote_code
 from .sampling import NO_DETECTIONS
 from .settings import peak_settings
@@ -40,7 +38,7 @@ from .tiling import TileLayout
 __all__ = ["SMLMDiffusionPipeline", "SPREAD_COLUMNS"]
 
 
-class SMLMDiffusionPipeline(DiffusionPipeline):
+class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
     """Uncertainty-aware SMLM: DeepSTORM KDE estimate plus conditional DDPM posterior samples.
 
     Parameters
@@ -143,24 +141,37 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
         write_remote_code(save_directory)
 
+    # this package's own components, loaded from it (never from the shims in the folder: no remote code runs)
+    OWN_COMPONENTS = {"kde_net": "DeepSTORM", "scheduler": "GammaDDPMScheduler"}
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> SMLMDiffusionPipeline:
-        """Load a pipeline folder, or a Hub repo id (downloaded first, honouring ``HF_HUB_OFFLINE``).
+        """Load a pipeline folder, or a Hub repo id (downloaded first, honouring ``HF_HUB_OFFLINE``), with
+        diffusers' own loader: its keyword arguments work (``dtype=torch.bfloat16`` or the older ``torch_dtype``,
+        ``low_cpu_mem_usage``); others override pipeline settings (``tile_size=...``) or replace components
+        (``unet=...``); ``revision``, ``cache_dir`` and ``token`` go to the download.
 
-        No remote code runs: the components are built from this package's classes. Extra
-        keyword arguments override pipeline settings (e.g. ``tile_size``) or replace
-        components (``unet=...``); ``revision``, ``cache_dir`` and ``token`` go to the download.
+        No remote code runs: :meth:`load_config` names this package's classes for the folder's components
+        and pipeline, whatever the shim modules in the folder say.
         """
         from ..hub import resolve_pretrained
 
         folder = resolve_pretrained(pretrained_model_name_or_path, revision=kwargs.pop("revision", None),
                                     cache_dir=kwargs.pop("cache_dir", None), token=kwargs.pop("token", None))
-        index = json.loads((folder / "model_index.json").read_text())
-        loaders = {"kde_net": DeepSTORM, "unet": UNet2DModel, "scheduler": GammaDDPMScheduler}
-        components = {name: kwargs.pop(name, None) or loader.from_pretrained(folder / name)
-                      for name, loader in loaders.items()}
-        settings = {k: v for k, v in index.items() if not k.startswith("_") and k not in loaders}
-        return cls(**components, **(settings | kwargs))
+        return super().from_pretrained(folder, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """``model_index.json`` as this class and this package's components (module docstring: the shims that
+        name ``pipeline_smlm`` / ``deepstorm`` are for ``DiffusionPipeline.from_pretrained(trust_remote_code=True)``)."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if "_class_name" in config:
+            config["_class_name"] = cls.__name__
+            for name, class_name in cls.OWN_COMPONENTS.items():
+                if isinstance(config.get(name), (list, tuple)):
+                    config[name] = ["smlm_diffusers", class_name]
+        return out
 
     @property
     def kde_scaling(self) -> KDEScaling:
@@ -274,19 +285,14 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         bf16 = use_bf16(mixed_precision, self._execution_device)
         if num_inference_steps is None:
             num_inference_steps = self.config.default_inference_steps
-        if num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-        if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        _check_call(num_samples, output_type)
         camera = self.camera if camera is None else camera
         threshold = self.config.threshold if threshold is None else threshold
         floor = self.config.probability_floor if min_probability is None else float(min_probability)
         refine = self.config.refine if refine is None else refine
         split = self.config.refine_split if split is None else split
         frames = check_frames(frames)
-        device = self._execution_device
-        scaling = self.kde_scaling
-        psf_sigma_px = self.kde_net.config.psf_sigma_px
+        device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
 
         def localize(kde):
             return self.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
@@ -300,12 +306,10 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
         frames_np = frames.cpu().numpy()
         base = deepstorm_molecules(localize(deepstorm_kde), frames_np, camera, psf_sigma_px,
                                    refine or num_samples > 0, split)
-        if num_samples == 0:
-            locs = base
-            if self.config.deepstorm_arbitrate and refine:
-                locs = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
-                                 link_radius_nm=self.config.link_radius_nm, split_mask=ambiguous(base),
-                                 probability_floor=floor)
+        if num_samples == 0:  # DeepSTORM mode (its molecules weighed against their pairs, if the folder says so)
+            locs = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
+                             link_radius_nm=self.config.link_radius_nm, split_mask=ambiguous(base),
+                             probability_floor=floor) if self.config.deepstorm_arbitrate and refine else base
             out = (locs, deepstorm_kde, None, None, deepstorm_kde)
         else:
             out = self._ddpm_molecules(y_hat, frames, frames_np, base, camera, localize, num_samples,
@@ -317,93 +321,9 @@ class SMLMDiffusionPipeline(DiffusionPipeline):
             return out
         return SMLMPipelineOutput(*out)
 
-    def _ddpm_molecules(self, y_hat, frames, frames_np, base, camera, localize, num_samples, num_inference_steps,
-                        generator, batch_size, sampler, schedule, threshold, floor, sample_everywhere, bf16):
-        """DDPM mode of :meth:`__call__`: (molecules, KDE mean, variance, samples) from DeepSTORM's ``y_hat``
-        and its refined molecules ``base`` (the cascade: a first weighing, samples where it is undecided)."""
-        device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
-        cond = self.conditioning(y_hat, frames.to(device), camera)
-        # tiles whose estimate stays below a quarter of the detection threshold are not sampled
-        empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \
-            if self.config.skip_empty_tiles else -math.inf
-        # the likelihood first weighs DeepSTORM's molecules against their pair proposals; the samples go
-        # only where that leaves the configuration undecided
-        gate = ambiguous(base)
-        first = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
-                          link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=0.0)
-        wanted = None if sample_everywhere else self.ambiguity_mask(first[undecided(first)], frames.shape,
-                                                                    camera)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            residuals, covered = self.sample_residuals(cond, num_samples, num_inference_steps, generator,
-                                                       batch_size, sampler, schedule, empty_level, wanted)
-        samples = scaling.from_unit(y_hat + residuals)  # [F, K, uH, uW]
-        kde_mean = samples.mean(dim=1)
-        kde_var = samples.var(dim=1) if num_samples > 1 else torch.zeros_like(kde_mean)
-        detections = self.sample_detections(samples, covered, localize)
-        if len(detections):
-            locs = arbitrate(frames_np, base, detections, num_samples, camera, psf_sigma_px,
-                             link_radius_nm=self.config.link_radius_nm, split_mask=gate, probability_floor=floor)
-        else:  # nothing sampled (nothing undecided): the first weighing is the answer
-            locs = first[first["probability"] >= floor].reset_index(drop=True)
-        return locs, kde_mean, kde_var, samples
 
-    def sample_residuals(self, cond, num_samples, num_inference_steps, generator, batch_size, sampler=None,
-                         schedule=None, empty_level: float = -1.0, wanted: torch.Tensor | None = None):
-        """Run the reverse diffusion on every (frame, sample, tile) and stitch the tiles.
-
-        ``cond`` is the conditioning in the UNet's working layout (:meth:`conditioning`).
-        Tiles whose KDE estimate is empty (nowhere above ``empty_level`` in [-1, 1] units, margin
-        included) are not sampled: their residual is zero. With ``wanted`` ([F, h, w] bool on the working
-        grid), only the tiles of ``ambiguity_tile`` pixels that hold a wanted pixel are sampled, where that
-        is less work than the frame's own tiles. Returns residual samples [F, K, uH, uW] on the KDE grid, in
-        the networks' scale, and [F, uH, uW] bool: where a sample was drawn.
-        """
-        cfg = self.unet.config
-        n_frames, _, h, w = cond.shape
-        pad_value = layout.condition_pad_values(cfg)
-        n_kde = len(pad_value) - int(layout.uses_frame(cfg))
-        plan = self.tile_plan(h, w)
-        # outside the field the KDE is empty: pad the conditioning with the background level
-        padded = plan.pad(cond, pad_value)
-        items = plan.jobs(padded[:, :n_kde], num_samples, empty_level)
-        if wanted is not None:
-            small = self.tile_plan(h, w, self.config.ambiguity_tile)
-            picked = small.jobs_where(wanted, num_samples)
-            if len(picked) * small.work < len(items) * plan.work:
-                plan, items, padded = small, picked, small.pad(cond, pad_value)
-        self.scheduler.set_timesteps(num_inference_steps, device=cond.device, schedule=schedule)
-        with self.progress_bar(total=math.ceil(len(items) / batch_size) * len(self.scheduler.timesteps)) as bar:
-            out = plan.run(padded, items, (n_frames, num_samples, cfg.out_channels), batch_size,
-                           lambda tiles: self.denoise(tiles, generator, sampler, bar))
-        kde = layout.to_kde(out[..., :h, :w].flatten(0, 1), cfg)  # [F * K, 1, uH, uW]
-        u = kde.shape[-1] // w
-        covered = plan.covered(items, n_frames).repeat_interleave(u, 1).repeat_interleave(u, 2)
-        return kde.reshape(n_frames, num_samples, *kde.shape[-2:]), covered
-
-    def ambiguity_mask(self, molecules: pd.DataFrame, frames_shape, camera: Camera, margin_px: int = 2
-                       ) -> torch.Tensor:
-        """[F, h, w] bool on the UNet's working grid: ``margin_px`` camera pixels around each of ``molecules``
-        (:func:`~smlm_diffusers.pipelines.sampling.ambiguity_mask`)."""
-        u = 1 if layout.layout_of(self.unet.config) == "camera" else int(self.kde_net.config.upsampling)
-        return sampling.ambiguity_mask(molecules, frames_shape, camera.pixel_size_nm, u, margin_px)
-
-    def sample_detections(self, samples: torch.Tensor, covered: torch.Tensor, localize, margin: int = 8
-                          ) -> pd.DataFrame:
-        """Localizations of every sample where it was drawn (:func:`~smlm_diffusers.pipelines.sampling.sample_detections`)."""
-        return sampling.sample_detections(samples, covered, localize, margin)
-
-    def denoise(self, cond: torch.Tensor, generator=None, sampler=None, bar=None) -> torch.Tensor:
-        """Reverse diffusion for one batch of conditioning tiles [B, C, t, t] -> residual
-        [B, out_channels, t, t] in the UNet's working layout."""
-        shape = (cond.shape[0], self.unet.config.out_channels, *cond.shape[-2:])
-        gen_device = generator.device if generator is not None else cond.device
-        r = torch.randn(shape, generator=generator, device=gen_device).to(cond.device, self.unet.dtype)
-        cond = cond.to(self.unet.dtype)
-        for i, tstep in enumerate(self.scheduler.timesteps):
-            # channels-last input: oneDNN's convolutions run about 10% faster on CPU (benchmarks/ddpm_sweep.py)
-            model_in = torch.cat([r, cond], dim=1).contiguous(memory_format=torch.channels_last)
-            pred = self.unet(model_in, tstep.expand(shape[0]).to(cond.device)).sample.float()
-            r = self.scheduler.step(pred, i, r, generator=generator, sampler=sampler).prev_sample
-            if bar is not None:
-                bar.update()
-        return r.float()
+def _check_call(num_samples: int, output_type: str) -> None:
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    if output_type not in ("np", "pt"):
+        raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")

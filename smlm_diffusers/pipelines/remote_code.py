@@ -4,7 +4,7 @@ trust_remote_code=True)`` load a folder saved by :class:`~smlm_diffusers.SMLMDif
 Diffusers finds a custom class through ``model_index.json``'s ``[module file, class]`` entry
 and imports that module from the folder. Each shim module imports the class from the
 installed package (no copy of its code) and the diffusers base class that diffusers looks
-for in the module's namespace (DESIGN.md traps: "a component class's module must have
+for in the module's namespace (docs/conventions.md traps: "a component class's module must have
 ``ModelMixin`` in its namespace").
 """
 

@@ -31,7 +31,7 @@ class Camera:
         Quantum efficiency (fraction of photons that become photo-electrons).
     """
 
-    # the paper's camera (DESIGN.md, default optics): the one place these numbers are written
+    # the paper's camera (docs/conventions.md, default optics): the one place these numbers are written
     pixel_size_nm: float = 108.0
     offset: float = 100.0
     gain: float = 1.0

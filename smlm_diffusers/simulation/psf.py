@@ -1,7 +1,7 @@
 """Isotropic Gaussian PSF integrated over square pixels (paper eq. 2); the formula itself lives in
 :mod:`smlm_diffusers.optics.gaussian`, these are the names the rest of the package imports.
 
-Pixel geometry (DESIGN.md): pixel ``j`` covers ``[j, j + 1)`` in pixel units, so the
+Pixel geometry (docs/conventions.md): pixel ``j`` covers ``[j, j + 1)`` in pixel units, so the
 image's outer top-left corner is 0 and pixel ``j`` is centred at ``j + 0.5``. An emitter
 at ``x0`` puts the fraction ``0.5 * (erf((j + 1 - x0) / (sqrt(2) s)) - erf((j - x0) / (sqrt(2) s)))``
 of its photons into column ``j``; this is eq. 2 with ``u_k = j + 1/2``.

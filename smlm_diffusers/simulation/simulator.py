@@ -1,7 +1,7 @@
 """Frame simulator: emitters -> expected photons -> noisy ADU frames (paper eqs. 1-6).
 
 ``FrameSimulator`` is the torch-level, batched simulator used for on-the-fly training data;
-:func:`simulate` is the public, numpy/pandas entry of the DESIGN contract.
+:func:`simulate` is the public, numpy/pandas entry of the simulation (docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def emitters_to_dataframe(
 ) -> pd.DataFrame:
     """Ground-truth table (frame, x_nm, y_nm, photons[, background]) of emitters inside the field.
 
-    Frames are 0-based; coordinates follow the pixel geometry of DESIGN.md
+    Frames are 0-based; coordinates follow the pixel geometry of docs/conventions.md
     (``x_nm = x_px * pixel_size_nm``, the field's top-left corner at (0, 0)).
     """
     keep = emitters.inside(shape)
@@ -217,29 +217,35 @@ def simulate(
     if min(shape) < 1:
         raise ValueError(f"shape must be positive, got {shape}")
     camera = camera or Camera()
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be 'uniform', 'filaments', 'disc' or 'grid', got {structure!r}")
     gen = torch.Generator(device=device).manual_seed(int(seed))
     sim = FrameSimulator(shape, camera, sigma_px, background, background_variation, psf, z_nm)
     paths = filament_paths(shape, n_filaments, generator=gen) if structure == "filaments" else None
     frames, tables = [], []
     for start in range(0, n_frames, batch_size):
         b = min(batch_size, n_frames - start)
-        if structure == "uniform":
-            em = sample_uniform(b, shape, density, camera.pixel_size_nm, photons, margin_px, gen, device)
-        elif structure == "filaments":
-            em = sample_on_filaments(b, shape, density, camera.pixel_size_nm, paths, photons, generator=gen, device=device)
-        elif structure == "disc":
-            radius = min(shape) / 2.0
-            area_um2 = math.pi * (radius * camera.pixel_size_nm / 1000.0) ** 2
-            dens = _uniform(density, (b,), gen, device)
-            counts = torch.poisson(dens * area_um2, generator=gen).long()
-            em = sample_disc(b, shape, counts, photons, radius, gen, device)
-        elif structure == "grid":
-            em = sample_grid(b, shape, spacing_px, jitter_px, photons, gen, device)
-        else:
-            raise ValueError(f"structure must be 'uniform', 'filaments', 'disc' or 'grid', got {structure!r}")
+        em = _draw(structure, b, shape, density, photons, camera.pixel_size_nm, margin_px, paths, spacing_px,
+                   jitter_px, gen, device)
         batch = sim.render(em, generator=gen)
         frames.append(batch.frames_adu.cpu().numpy())
         tables.append(emitters_to_dataframe(em, shape, camera.pixel_size_nm, batch.background, start))
     gt = pd.concat(tables, ignore_index=True)
     return np.concatenate(frames, axis=0).astype(np.float32), gt
 
+
+STRUCTURES = ("uniform", "filaments", "disc", "grid")
+
+
+def _draw(structure, b, shape, density, photons, pixel_size_nm, margin_px, paths, spacing_px, jitter_px, gen, device):
+    """Emitters of ``b`` frames placed by ``structure`` (:func:`simulate`)."""
+    if structure == "uniform":
+        return sample_uniform(b, shape, density, pixel_size_nm, photons, margin_px, gen, device)
+    if structure == "filaments":
+        return sample_on_filaments(b, shape, density, pixel_size_nm, paths, photons, generator=gen, device=device)
+    if structure == "disc":
+        radius = min(shape) / 2.0
+        area_um2 = math.pi * (radius * pixel_size_nm / 1000.0) ** 2
+        counts = torch.poisson(_uniform(density, (b,), gen, device) * area_um2, generator=gen).long()
+        return sample_disc(b, shape, counts, photons, radius, gen, device)
+    return sample_grid(b, shape, spacing_px, jitter_px, photons, gen, device)

@@ -16,7 +16,7 @@ from ..simulation.camera import FLAT_KEYS
 
 @dataclass
 class SimulationRanges:
-    """What the training simulator draws from (DESIGN.md training ranges by default).
+    """What the training simulator draws from (docs/conventions.md training ranges by default).
 
     Ranges are ``[low, high]`` drawn uniformly: density per frame (emitters per square
     micrometre), photons per emitter, background per frame (photons per pixel). The camera is
