@@ -40,7 +40,8 @@ def load(data: Path = DATA):
     return frames, gt
 
 
-def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7, wobble_degree: int = 0) -> tuple[Optics, pd.DataFrame]:
+def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7, wobble_degree: int = 0,
+              shared_shape: bool = True) -> tuple[Optics, pd.DataFrame]:
     from benchmarks.astig3d import _match
 
     frames, gt = frames[list(CALIBRATION_FRAMES)], gt[gt["frame"].isin(CALIBRATION_FRAMES)]
@@ -61,7 +62,7 @@ def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7, wobble_
     s = spots.loc[[j for _, j in pairs]].reset_index(drop=True)
     psf = fit_astigmatism(g["z_nm"], s["sx"], s["sy"], (s["x_nm"] - g["x_nm"]) / 100.0,
                           (s["y_nm"] - g["y_nm"]) / 100.0, higher_order=False, z_range_nm=(-750.0, 750.0),
-                          wobble_degree=wobble_degree)
+                          wobble_degree=wobble_degree, shared_shape=shared_shape)
     table = pd.DataFrame({"z_nm": g["z_nm"], "sigma_x_px": s["sx"], "sigma_y_px": s["sy"],
                           "dx_px": (s["x_nm"] - g["x_nm"]) / 100.0, "dy_px": (s["y_nm"] - g["y_nm"]) / 100.0})
     return Optics(camera, psf), table
@@ -89,3 +90,26 @@ def run_epfl(data: Path = DATA, threshold_snr: float = 6.0) -> dict:
         "mean_offset_nm": off, "coverage_z_1sigma": float(np.mean(np.abs(dz) <= p["sigma_z_nm"])),
         "psf": optics.psf.to_dict(),
     }
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.epfl_as", description=__doc__.split("\n\n")[0])
+    p.add_argument("--optics-out", metavar="YAML", help="write the optics calibrated on frames 1-32 (optics.yaml)")
+    args = p.parse_args(argv)
+    if args.optics_out:
+        frames, gt = load()
+        optics, table = calibrate(frames, gt)
+        optics.to_yaml(args.optics_out, {"calibration": {
+            "source": "EPFL 2016 MT0.N1.LD AS frames 1-32 with their ground truth (python -m benchmarks.epfl_as)",
+            "spots": int(len(table)), "z_covered_nm": [float(table["z_nm"].min()), float(table["z_nm"].max())]}})
+        print(f"wrote {args.optics_out} ({len(table)} spots, z {table['z_nm'].min():.0f} to {table['z_nm'].max():.0f} nm)")
+        return 0
+    print(json.dumps(run_epfl(), indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

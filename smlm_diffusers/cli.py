@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--model", metavar="PATH_OR_REPO",
                      help=f"pipeline folder or Hub repo id such as {HUB_MODEL_ID} (default ${MODEL_ENV}, "
                           f"else the shipped pretrained/{DEFAULT_MODEL})")
-    loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default="ddpm",
-                     help="ddpm: DeepSTORM + DDPM samples, per-molecule uncertainty (default); "
-                          "deepstorm: the CNN alone, fast, no uncertainty")
+    loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default=None,
+                     help="ddpm: DeepSTORM + DDPM samples, per-molecule uncertainty (default for 2D folders); "
+                          "deepstorm: the CNN and the fit on the frame, fast, the CRLB as uncertainty (the only "
+                          "mode of a 3D folder such as pretrained/smlm-3d-as-100nm: the DDPM is 2D only)")
     loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
                      help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
     loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
@@ -247,6 +248,10 @@ def cmd_localize(args) -> int:
     if optics is not None and optics.ndim == 3:
         return localize_3d_stack(args, stack, paths, optics)
     pipe, model = load_model(args.model)
+    if pipe.optics.ndim == 3:  # a 3D folder
+        return localize_3d_stack(args, stack, paths, pipe.optics.replace(camera=camera_from_args(args, pipe.camera)),
+                                 pipe, model)
+    args.mode = args.mode or "ddpm"
     sigma = args.psf_sigma if args.psf_sigma is not None else (None if optics is None else optics.psf.sigma_px)
     if sigma is not None:  # the pipeline and the photometry read the PSF from the network's config
         pipe.kde_net.register_to_config(psf_sigma_px=float(sigma))
@@ -307,10 +312,15 @@ def optics_from_args(args):
         raise CLIError(f"cannot read --optics {args.optics}: {err}") from None
 
 
-def localize_3d_stack(args, stack, paths, optics) -> int:
+def localize_3d_stack(args, stack, paths, optics, pipe=None, where: str = "--optics") -> int:
+    """3D localization (a 3D PSF in ``--optics`` or in the folder ``where``): DeepSTORM mode only."""
     from .cli_optics import localize_3d_stack as run
 
-    pipe = load_model(args.model)[0] if args.model else None  # --model: its 2D detections seed the 3D fit too
+    if args.mode == "ddpm":
+        raise CLIError(f"--mode ddpm: the DDPM is 2D only, and the PSF of {where} is 3D: use --mode deepstorm "
+                       "(the default for 3D)")
+    if pipe is None and args.model:  # --model: its detections seed the 3D fit too
+        pipe = load_model(args.model)[0]
     with _user_errors():
         _log(f"{PROG}: {run(args, stack, paths, optics, pipe)}", args.quiet)
     return 0

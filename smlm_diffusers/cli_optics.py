@@ -38,11 +38,16 @@ def optics_from_args(args, camera_from_args):
 
 
 def localize_3d_stack(args, stack, paths, optics, pipe=None) -> str:
-    """3D localization of a movie, batch by batch (detector, plus the 2D network's detections when ``pipe``
-    is given, then the 3D MLE); writes the table (CSV or HDF5)."""
-    from .localization.localize3d import localize_stack, network_seeder, write_table
+    """3D localization of a movie, batch by batch (detector, plus the network's detections when ``pipe`` is
+    given: with their z from a 3D network's z channel; then the 3D MLE); writes the table (CSV or HDF5)."""
+    from .localization.localize3d import localize_stack, network_seeder, network_seeds_3d, write_table
 
-    seeder = None if pipe is None else network_seeder(pipe, optics.camera)
+    def seeds_3d(frames):  # a 3D network: its molecules and their z (its z channel)
+        return network_seeds_3d(pipe.kde_net, frames, optics.camera, pipe.config.threshold, args.batch_size)
+
+    seeder = None
+    if pipe is not None:
+        seeder = seeds_3d if pipe.kde_net.config.out_channels == 2 else network_seeder(pipe, optics.camera)
     locs, (n, h, w) = localize_stack(stack, optics, args.batch_size, args.max_frames, seeder)
     write_table(locs, paths.csv, optics, (n, h, w), source=stack.name, extra_info={"Optics": args.optics})
     return f"{len(locs)} 3D localizations in {n} frames -> {paths.csv}"

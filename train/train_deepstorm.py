@@ -22,7 +22,8 @@ from accelerate.utils import ProjectConfiguration
 from diffusers.optimization import get_scheduler
 
 from smlm_diffusers.kde import KDEScaling
-from smlm_diffusers.localization import evaluate, localize_kde
+from smlm_diffusers.localization import evaluate, localize_kde, match
+from smlm_diffusers.localization.localize3d import z_at
 from smlm_diffusers.localization.peaks import DEFAULT_THRESHOLD
 from smlm_diffusers.models import DeepSTORM
 from smlm_diffusers.training import (
@@ -86,12 +87,18 @@ def validate(model, kde_scaling, val_set, threshold, ranges, device) -> dict:
     with torch.no_grad():
         for density, frames, gt in val_set:
             unit = model.predict(frames, batch_size=8)
-            kde = kde_scaling.from_unit(unit)
+            kde = kde_scaling.from_unit(unit[:, :1])
             pred = localize_kde(kde, pixel_size_nm=ranges.camera.pixel_size_nm, upsampling=ranges.upsampling,
                                 threshold=threshold, kernel_sigma=ranges.kde_sigma)
             m = evaluate(gt, pred)
             metrics[f"jaccard_d{density:g}"] = m["jaccard"]
             metrics[f"rmse_nm_d{density:g}"] = m["rmse_nm"]
+            if ranges.z_scale_nm is not None:  # the z channel, read at the matched molecules
+                pairs = match(gt, pred)
+                z = z_at(unit, pred.loc[pairs["pred_index"]], ranges.camera.pixel_size_nm, ranges.upsampling,
+                         ranges.z_scale_nm, ranges.kde_sigma)
+                dz = z - gt["z_nm"].to_numpy()[pairs["gt_index"].to_numpy()]
+                metrics[f"rmse_z_nm_d{density:g}"] = float(np.sqrt(np.mean(dz**2))) if len(dz) else float("nan")
             # the HardTanh-floor collapse shows up as a constant output (docs/conventions.md, traps)
             metrics[f"output_std_d{density:g}"] = float(unit.std())
     model.train()
@@ -113,9 +120,12 @@ def main(argv=None):
     )
     ranges = cfg.data
     cam = ranges.camera
+    psf = ranges.psf_model
     camera = dict(camera_offset=cam.offset, camera_gain=cam.gain, read_noise=cam.read_noise,
                   pixel_size_nm=cam.pixel_size_nm, kde_sigma=ranges.kde_sigma,
-                  psf_sigma_px=float(np.mean(ranges.sigma_px)))
+                  psf_sigma_px=float(np.mean(ranges.sigma_px) if psf is None else psf.sigma_px))
+    if ranges.z_scale_nm is not None:  # a 3D PSF: the KDE and its z channel
+        camera |= dict(out_channels=2, z_scale_nm=ranges.z_scale_nm)
     if cfg.init_from:
         if cfg.model:
             raise ValueError("give either model (a new network) or init_from (fine-tune a saved one), not both")

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from ..columns import COLUMNS_3D, empty_table
 from ..optics import Optics
-from .spot_fit import fit_3d
+from .spot_fit import fit_3d, fit_elliptical, seed_z
 
 
 def detect(photons: np.ndarray, sigma_px: float = 1.5, threshold_snr: float = 6.0, min_distance_px: int = 2):
@@ -50,8 +50,9 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
                 detect_too: bool = True) -> pd.DataFrame:
     """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D).
 
-    ``seeds`` (frame, x_nm, y_nm), e.g. the 2D network's detections, are fitted, with the
-    detector's spots too unless ``detect_too`` is False (a 2D network may miss defocused spots).
+    ``seeds`` (frame, x_nm, y_nm, optionally z_nm: a 3D network's, :func:`network_seeds_3d`), e.g. the
+    network's detections, are fitted, with the detector's spots too unless ``detect_too`` is False (a 2D
+    network may miss defocused spots); a seed's z_nm starts its fit (else the spot's width ratio).
     """
     psf, cam = optics.psf, optics.camera
     if psf.ndim != 3:
@@ -73,7 +74,12 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
     win, inside = _windows(photons, frame, row, col, radius_px)
     fill = np.nanmedian(np.where(inside, win, np.nan).reshape(len(win), -1), axis=1)
     win = np.where(inside, win, fill[:, None, None])
-    fit = fit_3d(win, psf, cam.read_noise, extra_starts_nm=extra_starts_nm)
+    z0 = None
+    if seeds is not None and "z_nm" in seeds.columns:  # the network's z for its seeds, the widths' for the rest
+        ell = fit_elliptical(win, cam.read_noise, psf.sigma_px, n_iter=30)
+        z0 = seed_z(psf, ell.theta[:, 4], ell.theta[:, 5])
+        z0[:len(seeds)] = seeds["z_nm"].to_numpy(np.float64)
+    fit = fit_3d(win, psf, cam.read_noise, z0_nm=z0, extra_starts_nm=extra_starts_nm)
     x, y, z, n, b = fit.theta.T
     lo, hi = psf.z_range_nm
     ok = fit.ok & (n > min_photons) & (z >= lo - 50.0) & (z <= hi + 50.0)
@@ -134,3 +140,47 @@ def network_seeder(pipe, camera):
         return out[["frame", "x_nm", "y_nm"]]
 
     return seeds
+
+
+def z_at(unit: torch.Tensor, locs: pd.DataFrame, pixel_size_nm: float, upsampling: int, z_scale_nm: float,
+         kde_sigma: float = 1.0, window: int = 3) -> np.ndarray:
+    """z (nm) of molecules ``locs`` (frame, x_nm, y_nm) from a 3D network's output ``unit`` [F, 2, uH, uW]:
+    over the ``window`` x ``window`` KDE pixels around each, the z channel's sum over the density's, in
+    units of ``z_scale_nm`` (:func:`smlm_diffusers.training.data.z_channel`)."""
+    from ..kde import KDEScaling
+
+    if not len(locs):
+        return np.zeros(0)
+    scaling = KDEScaling(kde_sigma)
+    density, zch = scaling.from_unit(unit[:, 0]).double(), unit[:, 1].double() * scaling.peak
+    _, uh, uw = density.shape
+    pix = pixel_size_nm / upsampling
+    f = torch.as_tensor(locs["frame"].to_numpy(np.int64))
+    i = torch.as_tensor(np.floor(locs["y_nm"].to_numpy() / pix).astype(np.int64))
+    j = torch.as_tensor(np.floor(locs["x_nm"].to_numpy() / pix).astype(np.int64))
+    off = torch.arange(window) - window // 2
+    rr = (i[:, None, None] + off[None, :, None]).clamp(0, uh - 1)
+    cc = (j[:, None, None] + off[None, None, :]).clamp(0, uw - 1)
+    mass = density[f[:, None, None], rr, cc].sum(dim=(1, 2))
+    return (z_scale_nm * zch[f[:, None, None], rr, cc].sum(dim=(1, 2)) / mass.clamp_min(1e-6)).numpy()
+
+
+def network_seeds_3d(net, frames_adu, camera, threshold: float, batch_size: int = 32) -> pd.DataFrame:
+    """Seeds (frame, x_nm, y_nm, z_nm) of frames [F, H, W] (ADU) from a 3D DeepSTORM (``out_channels=2``): the
+    density's peaks (:func:`~smlm_diffusers.localization.peaks.localize_kde`) and :func:`z_at` there."""
+    if net.config.out_channels != 2:
+        raise ValueError("network_seeds_3d needs a 3D DeepSTORM (out_channels=2, a z channel)")
+    unit = net.predict(np.asarray(frames_adu, np.float32), batch_size=batch_size, camera=camera)
+    return seeds_from_output(unit, net.config, camera.pixel_size_nm, threshold)
+
+
+def seeds_from_output(unit: torch.Tensor, cfg, pixel_size_nm: float, threshold: float) -> pd.DataFrame:
+    """(frame, x_nm, y_nm, z_nm) of a 3D DeepSTORM's output ``unit`` [F, 2, uH, uW] (its config ``cfg``)."""
+    from ..kde import KDEScaling
+    from .peaks import localize_kde
+
+    locs = localize_kde(KDEScaling(cfg.kde_sigma).from_unit(unit[:, 0]), pixel_size_nm=pixel_size_nm,
+                        upsampling=cfg.upsampling, threshold=threshold, kernel_sigma=cfg.kde_sigma)
+    z = z_at(unit, locs, pixel_size_nm, cfg.upsampling, cfg.z_scale_nm, cfg.kde_sigma)
+    return locs[["frame", "x_nm", "y_nm"]].assign(z_nm=z)
+

@@ -99,6 +99,12 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         resolution, so it costs several times less.
     head_channels : int
         Width of the sub-pixel head's 3x3 convolution.
+    out_channels : int
+        1: the KDE. 2 (a network for a 3D PSF): the KDE and its z channel, the KDE weighted by
+        ``z / z_scale_nm`` over the kernel's peak (:func:`smlm_diffusers.training.data.z_channel`;
+        :func:`z_at` reads a molecule's z from it).
+    z_scale_nm : float, optional
+        The z channel's unit (nm), with ``out_channels=2``.
     """
 
     @register_to_config
@@ -119,8 +125,13 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         psf_sigma_px: float = 1.0,
         head: str = "resize_conv",
         head_channels: int = 64,
+        out_channels: int = 1,
+        z_scale_nm: float | None = None,
     ):
         super().__init__()
+        if out_channels not in (1, 2) or (out_channels == 2) != (z_scale_nm is not None):
+            raise ValueError("out_channels must be 1, or 2 with z_scale_nm (the z channel's unit) given, "
+                             f"got out_channels={out_channels}, z_scale_nm={z_scale_nm}")
         if upsampling != 4:
             raise ValueError("DeepSTORM upsamples by two 2x resize-convolutions: upsampling must be 4")
         if head not in ("resize_conv", "pixel_shuffle"):
@@ -133,10 +144,10 @@ class DeepSTORM(ModelMixin, ConfigMixin):
             self.up1 = _block(c, u1)
             self.up2 = _block(u1, u2)
             p = prediction_channels
-            self.prediction = nn.Sequential(_block(u2, p), _block(p, p), nn.Conv2d(p, 1, 1))
+            self.prediction = nn.Sequential(_block(u2, p), _block(p, p), nn.Conv2d(p, out_channels, 1))
         else:
             r = upsampling
-            self.prediction = nn.Sequential(_block(c, head_channels), nn.Conv2d(head_channels, r * r, 1),
+            self.prediction = nn.Sequential(_block(c, head_channels), nn.Conv2d(head_channels, r * r * out_channels, 1),
                                             nn.PixelShuffle(r))
         out_conv = self.prediction[-1] if head == "resize_conv" else self.prediction[-2]
         # Start on the empty-pixel level (-1). Training sees the unclamped output, so there is
@@ -145,6 +156,8 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         # capped at the bias for hundreds of steps (seen here: flat-topped KDEs at -0.73).
         nn.init.normal_(out_conv.weight, std=0.01)
         nn.init.constant_(out_conv.bias, -1.0)
+        with torch.no_grad():  # the z channel starts at 0, its empty level (PixelShuffle: channel c <- c * r^2 ...)
+            out_conv.bias[len(out_conv.bias) // out_channels:] = 0.0
         self.legacy_localization: dict = {}
 
     # Configs saved before the localization settings moved to the pipeline (its threshold,
@@ -199,7 +212,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         return (v - med) / cfg.input_scale
 
     def forward(self, x: torch.Tensor, clamp: bool | None = None) -> torch.Tensor:
-        """Normalized frames [B, 1, H, W] -> KDE [B, 1, 4H, 4W] in [-1, 1] units.
+        """Normalized frames [B, 1, H, W] -> KDE [B, out_channels, 4H, 4W] in [-1, 1] units.
 
         ``clamp`` defaults to ``not self.training``: the HardTanh is applied at inference.
         """
@@ -223,7 +236,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         compiled: bool | None = None,
         windows: SpotWindows | None = None,
     ) -> torch.Tensor:
-        """KDE estimates [F, 1, 4H, 4W] (``[-1, 1]`` units, float32) of ADU frames of any size.
+        """KDE estimates [F, out_channels, 4H, 4W] (``[-1, 1]`` units, float32) of ADU frames of any size.
 
         Accepts numpy or torch, [H, W] or [F, H, W], integer or float. ``camera`` overrides
         the offset, gain and read noise of the config. ``mixed_precision="bf16"`` runs the
@@ -268,8 +281,9 @@ class DeepSTORM(ModelMixin, ConfigMixin):
                 if windows is None:
                     out.append(net(x).float().cpu())
                 else:
+                    empty = (self.config.clamp_range[0],) + (0.0,) * (self.config.out_channels - 1)
                     kde, _ = predict_windows(net, x, 1.0 / self.config.input_scale, windows,
-                                             self.config.upsampling, self.config.clamp_range[0])
+                                             self.config.upsampling, empty)
                     out.append(kde.float().cpu())
         self.train(was_training)
         return torch.cat(out, dim=0)

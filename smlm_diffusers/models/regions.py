@@ -86,10 +86,10 @@ def window_corners(idx: torch.Tensor, h: int, w: int, plan: SpotWindows) -> torc
 
 
 def predict_windows(net, x: torch.Tensor, noise: float, plan: SpotWindows, upsampling: int = 4,
-                    empty: float = -1.0, batch_size: int = 256):
-    """KDEs [B, 1, uH, uW] of normalized frames ``x`` [B, 1, H, W] through ``net`` (normalized frames
-    -> clamped KDE), windowed where the spots are sparse (module docstring). Returns the KDE and the
-    number of camera pixels the network ran on."""
+                    empty=(-1.0,), batch_size: int = 256):
+    """KDEs [B, C, uH, uW] of normalized frames ``x`` [B, 1, H, W] through ``net`` (normalized frames
+    -> clamped KDE of C channels, whose empty levels are ``empty``), windowed where the spots are sparse
+    (module docstring). Returns the KDE and the number of camera pixels the network ran on."""
     b, _, h, w = x.shape
     size = plan.size
     if h < size or w < size:
@@ -98,7 +98,8 @@ def predict_windows(net, x: torch.Tensor, noise: float, plan: SpotWindows, upsam
     per_frame = torch.bincount(corners[:, 0], minlength=b) if len(corners) else torch.zeros(b, dtype=torch.long)
     whole = per_frame * size * size >= plan.max_fraction * h * w
     u = upsampling
-    out = torch.full((b, 1, u * h, u * w), empty, dtype=torch.float32, device=x.device)
+    levels = torch.as_tensor(empty if isinstance(empty, (tuple, list)) else (empty,), dtype=torch.float32)
+    out = levels.to(x.device).view(1, -1, 1, 1).repeat(b, 1, u * h, u * w)
     pixels = 0
     if whole.any():
         rows = whole.nonzero()[:, 0]
@@ -130,5 +131,9 @@ def _place_cores(out, kde, corners, plan: SpotWindows, u: int, h: int, w: int) -
         a1 = size - plan.margin if r0 + size < h else size
         b0 = plan.margin if c0 > 0 else 0
         b1 = size - plan.margin if c0 + size < w else size
-        dst = out[f, 0, u * (r0 + a0):u * (r0 + a1), u * (c0 + b0):u * (c0 + b1)]
-        torch.maximum(dst, kde[k, 0, u * a0:u * a1, u * b0:u * b1], out=dst)
+        dst = out[f, :, u * (r0 + a0):u * (r0 + a1), u * (c0 + b0):u * (c0 + b1)]
+        src = kde[k, :, u * a0:u * a1, u * b0:u * b1]
+        # the density: the maximum where cores overlap; a z channel follows the window whose density won
+        won = src[0] > dst[0]
+        dst[1:] = torch.where(won, src[1:], dst[1:])
+        dst[0] = torch.maximum(dst[0], src[0])

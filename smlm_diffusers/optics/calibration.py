@@ -50,12 +50,36 @@ def fit_width_curve(z_nm, sigma_px, higher_order: bool = True) -> tuple[float, f
     return tuple(float(v) for v in out)
 
 
+def fit_shared_curves(z_nm, sigma_x_px, sigma_y_px):
+    """((sigma0, c_x, d, 0, 0), (sigma0, c_y, d, 0, 0)): both axes' width curves with one sigma0 and depth."""
+    z, sx, sy = (np.asarray(v, np.float64) for v in (z_nm, sigma_x_px, sigma_y_px))
+    keep = np.isfinite(z) & np.isfinite(sx) & np.isfinite(sy)
+    z, sx, sy = z[keep], sx[keep], sy[keep]
+
+    def res(p):
+        s0, d, cx, cy = p
+        return np.r_[_huang_np(z, s0, cx, d, 0.0, 0.0) - sx, _huang_np(z, s0, cy, d, 0.0, 0.0) - sy]
+
+    p0 = [max(min(sx.min(), sy.min()), 0.3), 400.0, z[np.argmin(sx)], z[np.argmin(sy)]]
+    lo, hi = [0.1, 50.0, z.min() - 1500.0, z.min() - 1500.0], [10.0, 5000.0, z.max() + 1500.0, z.max() + 1500.0]
+    s0, d, cx, cy = least_squares(res, p0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05).x
+    return (float(s0), float(cx), float(d), 0.0, 0.0), (float(s0), float(cy), float(d), 0.0, 0.0)
+
+
 def fit_astigmatism(z_nm, sigma_x_px, sigma_y_px, dx_px=None, dy_px=None, higher_order: bool = True,
-                    z_range_nm=None, wobble_degree: int = WOBBLE_DEGREE) -> AstigmaticPSF:
-    """An :class:`AstigmaticPSF` from widths (and centre offsets, pixels) measured at known z (nm)."""
+                    z_range_nm=None, wobble_degree: int = WOBBLE_DEGREE, shared_shape: bool = False) -> AstigmaticPSF:
+    """An :class:`AstigmaticPSF` from widths (and centre offsets, pixels) measured at known z (nm).
+
+    ``shared_shape`` fits one in-focus width and one depth for both axes, only the foci apart (the
+    astigmatism of a cylindrical lens, 4 parameters instead of 6): the model for measurements that
+    cover a short z range, where the two curves' own depths are not constrained (higher-order terms off).
+    """
     z = np.asarray(z_nm, np.float64)
-    sx0, cx, dxn, ax, bx = fit_width_curve(z, sigma_x_px, higher_order)
-    sy0, cy, dyn, ay, by = fit_width_curve(z, sigma_y_px, higher_order)
+    if shared_shape:
+        (sx0, cx, dxn, ax, bx), (sy0, cy, dyn, ay, by) = fit_shared_curves(z, sigma_x_px, sigma_y_px)
+    else:
+        sx0, cx, dxn, ax, bx = fit_width_curve(z, sigma_x_px, higher_order)
+        sy0, cy, dyn, ay, by = fit_width_curve(z, sigma_y_px, higher_order)
     wob = []
     for off in (dx_px, dy_px):
         if off is None:

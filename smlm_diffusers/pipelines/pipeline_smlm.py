@@ -26,6 +26,7 @@ from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
 from ..models.regions import SpotWindows
+from ..optics import GaussianPSF, Optics
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .ddpm import DDPMSampling
@@ -45,10 +46,14 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
     ----------
     kde_net : DeepSTORM
         Frames (ADU) -> KDE estimate; its config holds the camera the model was trained for.
-    unet : UNet2DModel
+    unet : UNet2DModel, optional
         Denoiser of the residual; its channels say its layout (:mod:`smlm_diffusers.models.layout`):
         the KDE grid (v1, ``out_channels == 1``) or camera pixels on the pixel-unshuffled KDE (v2, 16).
-    scheduler : GammaDDPMScheduler
+        None: a folder without a DDPM (DeepSTORM mode only; every 3D folder: the DDPM is 2D only).
+    scheduler : GammaDDPMScheduler, optional
+    optics : dict, optional
+        The microscope (:meth:`smlm_diffusers.optics.Optics.to_dict`: camera and PSF) where it is more than
+        the network's config says: a 3D PSF makes DeepSTORM mode localize in 3D (:attr:`optics`).
     link_radius_nm : float
         Association radius of detections across samples (per-molecule statistics).
     min_probability : float
@@ -92,12 +97,14 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "kde_net->unet"
+    _optional_components = ["unet", "scheduler"]
 
     def __init__(
         self,
         kde_net: DeepSTORM,
-        unet: UNet2DModel,
-        scheduler: GammaDDPMScheduler,
+        unet: UNet2DModel | None = None,
+        scheduler: GammaDDPMScheduler | None = None,
+        optics: dict | None = None,
         link_radius_nm: float = 60.0,
         min_probability: float = 0.5,
         tile_size: int = 160,
@@ -134,6 +141,8 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
                                 refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles),
                                 sparse_windows=bool(sparse_windows), **peaks)
+        if optics is not None:
+            self.register_to_config(optics=Optics.from_dict(dict(optics)).to_dict())
 
     def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Write ``model_index.json`` plus the shim modules of the remote-code loading path
@@ -158,7 +167,15 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
 
         folder = resolve_pretrained(pretrained_model_name_or_path, revision=kwargs.pop("revision", None),
                                     cache_dir=kwargs.pop("cache_dir", None), token=kwargs.pop("token", None))
-        return super().from_pretrained(folder, **kwargs)
+        from diffusers.utils import logging as diffusers_logging
+
+        shown = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # no bar for loading a few MB of local components
+        try:
+            return super().from_pretrained(folder, **kwargs)
+        finally:
+            if shown:
+                diffusers_logging.enable_progress_bar()
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -169,13 +186,21 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         if "_class_name" in config:
             config["_class_name"] = cls.__name__
             for name, class_name in cls.OWN_COMPONENTS.items():
-                if isinstance(config.get(name), (list, tuple)):
+                if isinstance(config.get(name), (list, tuple)) and config[name][0] is not None:
                     config[name] = ["smlm_diffusers", class_name]
         return out
 
     @property
     def kde_scaling(self) -> KDEScaling:
         return KDEScaling(self.kde_net.config.kde_sigma)
+
+    @property
+    def optics(self) -> Optics:
+        """The microscope: the folder's ``optics`` setting, else the network's camera and Gaussian PSF."""
+        given = self.config.get("optics")
+        if given is not None:
+            return Optics.from_dict(dict(given))
+        return Optics(self.kde_net.camera, GaussianPSF(float(self.kde_net.config.psf_sigma_px)))
 
     @property
     def camera(self) -> Camera:
@@ -200,6 +225,21 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             frame_norm = self.kde_net.normalize(frames, offset=camera.offset, gain=camera.gain,
                                                 read_noise=camera.read_noise)
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
+
+    def _localize_3d(self, frames, optics: Optics, threshold, batch_size, output_type, return_dict):
+        """DeepSTORM mode under a 3D PSF: the network's molecules and their z (its z channel) seed the 3D Poisson
+        MLE on the frames (:func:`~smlm_diffusers.localization.localize3d.localize_3d`), with a matched filter's
+        spots where the network saw none; the table has z_nm and sigma_z_nm (the 3D CRLB)."""
+        from ..localization.localize3d import localize_3d, seeds_from_output
+
+        unit = self.kde_net.predict(frames, batch_size=batch_size, camera=optics.camera)
+        seeds = seeds_from_output(unit, self.kde_net.config, optics.camera.pixel_size_nm, threshold)
+        locs = localize_3d(frames.cpu().numpy(), optics, seeds=seeds)
+        kde = self.kde_scaling.from_unit(unit[:, 0])
+        out = (locs, kde, None, None, kde)
+        if output_type == "np":
+            out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
+        return out if not return_dict else SMLMPipelineOutput(*out)
 
     def tile_plan(self, h: int, w: int, tile_size: int | None = None) -> TileLayout:
         """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`), in tiles
@@ -246,7 +286,8 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         ----------
         frames : array or tensor, [H, W] or [F, H, W], ADU (integer or float)
         num_samples : int
-            Posterior KDE samples per frame; 0 runs DeepSTORM alone.
+            Posterior KDE samples per frame; 0 runs DeepSTORM alone (the only mode of a folder without a
+            DDPM, and of a 3D one: its table has z_nm and sigma_z_nm).
         num_inference_steps : int, optional
             Reverse diffusion steps (at most the scheduler's ``max_inference_steps``); default
             the pipeline's ``default_inference_steps``.
@@ -254,16 +295,12 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             Seeds the sampling noise: same seed, same result.
         batch_size : int
             Tiles (x samples) per UNet forward pass.
-        output_type : {"np", "pt"}
-            Arrays as numpy (default) or torch tensors.
+        output_type : {"np", "pt"}, arrays as numpy (default) or torch tensors
         camera : Camera, optional
-            The camera of these frames (pixel size, offset, gain, read noise); default the
-            model's (:attr:`camera`).
+            The camera of these frames (pixel size, offset, gain, read noise); default the model's.
         threshold : float, optional
             KDE peak threshold for localization (default: the pipeline's tuned ``threshold``).
-        sampler : {"ancestral", "ddim"}, optional
-        schedule : str, optional
-            Inference noise schedule ("logsnr", "cosine", "linear", "searched").
+        sampler, schedule : {"ancestral", "ddim"}, str ("logsnr", "cosine", "linear", "searched"), optional
         min_probability : float, optional
             Keep only molecules of at least this detection probability in the table (default: the folder's
             ``probability_floor``; the folder's ``min_probability`` is what renders and scores keep).
@@ -285,13 +322,16 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         bf16 = use_bf16(mixed_precision, self._execution_device)
         if num_inference_steps is None:
             num_inference_steps = self.config.default_inference_steps
-        _check_call(num_samples, output_type)
+        optics = _check_call(self, num_samples, output_type)
         camera = self.camera if camera is None else camera
         threshold = self.config.threshold if threshold is None else threshold
         floor = self.config.probability_floor if min_probability is None else float(min_probability)
         refine = self.config.refine if refine is None else refine
         split = self.config.refine_split if split is None else split
         frames = check_frames(frames)
+        if optics.ndim == 3:
+            return self._localize_3d(frames, optics.replace(camera=camera), threshold, batch_size, output_type,
+                                     return_dict)
         device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
 
         def localize(kde):
@@ -322,8 +362,14 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         return SMLMPipelineOutput(*out)
 
 
-def _check_call(num_samples: int, output_type: str) -> None:
+def _check_call(pipe, num_samples: int, output_type: str) -> Optics:
+    """The pipeline's optics, once the call's mode and output type are known to be possible."""
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}")
     if output_type not in ("np", "pt"):
         raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+    optics = pipe.optics
+    if num_samples > 0 and (pipe.unet is None or optics.ndim == 3):
+        why = " for its 3D PSF: the DDPM is 2D only" if optics.ndim == 3 else ""
+        raise ValueError(f"this folder has no DDPM{why}; localize with num_samples=0 (DeepSTORM mode)")
+    return optics

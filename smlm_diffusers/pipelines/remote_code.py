@@ -47,6 +47,8 @@ def write_remote_code(save_directory: str | os.PathLike) -> None:
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
     for key, (module_file, module, cls, base) in SHIM_MODULES.items():
+        if key != "_class_name" and index.get(key, [None])[0] is None:  # an optional component left out
+            continue
         target = folder if key == "_class_name" else folder / key
         target.mkdir(parents=True, exist_ok=True)
         (target / f"{module_file}.py").write_text(SHIM.format(module=module, cls=cls, base=base))

@@ -36,6 +36,24 @@ class SimulationRanges:
     camera: Camera = field(default_factory=lambda: PAPER_CAMERA)
     upsampling: int = 4
     kde_sigma: float = 1.0
+    psf: dict | str | None = None  # an optics.yaml psf block, or the path of an optics.yaml: a 3D PSF adds the z channel
+    z_nm: tuple[float, float] = (-750.0, 750.0)  # z drawn uniformly, nm (3D PSF only)
+
+    @property
+    def psf_model(self):
+        """The :class:`~smlm_diffusers.optics.PSF` of ``psf`` (None: the Gaussian of ``sigma_px``)."""
+        from ..optics import Optics
+        from ..optics.psf import psf_from_dict
+
+        if self.psf is None:
+            return None
+        return Optics.from_yaml(self.psf).psf if isinstance(self.psf, str) else psf_from_dict(dict(self.psf))
+
+    @property
+    def z_scale_nm(self) -> float | None:
+        """The z channel's unit (nm per unit), ``max |z_nm|``; None for a 2D PSF."""
+        psf = self.psf_model
+        return None if psf is None or psf.ndim != 3 else float(max(abs(v) for v in self.z_nm))
 
     @classmethod
     def upgrade_config(cls, data: dict, where: str = "data") -> dict:
@@ -72,7 +90,7 @@ class SimulationRanges:
 @dataclass
 class TrainingBatch:
     frames_adu: torch.Tensor  # [B, H, W]
-    kde_unit: torch.Tensor  # [B, 1, uH, uW] in the networks' [-1, 1] scale
+    kde_unit: torch.Tensor  # [B, C, uH, uW] in the networks' [-1, 1] scale; C = 2 with a 3D PSF (z channel)
 
 
 def make_training_batch(
@@ -82,15 +100,29 @@ def make_training_batch(
 
     Emitters are also drawn ``margin_px`` outside the patch so that the network learns
     what light entering from outside looks like; their KDE mass outside the patch is cut.
+    With a 3D PSF (``ranges.psf``) each emitter's z is drawn from ``ranges.z_nm`` and a second
+    channel holds the KDE weighted by ``z / z_scale_nm`` over the density's peak
+    (:func:`z_channel`): at a molecule, its window sum over the density's is its z in those units.
     """
     shape = (ranges.patch_size, ranges.patch_size)
     sim = FrameSimulator(shape, ranges.camera, _tuple(ranges.sigma_px), _tuple(ranges.background),
-                         ranges.background_variation)
+                         ranges.background_variation, ranges.psf_model, _tuple(ranges.z_nm))
     em = sample_uniform(batch_size, shape, _tuple(ranges.density), ranges.camera.pixel_size_nm,
                         _tuple(ranges.photons), ranges.margin_px, generator, device)
     batch = sim.render(em, generator=generator)
+    scaling = KDEScaling(ranges.kde_sigma)
     kde = render_kde(em.x_px, em.y_px, em.mask, shape, ranges.upsampling, ranges.kde_sigma)
-    return TrainingBatch(batch.frames_adu, KDEScaling(ranges.kde_sigma).to_unit(kde))
+    unit = scaling.to_unit(kde)
+    if ranges.z_scale_nm is not None:
+        unit = torch.cat([unit, z_channel(em, shape, ranges, scaling)], dim=1)
+    return TrainingBatch(batch.frames_adu, unit)
+
+
+def z_channel(em, shape, ranges: SimulationRanges, scaling: KDEScaling) -> torch.Tensor:
+    """[B, 1, uH, uW]: the KDE of emitters ``em`` weighted by ``z_nm / z_scale_nm``, over the kernel's peak
+    (0 where there is no emitter, +-1 at the centre of an isolated one at +-z_scale_nm)."""
+    weight = em.mask.to(em.x_px.dtype) * em.z_nm / ranges.z_scale_nm
+    return render_kde(em.x_px, em.y_px, weight, shape, ranges.upsampling, ranges.kde_sigma) / scaling.peak
 
 
 def make_validation_set(
@@ -107,7 +139,8 @@ def make_validation_set(
     out = []
     for k, d in enumerate(densities):
         frames, gt = simulate(n_frames=n_frames, shape=shape, density=d, photons=photons, background=background,
-                              sigma_px=sigma, seed=seed + k, camera=ranges.camera, margin_px=ranges.margin_px)
+                              sigma_px=sigma, seed=seed + k, camera=ranges.camera, margin_px=ranges.margin_px,
+                              psf=ranges.psf_model, z_nm=_tuple(ranges.z_nm))
         out.append((d, frames, gt))
     return out
 
