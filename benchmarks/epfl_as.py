@@ -68,13 +68,25 @@ def calibrate(frames, gt, camera: Camera = EPFL_CAMERA, radius: int = 7, wobble_
     return Optics(camera, psf), table
 
 
-def run_epfl(data: Path = DATA, threshold_snr: float = 6.0) -> dict:
+def run_epfl(data: Path = DATA, threshold_snr: float = 6.0, model: str | None = None) -> dict:
+    """The test frames 33-64 localized with the optics calibrated on frames 1-32: by the matched filter and the 3D
+    MLE alone, or (``model``, a 3D pipeline folder such as pretrained/smlm-3d-as-100nm) with the network's
+    molecules and their z as seeds too (its own optics, calibrated the same way)."""
     from benchmarks.astig3d import _match
 
     frames, gt = load(data)
     optics, table = calibrate(frames, gt)
     test = gt[gt["frame"].isin(TEST_FRAMES)].reset_index(drop=True)
-    pred = localize_3d(frames[list(TEST_FRAMES)], optics, threshold_snr=threshold_snr, extra_starts_nm=(-400.0, 400.0))
+    seeds = None
+    if model is not None:
+        from smlm_diffusers import SMLMDiffusionPipeline
+        from smlm_diffusers.localization.localize3d import network_seeds_3d
+
+        pipe = SMLMDiffusionPipeline.from_pretrained(model)
+        optics = pipe.optics
+        seeds = network_seeds_3d(pipe.kde_net, frames[list(TEST_FRAMES)], optics.camera, pipe.config.threshold)
+    pred = localize_3d(frames[list(TEST_FRAMES)], optics, seeds=seeds, threshold_snr=threshold_snr,
+                       extra_starts_nm=(-400.0, 400.0))
     pred["frame"] += TEST_FRAMES.start
     pairs = _match(test, pred, 250.0, 500.0)
     g = test.loc[[i for i, _ in pairs]].reset_index(drop=True)
@@ -98,6 +110,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.epfl_as", description=__doc__.split("\n\n")[0])
     p.add_argument("--optics-out", metavar="YAML", help="write the optics calibrated on frames 1-32 (optics.yaml)")
+    p.add_argument("--model", metavar="FOLDER", help="a 3D pipeline folder whose network seeds the fit too")
     args = p.parse_args(argv)
     if args.optics_out:
         frames, gt = load()
@@ -107,7 +120,7 @@ def main(argv=None) -> int:
             "spots": int(len(table)), "z_covered_nm": [float(table["z_nm"].min()), float(table["z_nm"].max())]}})
         print(f"wrote {args.optics_out} ({len(table)} spots, z {table['z_nm'].min():.0f} to {table['z_nm'].max():.0f} nm)")
         return 0
-    print(json.dumps(run_epfl(), indent=1, default=float))
+    print(json.dumps(run_epfl(model=args.model), indent=1, default=float))
     return 0
 
 

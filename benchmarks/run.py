@@ -157,34 +157,28 @@ def run_benchmark(
             dt = time.perf_counter() - t0
             pred = check_localizations(pred, name)
             m = evaluate_interior(gt, pred, frames.shape[1:], camera.pixel_size_nm, border_px, tolerance_nm, crlb_fn)
-            row = {
-                "method": name,
-                "group": sc.group,
-                "scenario": sc.name,
-                "layout": sc.layout,
-                "photons": sc.photons,
-                "background": sc.background,
-                "density": sc.density,
-                "sigma_px": sc.sigma_px,
-                "n_frames": sc.n_frames,
-                "seed": sc.seed,
-                "tuning_seed": sc.tuning_seed,
-                "crlb_nm": crlb_nm,
-                "localize_s": dt,
-                "frames_per_s": sc.n_frames / dt if dt > 0 else math.inf,
-                "tune_s": tune_s,
-                "tuned": json.dumps(tuned, sort_keys=True, default=float),
-                "border_px": float(border_px),
-            }
-            for k in ("n_gt", "n_pred", "tp", "fp", "fn", "jaccard", "precision", "recall", "rmse_nm",
-                      "rmse_x_nm", "rmse_y_nm", "efficiency", "rmse_crlb_ratio", "coverage_1sigma", "z_std", "z_mean"):
-                row[k] = m.get(k, math.nan)
+            row = _result_row(name, sc, crlb_nm, dt, tune_s, tuned, border_px, m)
             rows.append(row)
             if verbose:
                 print(f"  {name:>12s} {sc.name:<16s} J={row['jaccard']:.3f} RMSE={row['rmse_nm']:.2f} nm "
                       f"ratio={row['rmse_crlb_ratio']:.3f} {row['frames_per_s']:.3g} frames/s tuned={row['tuned']}",
                       flush=True)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _result_row(name, sc, crlb_nm, dt, tune_s, tuned, border_px, m) -> dict:
+    """One row of :data:`RESULT_COLUMNS`: the scenario, the timing and the metrics ``m``."""
+    row = {
+        "method": name, "group": sc.group, "scenario": sc.name, "layout": sc.layout, "photons": sc.photons,
+        "background": sc.background, "density": sc.density, "sigma_px": sc.sigma_px, "n_frames": sc.n_frames,
+        "seed": sc.seed, "tuning_seed": sc.tuning_seed, "crlb_nm": crlb_nm, "localize_s": dt,
+        "frames_per_s": sc.n_frames / dt if dt > 0 else math.inf, "tune_s": tune_s,
+        "tuned": json.dumps(tuned, sort_keys=True, default=float), "border_px": float(border_px),
+    }
+    for k in ("n_gt", "n_pred", "tp", "fp", "fn", "jaccard", "precision", "recall", "rmse_nm",
+              "rmse_x_nm", "rmse_y_nm", "efficiency", "rmse_crlb_ratio", "coverage_1sigma", "z_std", "z_mean"):
+        row[k] = m.get(k, math.nan)
+    return row
 
 
 def evaluate_interior(gt, pred, shape, pixel_size_nm, border_px=0.0, tolerance_nm=250.0, crlb_nm2=None) -> dict:
