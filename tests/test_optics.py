@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-import yaml
 
 import smlm_diffusers as sd
 from smlm_diffusers import cli
@@ -199,3 +198,21 @@ def test_3d_localizer_takes_seeds_such_as_a_networks():
     both = localize_3d(frames, Optics(CAM, ASTIG), seeds=gt[["frame", "x_nm", "y_nm"]])  # duplicates merged
     assert len(seeded) == len(gt) == len(both)
     np.testing.assert_allclose(np.sort(seeded["z_nm"]), np.sort(gt["z_nm"]), atol=60)
+
+
+def test_3d_localizer_drops_seeds_in_plain_background():
+    """A seed where no molecule is fits a few hundred photons of noise at an SNR near 2: dropped (``min_snr``)."""
+    from smlm_diffusers.localization.localize3d import localize_3d
+
+    frames, gt = sd.simulate(n_frames=4, shape=(48, 48), photons=3000, background=100, seed=6, structure="grid",
+                             spacing_px=24, jitter_px=1, camera=CAM, psf=ASTIG, z_nm=(-300, 300))
+    empty = pd.DataFrame({"frame": np.repeat(np.arange(4), 2), "x_nm": np.tile([2400.0, 2400.0], 4),
+                          "y_nm": np.tile([2400.0, 600.0], 4)})
+    empty = empty[np.min(np.hypot(empty["x_nm"].to_numpy()[:, None] - gt["x_nm"].to_numpy()[None],
+                                  empty["y_nm"].to_numpy()[:, None] - gt["y_nm"].to_numpy()[None]), axis=1) > 1000]
+    assert len(empty) == 8
+    seeds = pd.concat([gt[["frame", "x_nm", "y_nm"]], empty], ignore_index=True)
+    kept = localize_3d(frames, Optics(CAM, ASTIG), seeds=seeds, detect_too=False)
+    everything = localize_3d(frames, Optics(CAM, ASTIG), seeds=seeds, detect_too=False, min_snr=0.0, min_photons=0.0)
+    assert len(kept) == len(gt)
+    assert len(everything) > len(gt)  # without the test, the empty seeds' noise fits are kept

@@ -24,11 +24,18 @@ from .spot_fit import fit_3d, fit_elliptical, seed_z
 
 def detect(photons: np.ndarray, sigma_px: float = 1.5, threshold_snr: float = 6.0, min_distance_px: int = 2):
     """(frame, row, col) of local maxima of the smoothed, background-subtracted frames [F, H, W] above
-    ``threshold_snr`` robust noise units (wide, astigmatic spots too: smoothing by ``sigma_px``)."""
+    ``threshold_snr`` noise units (wide, astigmatic spots too: smoothing by ``sigma_px``).
+
+    The noise is the pixel noise (robust spread of neighbouring pixels' differences, which wide spots
+    barely change; an EMCCD's excess noise included) times the smoothing kernel's norm,
+    1 / (2 sqrt(pi) sigma_px): a frame crowded with defocused spots keeps its threshold.
+    """
     bg = np.median(photons, axis=(1, 2), keepdims=True)
     smooth = ndimage.gaussian_filter(photons - bg, sigma=(0, sigma_px, sigma_px), mode="nearest")
     centre = np.median(smooth, axis=(1, 2), keepdims=True)
-    noise = np.maximum(1.4826 * np.median(np.abs(smooth - centre), axis=(1, 2), keepdims=True), 1e-6)
+    diff = np.diff(photons, axis=2).reshape(len(photons), -1)
+    mad = np.median(np.abs(diff - np.median(diff, axis=1, keepdims=True)), axis=1)
+    noise = np.maximum(1.4826 * mad / np.sqrt(2.0) / (2.0 * np.sqrt(np.pi) * sigma_px), 1e-6)[:, None, None]
     size = 2 * min_distance_px + 1
     peaks = (smooth == ndimage.maximum_filter(smooth, size=(1, size, size), mode="nearest"))
     peaks &= (smooth - centre) / noise > threshold_snr
@@ -46,13 +53,18 @@ def _windows(photons, frame, row, col, radius):
 
 
 def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, threshold_snr: float = 6.0,
-                radius_px: int | None = None, min_photons: float = 50.0, extra_starts_nm: tuple = (),
-                detect_too: bool = True) -> pd.DataFrame:
+                radius_px: int | None = None, min_photons: float = 50.0, min_snr: float = 5.0,
+                extra_starts_nm: tuple = (), detect_too: bool = True, neighbours: bool = True) -> pd.DataFrame:
     """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D).
 
     ``seeds`` (frame, x_nm, y_nm, optionally z_nm: a 3D network's, :func:`network_seeds_3d`), e.g. the
     network's detections, are fitted, with the detector's spots too unless ``detect_too`` is False (a 2D
     network may miss defocused spots); a seed's z_nm starts its fit (else the spot's width ratio).
+    A fit is kept where its photons are over ``min_photons`` and ``min_snr`` times their own bound
+    (photons / sqrt(CRLB_photons): a seed in plain background fits a few hundred photons at an SNR
+    near 2) and its z lies within the PSF's calibrated range (50 nm of slack). With ``neighbours``,
+    each kept molecule is fitted once more in its window less the other kept molecules' expected
+    photons (defocused spots reach far: at 0.3 molecules per um^2 a window holds about one more).
     """
     psf, cam = optics.psf, optics.camera
     if psf.ndim != 3:
@@ -71,19 +83,42 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
         col = np.r_[np.floor(seeds["x_nm"].to_numpy() / a), col].astype(np.int64)
     if not len(frame):
         return empty_table(COLUMNS_3D)
-    win, inside = _windows(photons, frame, row, col, radius_px)
-    fill = np.nanmedian(np.where(inside, win, np.nan).reshape(len(win), -1), axis=1)
-    win = np.where(inside, win, fill[:, None, None])
     z0 = None
     if seeds is not None and "z_nm" in seeds.columns:  # the network's z for its seeds, the widths' for the rest
+        win = _filled_windows(photons, frame, row, col, radius_px)
         ell = fit_elliptical(win, cam.read_noise, psf.sigma_px, n_iter=30)
         z0 = seed_z(psf, ell.theta[:, 4], ell.theta[:, 5])
         z0[:len(seeds)] = seeds["z_nm"].to_numpy(np.float64)
+    keep = dict(min_photons=min_photons, min_snr=min_snr, extra_starts_nm=extra_starts_nm)
+    out = _merge_duplicates(_fit(photons, frame, row, col, z0, optics, radius_px, **keep), a)
+    if neighbours and len(out) > 1:
+        f, r, c = (out["frame"].to_numpy(np.int64), np.floor(out["y_nm"].to_numpy() / a).astype(np.int64),
+                   np.floor(out["x_nm"].to_numpy() / a).astype(np.int64))
+        others = _neighbour_photons(out, f, r, c, radius_px, optics)
+        out = _merge_duplicates(_fit(photons, f, r, c, out["z_nm"].to_numpy(), optics, radius_px, others, **keep), a)
+    return out
+
+
+def _filled_windows(photons, frame, row, col, radius_px):
+    win, inside = _windows(photons, frame, row, col, radius_px)
+    fill = np.nanmedian(np.where(inside, win, np.nan).reshape(len(win), -1), axis=1)
+    return np.where(inside, win, fill[:, None, None])
+
+
+def _fit(photons, frame, row, col, z0, optics: Optics, radius_px: int, minus=None, min_photons=50.0, min_snr=5.0,
+         extra_starts_nm=()) -> pd.DataFrame:
+    """The 3D MLE in the windows around (row, col) (less ``minus``, other molecules' photons), as a table of
+    the fits that pass (see :func:`localize_3d`)."""
+    psf, cam, a = optics.psf, optics.camera, optics.camera.pixel_size_nm
+    win = _filled_windows(photons, frame, row, col, radius_px)
+    if minus is not None:
+        win = win - minus
     fit = fit_3d(win, psf, cam.read_noise, z0_nm=z0, extra_starts_nm=extra_starts_nm)
     x, y, z, n, b = fit.theta.T
     lo, hi = psf.z_range_nm
-    ok = fit.ok & (n > min_photons) & (z >= lo - 50.0) & (z <= hi + 50.0)
-    out = pd.DataFrame({
+    snr = n / np.sqrt(np.maximum(fit.crlb[:, 3], 1e-12))
+    ok = fit.ok & (n > min_photons) & (snr >= min_snr) & (z >= lo - 50.0) & (z <= hi + 50.0)
+    return pd.DataFrame({
         "frame": frame.astype(np.int64),
         "x_nm": (col - radius_px + x) * a,
         "y_nm": (row - radius_px + y) * a,
@@ -91,7 +126,25 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
         "sigma_x_nm": np.sqrt(fit.crlb[:, 0]) * a, "sigma_y_nm": np.sqrt(fit.crlb[:, 1]) * a,
         "sigma_z_nm": np.sqrt(fit.crlb[:, 2]),
     })[ok].reset_index(drop=True)
-    return _merge_duplicates(out, a)
+
+
+def _neighbour_photons(locs: pd.DataFrame, frame, row, col, radius_px: int, optics: Optics) -> np.ndarray:
+    """[K, R, R]: the expected photons of the other molecules of the same frame in each molecule's window."""
+    from scipy.spatial import cKDTree
+
+    a, side = optics.camera.pixel_size_nm, 2 * radius_px + 1
+    out = np.zeros((len(locs), side, side))
+    pts = np.c_[locs["x_nm"] / a, locs["y_nm"] / a, frame * 1e7]
+    pairs = np.array(sorted(cKDTree(pts).query_pairs(2.0 * side)), dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        return out
+    k, j = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]  # molecule j in the window of k
+    t = lambda v: torch.as_tensor(np.asarray(v, np.float64))  # noqa: E731
+    frac = optics.psf.fractions(t(locs["x_nm"].to_numpy()[j] / a - (col[k] - radius_px)),
+                                t(locs["y_nm"].to_numpy()[j] / a - (row[k] - radius_px)), (side, side),
+                                z_nm=t(locs["z_nm"].to_numpy()[j]))
+    np.add.at(out, k, frac.numpy() * locs["photons"].to_numpy()[j][:, None, None])
+    return out
 
 
 def _merge_duplicates(locs: pd.DataFrame, pixel_nm: float) -> pd.DataFrame:
