@@ -1,6 +1,8 @@
 """DeepSTORM for a 3D PSF: the z channel (training target, readout), a 3D pipeline folder without a DDPM,
 and the command line on it."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,3 +130,52 @@ def test_the_cli_localizes_a_3d_folder_in_deepstorm_mode(folder_3d, tmp_path, ca
     with pytest.raises(SystemExit) as err:
         cli.main(["localize", str(stack), "-o", str(csv), "--model", str(folder_3d), "--mode", "ddpm", "-q"])
     assert err.value.code == 2 and "the DDPM is 2D only" in capsys.readouterr().err
+
+
+def test_the_model_card_of_a_3d_folder(folder_3d, tmp_path):
+    """A 3D folder's card comes from the 3D template: its PSF, the EPFL rows of the benchmark's JSON, no DDPM."""
+    import json
+
+    from smlm_diffusers.hub.card import write_model_card
+
+    res = {"epfl": {"n_ground_truth": 19, "n_localizations": 13, "tp": 13, "fp": 0, "fn": 6, "jaccard": 0.684,
+                    "lateral_rmse_nm": 54.8, "axial_rmse_nm": 75.4, "coverage_z_1sigma": 0.23},
+           "simulated": [{"photons": 1000.0, "z_bin_nm": "[-600, -400)", "n": 10, "lateral_ratio": 1.03,
+                          "axial_ratio": 1.05, "coverage_z_1sigma": 0.65, "recall": 1.0}]}
+    (tmp_path / "astig3d.json").write_text(json.dumps(res))
+    card = write_model_card(folder_3d, results=tmp_path / "astig3d.json", out=tmp_path / "README.md").read_text()
+    assert "3D astigmatic SMLM in DeepSTORM mode" in card and "the DDPM is 2D only" not in card.lower()
+    assert "no DDPM" in card and "- astigmatism" in card and "ddpm" not in card.split("---")[1]
+    assert f"{ASTIG.to_dict()['focus_x_nm']:.1f}" in card  # the PSF's own numbers
+    assert "| detector + 3D MLE | 19 | 13 | 13 | 0 | 6 | 0.684 | 54.8 | 75.4 | 0.23 |" in card
+    assert "| 1000 | [-600, -400) | 10 | 1.030 | 1.050 | 0.650 | 1.000 |" in card
+    bare = write_model_card(folder_3d, out=tmp_path / "bare.md").read_text()
+    assert "No results file was given" in bare
+
+
+SHIPPED_3D = Path(__file__).resolve().parents[1] / "pretrained" / "smlm-3d-as-100nm"
+
+
+@pytest.mark.skipif(not (SHIPPED_3D / "kde_net").is_dir(), reason="the shipped 3D folder is not in this checkout")
+def test_the_shipped_3d_folder_localizes_frames_of_its_optics():
+    """pretrained/smlm-3d-as-100nm on frames simulated through its own optics: its network finds every
+    isolated emitter and its z says where the emitter is (an untrained one gives a z RMSE near the z's own
+    spread), and the whole 3D localization puts z near the bound."""
+    from smlm_diffusers.localization import match
+    from smlm_diffusers.localization.localize3d import network_seeds_3d
+
+    pipe = sd.SMLMDiffusionPipeline.from_pretrained(SHIPPED_3D)
+    assert pipe.unet is None and pipe.optics.ndim == 3
+    frames, gt = sd.simulate(n_frames=4, shape=(48, 48), photons=4000, background=100, seed=7, structure="grid",
+                             spacing_px=16, jitter_px=2, camera=pipe.optics.camera, psf=pipe.optics.psf,
+                             z_nm=(-300, 300))
+    seeds = network_seeds_3d(pipe.kde_net, frames, pipe.optics.camera, pipe.config.threshold)
+    pairs = match(gt, seeds)
+    assert len(pairs["gt_index"]) == len(gt) == len(seeds)
+    dz = seeds["z_nm"].to_numpy()[pairs["pred_index"]] - gt["z_nm"].to_numpy()[pairs["gt_index"]]
+    assert np.sqrt(np.mean(dz**2)) < 0.8 * gt["z_nm"].std()
+    locs = pipe(frames, num_samples=0).localizations
+    pairs = match(gt, locs)
+    assert len(pairs["gt_index"]) == len(gt) == len(locs)
+    dz = locs["z_nm"].to_numpy()[pairs["pred_index"]] - gt["z_nm"].to_numpy()[pairs["gt_index"]]
+    assert np.sqrt(np.mean(dz**2)) < 1.5 * locs["sigma_z_nm"].median()

@@ -1,7 +1,7 @@
 """Make a 3D pipeline folder from a trained 3D DeepSTORM and its optics (no DDPM: the DDPM is 2D only).
 
     python train/install_3d_folder.py runs/deepstorm_3d_as pretrained/smlm-3d-as-100nm \
-        --optics pretrained/smlm-3d-as-100nm/optics.yaml
+        --optics pretrained/smlm-3d-as-100nm/optics.yaml --threshold 0.05
 
 The KDE peak threshold is tuned on simulated frames of the training optics (fixed seeds, never the
 benchmark's test data): the Jaccard of the whole 3D localization (the network's seeds, the matched
@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("run", help="training output folder (its kde_net/ and train_config.yaml)")
     p.add_argument("out", help="pipeline folder to write")
     p.add_argument("--optics", required=True, help="optics.yaml of the microscope (its PSF must be 3D)")
+    p.add_argument("--threshold", type=float, help="the KDE peak threshold to ship in place of the simulated frames' best "
+                   "(e.g. tuned on the microscope's own frames with ground truth; the table is still written)")
     args = p.parse_args(argv)
 
     import smlm_diffusers as sd
@@ -67,6 +69,9 @@ def main(argv=None) -> int:
     best = float(table.groupby("threshold")["jaccard"].mean().idxmax())
     print(table.round(4).to_string(index=False))
     print(f"threshold {best:g} (the best mean Jaccard)")
+    if args.threshold is not None:
+        best = float(args.threshold)
+        print(f"shipping threshold {best:g} (--threshold)")
     pipe.register_to_config(threshold=best)
     if Path(args.optics).resolve() != (out / "optics.yaml").resolve():
         out.mkdir(parents=True, exist_ok=True)

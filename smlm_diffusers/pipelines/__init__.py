@@ -1,4 +1,4 @@
-"""The SMLM diffusion pipeline (a diffusers DiffusionPipeline), its output, its tiles
+"""The SMLM diffusion pipeline (a diffusers DiffusionPipeline; its DDPM mode in :mod:`.ddpm`), its output, its tiles
 (:mod:`.tiling`) and the remote-code shims its folders carry (:mod:`.remote_code`)."""
 
 from .pipeline_output import SMLMPipelineOutput
