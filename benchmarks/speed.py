@@ -180,10 +180,11 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "speed.csv", index=False)
-        write_sidecar(out / "speed.csv", "benchmarks.speed", argv, threads=args.threads, photons=PHOTONS,
+        name = "speed_sparse" if args.only_sparse else "speed"  # the sparse rows alone keep the full table
+        table.to_csv(out / f"{name}.csv", index=False)
+        write_sidecar(out / f"{name}.csv", "benchmarks.speed", argv, threads=args.threads, photons=PHOTONS,
                       background=BACKGROUND, model=args.model)
-        print(f"wrote {out / 'speed.csv'} and {out / 'speed.json'}")
+        print(f"wrote {out / name}.csv and {out / name}.json")
     return 0
 
 
