@@ -40,7 +40,7 @@ LIMITS = {
     "background_low_warn": 0.2,  # photons per pixel: nearly no background at all
     "noise_ratio_error": 10.0,  # measured / expected pixel variance outside [1/10, 10]
     "noise_ratio_warn_low": 0.55,  # e.g. a gain twice too high (shot-noise variance scales with the gain)
-    "noise_ratio_warn_high": 2.5,  # above 2: an EMCCD's excess noise alone doubles the shot-noise variance
+    "noise_ratio_warn_high": 1.7,  # an EMCCD read as a plain camera: its excess noise doubles the shot-noise variance
 }
 # what real cameras have: single values outside these are not offered as fixes
 PLAUSIBLE = {"gain": (1e-3, 1e4), "read_noise": (0.05, 200.0)}
@@ -195,9 +195,11 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> Cam
                                   f"check {names['offset']}")
         if not L["noise_ratio_warn_low"] <= ratio <= L["noise_ratio_warn_high"]:
             more = "more" if ratio > 1 else "less"
+            emccd = (" (an EMCCD's excess noise alone doubles the variance: Camera.emccd, CLI --excess-noise 2)"
+                     if ratio > 1 else "")
             check.warnings.append(f"the frames are {math.sqrt(ratio):.2g}x {more} noisy than this camera predicts: "
                                   f"check {names['gain']} and {names['read_noise']}; "
-                                  f"{fixes('gain', 'read_noise')}")
+                                  f"{fixes('gain', 'read_noise')}{emccd}")
     return check
 
 

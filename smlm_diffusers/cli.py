@@ -73,6 +73,9 @@ def _add_camera_options(p: argparse.ArgumentParser, default_note: str) -> None:
     g.add_argument("--gain", type=_positive_float, metavar="ADU/e-", help="conversion gain, ADU per photo-electron")
     g.add_argument("--pixel-size", type=_positive_float, metavar="NM", help="camera pixel size in the sample, nm")
     g.add_argument("--read-noise", type=_non_negative_float, metavar="E", help="read noise, photo-electrons rms")
+    g.add_argument("--excess-noise", type=_positive_float, metavar="F2",
+                   help="an EMCCD's excess noise factor squared (2 at high EM gain): the shot-noise variance is F2 "
+                        "times the signal; --gain is then ADU per photo-electron with the EM gain included")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,12 +197,17 @@ def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazil
     from .simulation import Camera
 
     try:
-        return Camera(
+        camera = Camera(
             pixel_size_nm=defaults.pixel_size_nm if args.pixel_size is None else args.pixel_size,
             offset=defaults.offset if args.offset is None else args.offset,
             gain=defaults.gain if args.gain is None else args.gain,
             read_noise=defaults.read_noise if args.read_noise is None else args.read_noise,
+            qe=defaults.qe,
         )
+        excess = getattr(args, "excess_noise", None)
+        if excess is None:
+            return camera
+        return Camera.emccd(camera.pixel_size_nm, camera.offset, camera.gain, camera.read_noise, camera.qe, excess)
     except ValueError as err:
         raise CLIError(str(err)) from None
 

@@ -117,12 +117,12 @@ def _fit(photons, frame, row, col, z0, optics: Optics, radius_px: int, minus=Non
     x, y, z, n, b = fit.theta.T
     lo, hi = psf.z_range_nm
     snr = n / np.sqrt(np.maximum(fit.crlb[:, 3], 1e-12))
-    ok = fit.ok & (n > min_photons) & (snr >= min_snr) & (z >= lo - 50.0) & (z <= hi + 50.0)
+    ok = fit.ok & (n > min_photons * cam.qe) & (snr >= min_snr) & (z >= lo - 50.0) & (z <= hi + 50.0)
     return pd.DataFrame({
         "frame": frame.astype(np.int64),
         "x_nm": (col - radius_px + x) * a,
         "y_nm": (row - radius_px + y) * a,
-        "z_nm": z, "photons": n, "background": b,
+        "z_nm": z, "photons": n / cam.qe, "background": b / cam.qe,  # incident photons (electrons / qe)
         "sigma_x_nm": np.sqrt(fit.crlb[:, 0]) * a, "sigma_y_nm": np.sqrt(fit.crlb[:, 1]) * a,
         "sigma_z_nm": np.sqrt(fit.crlb[:, 2]),
     })[ok].reset_index(drop=True)
@@ -143,7 +143,7 @@ def _neighbour_photons(locs: pd.DataFrame, frame, row, col, radius_px: int, opti
     frac = optics.psf.fractions(t(locs["x_nm"].to_numpy()[j] / a - (col[k] - radius_px)),
                                 t(locs["y_nm"].to_numpy()[j] / a - (row[k] - radius_px)), (side, side),
                                 z_nm=t(locs["z_nm"].to_numpy()[j]))
-    np.add.at(out, k, frac.numpy() * locs["photons"].to_numpy()[j][:, None, None])
+    np.add.at(out, k, frac.numpy() * (optics.camera.qe * locs["photons"].to_numpy()[j])[:, None, None])
     return out
 
 
