@@ -95,6 +95,10 @@ def main(argv=None) -> int:
 
         result["epfl"] = run_epfl()
         print(json.dumps(result["epfl"], indent=1))
+        from benchmarks.epfl_as import EPFL_EMCCD
+
+        result["epfl_emccd"] = run_epfl(camera=EPFL_EMCCD)  # the frames' excess noise modelled
+        print(json.dumps(result["epfl_emccd"], indent=1))
         if Path(args.model).is_dir():  # the shipped 3D folder: its network's seeds too
             result["epfl_model"] = run_epfl(model=args.model)
             print(json.dumps(result["epfl_model"], indent=1))

@@ -63,6 +63,7 @@ def card_context_3d(folder: str | Path, results: str | Path | None = None, repo_
     if results_path is not None and results_path.is_file():
         res = json.loads(results_path.read_text())
         rows = [dict(res[k], method=m) for k, m in (("epfl", "detector + 3D MLE"),
+                                                    ("epfl_emccd", "detector + 3D MLE, EMCCD camera (F^2 = 2)"),
                                                     ("epfl_model", "this network's seeds + detector + 3D MLE"))
                 if k in res]
         epfl = markdown_table(rows, _EPFL_COLUMNS) if rows else None
