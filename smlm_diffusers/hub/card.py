@@ -217,19 +217,16 @@ def render_model_card(folder: str | Path, results: str | Path | None = None, rep
     from .card3d import CARD_TAGS_3D, CARD_TEMPLATE_3D, card_context_3d, is_3d_folder
 
     if is_3d_folder(folder):  # a 3D DeepSTORM and its optics, no DDPM
-        template = Path(template) if template else CARD_TEMPLATE_3D
-        data = ModelCardData(library_name="diffusers", license="apache-2.0", pipeline_tag="image-to-image",
-                             tags=list(CARD_TAGS_3D), inference=False)
-        return ModelCard.from_template(data, template_path=str(template),
-                                       **card_context_3d(folder, results=results, repo_id=repo_id))
-    template = Path(template) if template else CARD_TEMPLATE
+        default, tags, context = CARD_TEMPLATE_3D, CARD_TAGS_3D, card_context_3d(folder, results, repo_id)
+    else:
+        default, tags = CARD_TEMPLATE, CARD_TAGS
+        context = card_context(folder, results=results, repo_id=repo_id, results_hint=results_hint)
+    template = Path(template) if template else default
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found (pass --template)")
     data = ModelCardData(library_name="diffusers", license="apache-2.0", pipeline_tag="image-to-image",
-                         tags=list(CARD_TAGS), inference=False)
-    return ModelCard.from_template(data, template_path=str(template),
-                                   **card_context(folder, results=results, repo_id=repo_id,
-                                                  results_hint=results_hint))
+                         tags=list(tags), inference=False)
+    return ModelCard.from_template(data, template_path=str(template), **context)
 
 
 def write_model_card(folder: str | Path, results: str | Path | None = None, repo_id: str | None = None,

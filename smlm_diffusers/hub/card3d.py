@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .tables import fmt, markdown_table
 
 CARD_TEMPLATE_3D = Path(__file__).resolve().parent / "templates" / "smlm_3d.md"
@@ -70,11 +72,13 @@ def card_context_3d(folder: str | Path, results: str | Path | None = None, repo_
         simulated = markdown_table(res["simulated"], _SIM_COLUMNS) if res.get("simulated") else None
     record = _find_training_record(folder)
     n = _count_parameters(folder / "kde_net")
-    wob = {a: ", ".join(fmt(v, ".3f") for v in psf.get(f"wobble_{a}_px", [])) for a in ("x", "y")}
-    psf_rows = [("sigma0 x / y (px)", f"{fmt(psf.get('sigma0_x_px'), '.3f')} / {fmt(psf.get('sigma0_y_px'), '.3f')}"),
-                ("focal plane of x / y (nm)", f"{fmt(psf.get('focus_x_nm'), '.1f')} / {fmt(psf.get('focus_y_nm'), '.1f')}"),
-                ("depth of x / y (nm)", f"{fmt(psf.get('depth_x_nm'), '.1f')} / {fmt(psf.get('depth_y_nm'), '.1f')}"),
-                ("wobble x / y (px, polynomial in z per um)", f"{wob['x']} / {wob['y']}"),
+    def x_y(key: str, spec: str) -> str:  # "x value / y value" of psf["<key with x or y>"]
+        return " / ".join(", ".join(fmt(v, spec) for v in np.atleast_1d(psf.get(key.format(a), [])))
+                          for a in ("x", "y"))
+
+    psf_rows = [("sigma0 x / y (px)", x_y("sigma0_{}_px", ".3f")), ("focal plane of x / y (nm)", x_y("focus_{}_nm", ".1f")),
+                ("depth of x / y (nm)", x_y("depth_{}_nm", ".1f")),
+                ("wobble x / y (px, polynomial in z per um)", x_y("wobble_{}_px", ".3f")),
                 ("z range (nm)", " to ".join(fmt(v) for v in psf.get("z_range_nm", [])))]
     return {
         "repo_id": repo_id or f"<your-org>/{folder.resolve().name}", "repo_id_given": repo_id is not None,
