@@ -3,13 +3,14 @@
 ``.csv``: ThunderSTORM CSV (:func:`~smlm_diffusers.io.tables.write_thunderstorm_csv`, 1-based
 frames, nm) with these columns after ThunderSTORM's own:
 
-- ``sigma [nm]``: the PSF sigma the photometry assumed (the model's, in nm);
+- ``sigma [nm]``: the PSF sigma the fit assumed (``--psf-sigma``, ``--optics`` or the model's, in nm);
 - ``intensity [photon]``, ``offset [photon]``: photons of the molecule and background photons
   per pixel, fitted jointly on the frame at the molecule positions
   (:mod:`smlm_diffusers.localization.photometry`);
 - ``uncertainty [nm]``: sqrt((sigma_x^2 + sigma_y^2) / 2) of the per-molecule 1-sigma
-  uncertainty (DDPM mode: the pipeline's sigma model, sample spread + CRLB; DeepSTORM mode:
-  the CRLB of an isolated emitter at the fitted photons and background);
+  uncertainty (DeepSTORM mode: sqrt(CRLB) of the joint Poisson fit of the frame, neighbours and
+  background as nuisance parameters; DDPM mode: that bound combined with the spread of the weighed
+  configurations the samples proposed; see ``smlm-diffusers localize --help``);
 - ``kde_mass`` (KDE mass of the molecule, in emitters) and, with DDPM samples,
   ``probability`` (detection probability: the weight of the configurations that hold it) and
   ``n_samples`` (samples that proposed it);

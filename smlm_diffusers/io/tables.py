@@ -61,7 +61,7 @@ def write_thunderstorm_csv(df: pd.DataFrame, path, extra_columns: dict | None = 
           uncertainty per axis, nm) combined as sqrt((sx^2 + sy^2) / 2) -> ``uncertainty [nm]``;
         - 3D: ``z_nm`` -> ``z [nm]`` (after ``y [nm]``), ``sigma_z_nm`` -> ``uncertainty_z [nm]``.
 
-        Missing values are written as ``NaN`` (which ThunderSTORM's Java parser accepts).
+        Missing values are written as the bare number ``NaN`` (which ThunderSTORM's Java parser accepts).
     path : str, path-like or text file object
     extra_columns : dict, optional
         Further columns (header -> array of ``len(df)`` values) appended after the standard
@@ -113,8 +113,20 @@ def write_thunderstorm_csv(df: pd.DataFrame, path, extra_columns: dict | None = 
         if values.shape != (n,):
             raise ValueError(f"extra column {name!r} has shape {values.shape}, expected ({n},)")
         out[name] = values
-    # QUOTE_NONNUMERIC quotes the header only (all values are numbers), like ThunderSTORM
-    out.to_csv(path, index=False, header=header, quoting=csv.QUOTE_NONNUMERIC, na_rep="NaN")
+    # the header quoted, like ThunderSTORM; the values plain numbers, a missing one the bare token NaN (a number
+    # to ThunderSTORM's Java parser and to pandas; QUOTE_NONNUMERIC would write it as the string "NaN")
+    if header:
+        line = ",".join('"' + str(c).replace('"', '""') + '"' for c in out.columns) + "\n"
+        if hasattr(path, "write"):
+            path.write(line)
+        else:
+            with open(path, "w", newline="") as fh:
+                fh.write(line)
+    if hasattr(path, "write"):
+        out.to_csv(path, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="NaN", lineterminator="\n")
+    else:
+        out.to_csv(path, mode="a" if header else "w", index=False, header=False, quoting=csv.QUOTE_MINIMAL,
+                   na_rep="NaN", lineterminator="\n")
 
 
 def read_thunderstorm_csv(path: str | os.PathLike, pixel_size_nm: float | None = None) -> pd.DataFrame:

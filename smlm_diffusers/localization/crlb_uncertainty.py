@@ -1,11 +1,11 @@
-"""Per-molecule uncertainty without DDPM samples: the Cramer-Rao bound at the fitted photometry.
+"""Per-molecule uncertainty where the frame was not fitted: the Cramer-Rao bound at the fitted photometry.
 
-DeepSTORM alone gives positions but no spread. Until the frame-level maximum-likelihood
-refinement replaces it (it will report the CRLB of the joint fit, neighbours included), each
-molecule gets the CRLB of an *isolated* emitter (paper eq. 14) at the photons and background
-fitted jointly on the frame at the molecule positions
-(:func:`~smlm_diffusers.localization.photometry.estimate_photometry`). It is a lower bound:
-it ignores neighbours and DeepSTORM's own bias, so in crowded frames it is optimistic.
+A pipeline folder with ``refine`` on (every shipped 2D folder) fits the molecules jointly on the frame and
+reports the CRLB of that fit, neighbours included; this module is for the others (``refine=False``, such as
+``smlm-ddpm-2d-v1``), whose DeepSTORM positions come with no spread. Each molecule gets the CRLB of an
+*isolated* emitter (paper eq. 14) at the photons and background fitted jointly on the frame at the molecule
+positions (:func:`~smlm_diffusers.localization.photometry.estimate_photometry`). It is a lower bound: it
+ignores neighbours and DeepSTORM's own bias, so in crowded frames it is optimistic.
 
 A frame with more than :data:`MAX_MOLECULES_PER_PIXEL` molecules per camera pixel (4x the
 densest training data at 108 nm pixels) has more unknowns than the joint fit can separate;

@@ -11,8 +11,8 @@ by weighted least squares (pixel variance ``mu + read_noise^2``, with ``mu`` the
 overlapping neighbours share their light instead of each counting it twice, which an
 aperture sum would do at high density.
 
-The photons feed the per-molecule Cramer-Rao bound that the pipeline's sigma model adds to
-the DDPM sample spread (:mod:`smlm_diffusers.pipelines.pipeline_smlm`).
+The photons feed the Cramer-Rao bound of an isolated emitter (:func:`molecule_crlb`), the sigma of a
+table whose folder does not fit the frame (``refine=False``; :mod:`.crlb_uncertainty`).
 """
 
 from __future__ import annotations
@@ -162,5 +162,5 @@ def estimate_photometry(
 
 def molecule_crlb(molecules: pd.DataFrame, sigma_px: float, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """CRLB_x, CRLB_y (nm^2) of each molecule as an isolated emitter at its fitted ``photons`` (at least
-    one) and ``background``: the CRLB term of the pipeline's sigma model."""
+    one) and ``background`` (:func:`~smlm_diffusers.localization.crlb_uncertainty.add_crlb_uncertainty`)."""
     return crlb_at_truth(molecules.assign(photons=molecules["photons"].clip(lower=1.0)), sigma_px, camera)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..localization.screening import add_counts, screen_localizations
 from .tiles import Tile, keep_core, tile_frame
 
 # Camera pixels per pipeline call (all its KDEs are held at once: 16 x this many float32
@@ -31,6 +32,8 @@ class ChunkResult:
         The KDE (DeepSTORM, or the mean of the DDPM samples) summed over these frames.
     kde_var : float64 array [uH, uW] or None
         The per-pixel sample variance summed over these frames (DDPM mode).
+    rejected : dict
+        Rows left out of ``localizations`` by reason (:mod:`smlm_diffusers.localization.screening`).
     images : dict or None
         With ``keep_images``: ``kde_mean``, ``kde_var``, ``deepstorm_kde`` [F, uH, uW] and
         ``samples`` [F, K, uH, uW] (float32; None where the mode has none), stitched from the
@@ -43,6 +46,7 @@ class ChunkResult:
     kde_sum: np.ndarray
     kde_var: np.ndarray | None
     images: dict | None = None
+    rejected: dict | None = None
 
 
 def _window_stack(frames: np.ndarray, items: list[tuple[int, int]], tiles: list[Tile]) -> np.ndarray:
@@ -99,7 +103,8 @@ def localize_frames(
         CPU, ``FORWARD_PIXELS_GPU`` on an accelerator).
     postprocess : callable, optional
         ``postprocess(localizations, windows)`` per call, in window coordinates, before
-        the tiles are put together (e.g. photometry on the raw windows).
+        the tiles are put together (e.g. photometry on the raw windows). The rows are screened after it
+        (:func:`~smlm_diffusers.localization.screening.screen_localizations`, counts in ``rejected``).
     keep_images : bool
         Also return the per-frame images (memory grows with the chunk: for short stacks).
     **pipeline_kwargs
@@ -122,17 +127,19 @@ def localize_frames(
     kde_sum = np.zeros((height * u, width * u))
     kde_var = np.zeros_like(kde_sum) if num_samples > 0 else None
     images = None
-    tables, tile_of_row = [], []
+    tables, tile_of_row, rejected = [], [], add_counts(None, None)
+    psf_sigma_px = float(pipe.optics.psf.sigma_px)
     row0 = np.array([t.window[0] for t in tiles], dtype=np.float64)
     col0 = np.array([t.window[2] for t in tiles], dtype=np.float64)
     for first in range(0, len(items), per_call):
         part = items[first:first + per_call]
         windows = _window_stack(frames, part, tiles)
-        out = pipe(windows, generator=generator, **call, **pipeline_kwargs)
+        out = pipe(windows, generator=generator, screen=False, **call, **pipeline_kwargs)
         locs = out.localizations
         if postprocess is not None:
             locs = postprocess(locs, windows)
-        locs = locs.copy()
+        locs, left_out = screen_localizations(locs, windows.shape[-2:], camera.pixel_size_nm, psf_sigma_px)
+        rejected = add_counts(rejected, left_out)
         item = locs["frame"].to_numpy(np.int64)  # index into ``windows``
         frame_of = np.array([f for f, _ in part], dtype=np.int64)
         tile_of = np.array([k for _, k in part], dtype=np.int64)
@@ -148,7 +155,7 @@ def localize_frames(
     if len(tiles) > 1:
         keep = keep_core(table, np.concatenate(tile_of_row), tiles, camera.pixel_size_nm)
         table = table[keep].sort_values("frame", kind="stable").reset_index(drop=True)
-    return ChunkResult(int(start), int(start) + n_frames, table, kde_sum, kde_var, images)
+    return ChunkResult(int(start), int(start) + n_frames, table, kde_sum, kde_var, images, rejected)
 
 
 def _add_cores(out, tiles, tile_of, frame_of, u, kde_sum, kde_var, images_shape, images):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..localization.screening import describe_counts
 from .resume import MovieError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -21,7 +22,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 OUTPUTS_HELP = """\
 outputs (-o chooses the table's format by its suffix):
   TABLE.csv            ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm]
-                       (the model's PSF sigma), intensity [photon], uncertainty [nm],
+                       (the PSF sigma used: --psf-sigma, --optics or the model's),
+                       intensity [photon], uncertainty [nm],
                        offset [photon], kde_mass (KDE mass of the molecule, in emitters) and,
                        in ddpm mode, probability (detection probability: the weight of the
                        configurations that hold it) and
@@ -30,10 +32,20 @@ outputs (-o chooses the table's format by its suffix):
                        x is the column axis, the outer top-left corner of the image is
                        (0, 0) nm (ThunderSTORM's convention).
                        uncertainty [nm] = sqrt((sigma_x^2 + sigma_y^2) / 2) of the 1-sigma
-                       position uncertainty: in ddpm mode the model's sigma model (spread of
-                       the samples + CRLB); in deepstorm mode the Cramer-Rao bound of an
-                       isolated emitter at the fitted photons and background (a lower bound;
-                       to be replaced by the CRLB of a full MLE refinement).
+                       position uncertainty. deepstorm mode: the molecules are fitted jointly
+                       on the frame (Poisson maximum likelihood, neighbours fitted together;
+                       the folder's refine, on in the shipped ones) and sigma is sqrt(CRLB) of
+                       that fit, neighbours and background as nuisance parameters (a folder
+                       without refine: the CRLB of an isolated emitter at the fitted photons
+                       and background). ddpm mode: where that fit leaves the molecules in
+                       doubt, the samples propose configurations of molecules, each fitted on
+                       the frame and weighed by its evidence; sigma_x = sqrt(E_w[bound_x^2] +
+                       Var_w[x]) over the configurations that hold the molecule (the fits'
+                       bounds and their spread, combined); elsewhere the bound of that fit.
+                       Rows whose numbers would be impossible are left out and counted (the
+                       closing summary, the YAML's "Rows left out"): failed fits, a sigma not
+                       finite or outside [0.1 nm, 10 PSF sigmas], under 1 photon, a position
+                       outside the frame.
   TABLE.hdf5 / .h5     Picasso's HDF5 + YAML pair (TABLE.yaml beside it) for Render, undrift,
                        clustering: frame (0-based), x, y in camera pixels with pixel centres at
                        integers (x = x_nm / pixel size - 0.5), photons, sx, sy (PSF sigma, px),
@@ -83,13 +95,15 @@ def read_frames(path: Path, ranges: list[tuple[int, int]]):
         raise MovieError(str(err)) from None
 
 
-def check_camera_fits(stack: Path, total: int, camera, n_frames: int = 16) -> list[str]:
+def check_camera_fits(stack: Path, total: int, camera, n_frames: int = 16, typed=None,
+                      source: str = "the model's") -> list[str]:
     """Compare the first frames with the camera (:mod:`smlm_diffusers.camera_check`): MovieError when it
-    cannot fit them; the warnings of a doubtful one."""
+    cannot fit them; the warnings of a doubtful one. ``typed`` (the settings the user gave, default all)
+    and ``source`` (whose the others are) as :func:`~smlm_diffusers.camera_check.check_camera`'s."""
     from ..camera_check import check_camera
 
     frames = next(read_frames(stack, [(0, min(total, n_frames))]))
-    result = check_camera(frames, camera)
+    result = check_camera(frames, camera, typed=typed, source=source)
     if result.errors:
         raise MovieError("the camera does not fit the frames: " + "; ".join(result.errors)
                          + " (--skip-camera-check to run anyway)")
@@ -154,6 +168,8 @@ def write_run_outputs(run, paths: OutputPaths, shape: tuple[int, int], camera, u
     """
     h, w = shape
     n = run.frames_run
+    rejected = {k: v for k, v in run.rejected.items() if v}
+    extra_info = dict(extra_info or {}) | {"Rows left out": rejected or "none"}
     if postprocess:
         from ..postprocess.command import postprocess_run
 
@@ -181,8 +197,10 @@ def run_summary(run, written: list[Path], work: Path, prog: str) -> str:
     if n_new and seconds > 0:
         fps = n_new / seconds
         rate = f", {fps:.1f} frames/s" if fps >= 1 else f", {seconds / n_new:.1f} s/frame"
+    left_out = describe_counts(run.rejected)
+    left_out = f"{prog}: left out of the table: {left_out} (counted in the table's metadata)\n" if left_out else ""
     text = (f"{prog}: {run.localizations_written} localizations in {run.frames_run} frames ({n_new} processed now "
-            f"in {seconds:.1f} s{rate})\n" + "".join(f"{line}\n" for line in getattr(run, "summary_lines", []))
+            f"in {seconds:.1f} s{rate})\n" + left_out + "".join(f"{line}\n" for line in getattr(run, "summary_lines", []))
             + "\n".join(f"  wrote {p}" for p in written))
     if not run.complete:
         text += (f"\n{prog}: {run.frames_run} of {run.frames_total} frames done; partial results kept in "

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..columns import MOLECULE_COLUMNS, TEXT_COLUMNS, empty_table
+from ..localization.screening import add_counts
 
 STATE_FORMAT = 3
 
@@ -200,8 +201,8 @@ class WorkFolder:
         return state
 
     def commit(self, state: dict, batch: int, n_frames: int, locs: pd.DataFrame, kde_sum: np.ndarray,
-               kde_var: np.ndarray | None) -> None:
-        """Append one completed batch (rows, render sums) and commit it."""
+               kde_var: np.ndarray | None, rejected: dict | None = None) -> None:
+        """Append one completed batch (rows, render sums, the rows left out by reason) and commit it."""
         columns = table_columns(locs)
         if state["columns"] is not None and state["columns"] != columns:
             raise MovieError(f"batch {batch} has the columns {columns}, earlier ones {state['columns']}")
@@ -226,13 +227,15 @@ class WorkFolder:
         state["rows_bytes"] = stop
         state["columns"] = columns
         state["n_localizations"] += len(locs)
+        state["rejected"] = add_counts(state.get("rejected"), rejected)
         public = {k: v for k, v in state.items() if k not in ("sum", "var")}
         atomic_write_text(self.json, json.dumps(public, indent=2) + "\n")
         for name in old:
             if name and name not in (state["sum_file"], state.get("var_file")):
                 (self.folder / name).unlink(missing_ok=True)
 
-    def write_tail(self, batch: int, locs: pd.DataFrame, kde_sum: np.ndarray, kde_var: np.ndarray | None) -> None:
+    def write_tail(self, batch: int, locs: pd.DataFrame, kde_sum: np.ndarray, kde_var: np.ndarray | None,
+                   rejected: dict | None = None) -> None:
         """The incomplete last batch of a run cut short: used by this run's merge only."""
         (self.folder / "tail.rows").write_bytes(rows_bytes(locs))
         arrays = {"sum": kde_sum} | ({} if kde_var is None else {"var": kde_var})
@@ -240,7 +243,18 @@ class WorkFolder:
             np.savez(fh, **arrays)
         os.replace(self.folder / "tail.npz.tmp", self.folder / "tail.npz")
         atomic_write_text(self.folder / "tail.json",
-                          json.dumps({"batch": int(batch), "columns": table_columns(locs)}) + "\n")
+                          json.dumps({"batch": int(batch), "columns": table_columns(locs),
+                                      "rejected": add_counts(None, rejected)}) + "\n")
+
+    def rejected(self) -> dict[str, int]:
+        """Rows left out of the table by reason, summed over every process's committed batches and the tail."""
+        total = add_counts(None, None)
+        for state in self.rank_states().values():
+            total = add_counts(total, state.get("rejected"))
+        tail = self.folder / "tail.json"
+        if tail.is_file():
+            total = add_counts(total, json.loads(tail.read_text()).get("rejected"))
+        return total
 
     # -- merge (main process) ------------------------------------------------------------------
     def merge_render(self, shape: tuple[int, int], with_variance: bool):

@@ -73,6 +73,12 @@ class MovieRun:
             self._render = self.work.merge_render(shape, self.with_variance)
         return self._render[0], self._render[1]
 
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Rows left out of the table because their numbers were impossible, by reason
+        (:mod:`smlm_diffusers.localization.screening`), over every frame run."""
+        return self.work.rejected()
+
     def iter_localizations(self) -> Iterator[pd.DataFrame]:
         """The localizations of every frame run, in frame order, one batch at a time."""
         return self.work.iter_localizations()
@@ -150,7 +156,7 @@ def localize_movie(
     pipe, stack, work_folder: str | os.PathLike, *,
     num_samples: int = 0, num_inference_steps: int | None = DEFAULT_STEPS, batch_size: int = 32, seed: int = 0,
     camera=None, threshold: float | None = None, min_probability: float | None = None,
-    mixed_precision: str = "bf16", sparse_windows: bool | None = None,
+    mixed_precision: str = "auto", sparse_windows: bool | None = None,
     tile_size: int = 256, tile_margin: int = 16, call_pixels: int = CALL_PIXELS, forward_pixels: int | None = None,
     max_frames: int | None = None, restart: bool = False, state=None,
     postprocess: Callable[[pd.DataFrame, np.ndarray], pd.DataFrame] | None = None,
@@ -292,9 +298,9 @@ def _run_batches(pipe, read, mine, ranges, bs, total, seed, call, work, own):
         gen = _generator(seed, b) if call["num_samples"] > 0 else None
         res = localize_frames(pipe, frames, start, generator=gen, **call)
         if stop == min((b + 1) * bs, total):
-            work.commit(own, b, stop - start, res.localizations, res.kde_sum, res.kde_var)
+            work.commit(own, b, stop - start, res.localizations, res.kde_sum, res.kde_var, res.rejected)
         else:  # cut short by max_frames: not a complete batch of the movie
-            work.write_tail(b, res.localizations, res.kde_sum, res.kde_var)
+            work.write_tail(b, res.localizations, res.kde_sum, res.kde_var, res.rejected)
         del frames, res  # hold one batch, not two, while the next one is read
         yield stop - start
 

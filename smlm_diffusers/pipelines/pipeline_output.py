@@ -28,6 +28,10 @@ class SMLMPipelineOutput(BaseOutput):
         The K posterior KDE samples of each frame.
     deepstorm_kde : array [F, uH, uW]
         The DeepSTORM estimate the samples were conditioned on.
+    rejected : dict or None
+        Rows left out of ``localizations`` because their numbers were impossible, by reason
+        (:func:`~smlm_diffusers.localization.screening.screen_localizations`: failed fits, sigmas, photons,
+        positions outside the field); None when the call did not screen (``screen=False``).
     """
 
     localizations: pd.DataFrame
@@ -35,3 +39,4 @@ class SMLMPipelineOutput(BaseOutput):
     kde_var: np.ndarray | None
     samples: np.ndarray | None
     deepstorm_kde: np.ndarray
+    rejected: dict | None = None

@@ -22,6 +22,7 @@ from ..kde import KDEScaling
 from ..localization.configurations import ambiguous, arbitrate
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
+from ..localization.screening import screen_localizations
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
@@ -226,7 +227,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
                                                 read_noise=camera.read_noise)
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
-    def _localize_3d(self, frames, optics: Optics, threshold, batch_size, output_type, return_dict):
+    def _localize_3d(self, frames, optics: Optics, threshold, batch_size, output_type, return_dict, screen):
         """DeepSTORM mode under a 3D PSF: the network's molecules and their z (its z channel) seed the 3D Poisson
         MLE on the frames (:func:`~smlm_diffusers.localization.localize3d.localize_3d`), with a matched filter's
         spots where the network saw none; the table has z_nm and sigma_z_nm (the 3D CRLB)."""
@@ -235,11 +236,15 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         unit = self.kde_net.predict(frames, batch_size=batch_size, camera=optics.camera)
         seeds = seeds_from_output(unit, self.kde_net.config, optics.camera.pixel_size_nm, threshold)
         locs = localize_3d(frames.cpu().numpy(), optics, seeds=seeds)
+        rejected = None
+        if screen:
+            locs, rejected = screen_localizations(locs, tuple(frames.shape[-2:]), optics.camera.pixel_size_nm,
+                                                  optics.psf.sigma_px)
         kde = self.kde_scaling.from_unit(unit[:, 0])
         out = (locs, kde, None, None, kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
-        return out if not return_dict else SMLMPipelineOutput(*out)
+        return out if not return_dict else SMLMPipelineOutput(*out, rejected=rejected)
 
     def tile_plan(self, h: int, w: int, tile_size: int | None = None) -> TileLayout:
         """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`), in tiles
@@ -279,6 +284,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         split: bool | None = None,
         sample_everywhere: bool = False,
         sparse_windows: bool | None = None,
+        screen: bool = True,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
@@ -316,6 +322,11 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             DeepSTORM mode: run the network only in windows around the spots a matched filter sees, on
             frames where they cover less than half the frame (:mod:`smlm_diffusers.models.regions`);
             default the pipeline's ``sparse_windows``. DDPM mode always runs whole frames.
+        screen : bool
+            Leave out of the table the rows whose numbers are impossible (a failed fit, a sigma that is not
+            finite or outside [0.1 nm, 10 PSF widths], under 1 photon, a position outside the frames), counted
+            in the output's ``rejected`` (:mod:`smlm_diffusers.localization.screening`). The movie runner
+            screens after its own steps instead.
 
         The deprecated camera floats (``camera_offset=`` ...) are gone: pass ``camera=Camera(...)``.
         """
@@ -331,7 +342,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         frames = check_frames(frames)
         if optics.ndim == 3:
             return self._localize_3d(frames, optics.replace(camera=camera), threshold, batch_size, output_type,
-                                     return_dict)
+                                     return_dict, screen)
         device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
 
         def localize(kde):
@@ -355,11 +366,15 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             out = self._ddpm_molecules(y_hat, frames, frames_np, base, camera, localize, num_samples,
                                        num_inference_steps, generator, batch_size, sampler, schedule, threshold,
                                        floor, sample_everywhere, bf16) + (deepstorm_kde,)
+        rejected = None
+        if screen:
+            locs, rejected = screen_localizations(out[0], tuple(frames.shape[-2:]), camera.pixel_size_nm, psf_sigma_px)
+            out = (locs,) + tuple(out[1:])
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
         if not return_dict:
             return out
-        return SMLMPipelineOutput(*out)
+        return SMLMPipelineOutput(*out, rejected=rejected)
 
 
 def _check_call(pipe, num_samples: int, output_type: str) -> Optics:
