@@ -1,5 +1,7 @@
 """Post-processing with known truth: linking of blinks, RCC drift correction, FRC, and the commands."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -179,9 +181,13 @@ def test_rcc_is_at_least_as_good_as_picassos_undrift_on_the_same_table(blinking_
 
 def test_drift_figure_draws_the_trace_and_the_frc():
     rng = np.random.default_rng(2)
-    trace = estimate_drift(rng.integers(0, 400, 4000), rng.uniform(0, 3000, 4000), rng.uniform(0, 3000, 4000), 400,
-                           segment_frames=100)
-    frc = frc_resolution(*rng.uniform(0, 3000, (2, 4000)))
+    mol = rng.uniform(0, 3000, (300, 2))  # a structure seen again and again: drift and FRC both measurable
+    pick = rng.integers(0, 300, 8000)
+    frame = np.sort(rng.integers(0, 400, 8000))
+    x, y = (mol[pick] + 8 * rng.standard_normal((8000, 2))).T
+    trace = estimate_drift(frame, x, y, 400, segment_frames=100)
+    frc = frc_resolution(x, y)
+    assert trace.reason is None and frc.reason is None
     fig = drift_figure(trace, frc)
     ax_drift, ax_frc = fig.axes
     np.testing.assert_array_equal(ax_drift.lines[0].get_ydata(), trace.x_nm)
@@ -190,6 +196,10 @@ def test_drift_figure_draws_the_trace_and_the_frc():
     assert len(drift_figure(trace).axes) == 1
     with pytest.raises(ValueError, match="drift trace"):
         drift_figure()
+    # not measured: no axes for it, the reason in the figure's title instead of an empty plot
+    few = frc_resolution(x[:100], y[:100])
+    fig = drift_figure(trace, few)
+    assert len(fig.axes) == 1 and "FRC not measured: too few localizations" in fig._suptitle.get_text()
 
 
 # -- whole table ------------------------------------------------------------------------------------
@@ -257,7 +267,14 @@ def test_localize_cut_short_and_resumed_gives_the_same_linked_undrifted_table(ti
     assert (tmp_path / "part.csv.partial").is_dir()
     assert cli.main(["localize", str(stack), "-o", str(part), *common]) == 0
     assert part.read_bytes() == full.read_bytes()
-    assert (tmp_path / "part_drift.csv").read_bytes() == (tmp_path / "full_drift.csv").read_bytes()
+    # the tiny random network's molecules repeat nothing between segments: the drift is not measured, the
+    # same way in both runs (and no trace is written)
+    summaries = [json.loads((tmp_path / f"{n}_postprocess.json").read_text())["drift"] for n in ("part", "full")]
+    assert summaries[0] == summaries[1]
+    if summaries[1]["measured"]:
+        assert (tmp_path / "part_drift.csv").read_bytes() == (tmp_path / "full_drift.csv").read_bytes()
+    else:
+        assert not (tmp_path / "full_drift.csv").exists() and summaries[1]["reason"]
     assert "detections" in full.read_text().splitlines()[0]
 
 
@@ -268,5 +285,5 @@ def test_structureless_frames_give_no_drift():
         _, gt = sd.simulate(n_frames=n, shape=shape, density=2.0, seed=4)
         d = estimate_drift(gt["frame"].to_numpy(), gt["x_nm"].to_numpy(), gt["y_nm"].to_numpy(), n,
                            segment_frames=n // 5)
-        assert d.pairs_total > 0 and d.pairs_used == 0
+        assert d.pairs_total > 0 and d.pairs_used == 0 and "correlation peak" in d.reason
         assert np.abs(d.x_nm).max() < 1.0 and np.abs(d.y_nm).max() < 1.0

@@ -47,8 +47,11 @@ def postprocess_options(args) -> dict | None:
         return None
     if args.link_sigmas <= 0 or args.max_gap < 0 or args.max_link_radius <= 0 or args.segment_frames < 1:
         raise ValueError("--link-sigmas and --max-link-radius must be > 0, --max-gap >= 0, --segment-frames >= 1")
+    sigma = getattr(args, "sigma", None)
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"--sigma must be > 0 nm, got {sigma:g}")
     return dict(link=bool(args.link), undrift=bool(args.undrift), n_sigma=args.link_sigmas, max_gap=args.max_gap,
-                max_radius_nm=args.max_link_radius, segment_frames=args.segment_frames)
+                max_radius_nm=args.max_link_radius, segment_frames=args.segment_frames, sigma_nm=sigma)
 
 
 def add_postprocess_parser(sub, func) -> argparse.ArgumentParser:
@@ -61,6 +64,8 @@ def add_postprocess_parser(sub, func) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="table to write: .csv or .hdf5 / .h5")
     p.add_argument("--pixel-size", type=float, metavar="NM",
                    help="camera pixel, nm (default: the HDF5 metadata's; for a CSV only Picasso's output needs it)")
+    p.add_argument("--sigma", type=float, metavar="NM",
+                   help="--link: the position sigma (nm) of every row, for a table that has no uncertainty column")
     p.add_argument("-q", "--quiet", action="store_true", help="no messages")
     add_postprocess_options(p)
     p.set_defaults(func=func)
@@ -81,12 +86,19 @@ def run_postprocess_command(args, log) -> int:
     localization_format(out)
     if out.resolve() == src.resolve():
         raise ValueError("-o must differ from the input table")
+    from ..localization.screening import describe_counts, screen_localizations
+
     locs, meta = read_table(src, args.pixel_size)
+    # no field check: the table may be drift corrected already, its positions a drift's width off the frames
+    locs, rejected = screen_localizations(locs, None, meta["pixel_size_nm"], meta["psf_sigma_px"])
+    if describe_counts(rejected):
+        log(f"{src.name}: left out {describe_counts(rejected)} (impossible numbers; counted in the summary)")
     result = postprocess_localizations(locs, meta["shape"][0], **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = write_postprocess_outputs(result, out, pixel_size_nm=meta["pixel_size_nm"], shape=meta["shape"],
                                         psf_sigma_px=meta["psf_sigma_px"], samples=meta["samples"], source=src.name,
-                                        summary_extra={"input": str(src)})
+                                        summary_extra={"input": str(src),
+                                                       "input_rows_left_out": {k: v for k, v in rejected.items() if v}})
     for line in result.lines():
         log(line)
     for p in written:
@@ -111,7 +123,7 @@ def postprocess_run(run, paths, shape, camera, psf_sigma_px: float, samples: boo
                                         shape=(run.frames_run, h, w), psf_sigma_px=psf_sigma_px, samples=samples,
                                         camera=camera, source=source, extra_info=extra_info,
                                         summary_extra=summary | {"postprocess_seconds": round(time.perf_counter() - t0, 3)})
-    run.localizations_written = len(result.localizations)
+    run.localizations_written = result.rows_in  # what was localized; the link line says what it became
     return written, result.lines()
 
 

@@ -47,6 +47,7 @@ class DriftTrace:
     pairs_total: int
     sigma_x_nm: float = 0.0  # 1-sigma error of a segment's drift, from the pair residuals
     sigma_y_nm: float = 0.0
+    reason: str | None = None  # why the drift was not measured (then the trace is zero); None when it was
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({"frame": np.arange(len(self.x_nm)), "drift_x_nm": self.x_nm, "drift_y_nm": self.y_nm})
@@ -129,10 +130,14 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
         if total is None:
             step = _rcc(frame, x, y, n_frames, **opts)
             total = step
+            if step.reason:  # not measured: nothing to refine
+                return step
             opts["max_drift_nm"] = min(max_drift_nm, 8 * blur_nm)  # later passes: small residual shifts
             continue
         f = np.clip(frame, 0, n_frames - 1)
         step = _rcc(frame, x - total.x_nm[f], y - total.y_nm[f], n_frames, **opts)
+        if step.reason:  # the residual shifts no longer correlate: keep what the earlier passes measured
+            break
         total = DriftTrace(total.x_nm + step.x_nm, total.y_nm + step.y_nm, total.segment_frames,
                            total.segment_x_nm + np.interp(total.segment_frames, np.arange(n_frames), step.x_nm),
                            total.segment_y_nm + np.interp(total.segment_frames, np.arange(n_frames), step.y_nm),
@@ -147,8 +152,14 @@ def _rcc(frame, x, y, n_frames, *, segment_frames, pixel_nm, blur_nm, max_drift_
     frame, x, y = frame[ok], x[ok], y[ok]
     segs = _segments(frame, n_frames, int(segment_frames), int(min_localizations))
     zeros = np.zeros(n_frames)
+
+    def unmeasured(reason: str, pairs_used: int = 0, pairs_total: int = 0) -> DriftTrace:
+        return DriftTrace(zeros, zeros.copy(), np.array([0.0]), np.zeros(1), np.zeros(1), pairs_used, pairs_total,
+                          reason=reason)
+
     if len(segs) < 2 or len(x) == 0:
-        return DriftTrace(zeros, zeros.copy(), np.array([0.0]), np.zeros(1), np.zeros(1), 0, 0)
+        return unmeasured(f"{len(x)} localizations in {n_frames} frames make fewer than two time segments of "
+                          f"{int(min_localizations)} localizations (RCC needs two or more)")
     pad = max_drift_nm + 3 * blur_nm
     x0, y0 = x.min() - pad, y.min() - pad
     w = int(np.ceil((x.max() + pad - x0) / pixel_nm))
@@ -178,6 +189,10 @@ def _rcc(frame, x, y, n_frames, *, segment_frames, pixel_nm, blur_nm, max_drift_
         design[k, i], design[k, j] = -1.0, 1.0
     design[-1, 0] = 1.0  # drift of the first segment = 0 (the trace is re-zeroed at frame 0 below)
     use = weights > 0
+    if not use.any() or np.linalg.matrix_rank(design[:-1][use]) < n - 1:  # some segment is tied to no other by a clear peak
+        return unmeasured(f"only {int(use.sum())} of {len(rows)} segment pairs have a clear correlation peak "
+                          f"(over {MIN_CONTRAST:g}x the window's median), too few to tie the {n} segments together: "
+                          "no structure seen in more than one segment", int(use.sum()), len(rows))
     for _ in range(10):
         wts = np.r_[np.where(use, weights, 0.0), weights.max() if weights.max() > 0 else 1.0]
         sw = np.sqrt(wts)[:, None]

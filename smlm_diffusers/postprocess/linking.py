@@ -35,11 +35,12 @@ def _sigmas(locs: pd.DataFrame, fallback_nm: float | None) -> tuple[np.ndarray, 
         sx = sy = np.full(len(locs), float(fallback_nm))
     else:
         raise ValueError("linking needs per-localization sigmas (sigma_x_nm, sigma_y_nm or uncertainty_nm) "
-                         "or a fallback sigma_nm")
+                         "or a fallback sigma_nm (command line: postprocess --sigma NM)")
     bad = ~(np.isfinite(sx) & (sx > 0) & np.isfinite(sy) & (sy > 0))
     if bad.any():
         if fallback_nm is None:
-            raise ValueError(f"{int(bad.sum())} localizations have no finite positive sigma; pass sigma_nm")
+            raise ValueError(f"{int(bad.sum())} localizations have no finite positive sigma: drop them first "
+                             "(postprocess_localizations does) or pass sigma_nm (command line: postprocess --sigma NM)")
         sx, sy = np.where(bad, fallback_nm, sx), np.where(bad, fallback_nm, sy)
     return sx, sy
 

@@ -12,7 +12,9 @@ from .frc import FRC_THRESHOLD, FRCResult
 
 def drift_figure(drift: DriftTrace | None = None, frc: FRCResult | None = None, title: str | None = None):
     """A matplotlib Figure: x and y drift (nm) against frame, and beside it the FRC curve with its
-    threshold and resolution (either panel is left out when its input is None).
+    threshold and resolution (either panel is left out when its input is None, or when it was not
+    measured: its ``reason`` is then said in the title; with neither panel measured, a figure with the
+    reasons alone).
 
     The figure is built without pyplot (no backend, no global figure list): save it with
     ``fig.savefig(path)`` or hand it to a UI (``gradio.Plot(value=fig)``); nothing to close.
@@ -21,8 +23,16 @@ def drift_figure(drift: DriftTrace | None = None, frc: FRCResult | None = None, 
         raise ValueError("drift_figure needs a drift trace, an FRC result or both")
     from matplotlib.figure import Figure
 
+    reasons = [f"{name} not measured: {p.reason}" for name, p in (("drift", drift), ("FRC", frc))
+               if p is not None and getattr(p, "reason", None)]
+    drift = drift if drift is not None and not getattr(drift, "reason", None) else None
+    frc = frc if frc is not None and not getattr(frc, "reason", None) else None
     panels = [p for p in (drift, frc) if p is not None]
-    fig = Figure(figsize=(6 * len(panels), 3.2), dpi=120)
+    fig = Figure(figsize=(6 * max(len(panels), 1), 3.2 if panels else 1.0), dpi=120)
+    if reasons:
+        fig.suptitle("\n".join(reasons), fontsize=8)
+    if not panels:
+        return fig
     axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
     if drift is not None:
         ax = axes.pop(0)

@@ -30,32 +30,48 @@ class PostprocessResult:
     drift: DriftTrace | None = None
     frc: FRCResult | None = None
     seconds: dict = field(default_factory=dict)
+    rejected: dict = field(default_factory=dict)  # rows left out before linking, by reason (no usable sigma)
 
     def summary(self) -> dict:
         out = {"rows_in": int(self.rows_in), "rows_out": int(len(self.localizations)),
                "linked": "n" in self.localizations.columns and self.rows_in != len(self.localizations) or None,
                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
-        if self.drift is not None:
-            out["drift"] = {"x_range_nm": float(np.ptp(self.drift.x_nm)), "y_range_nm": float(np.ptp(self.drift.y_nm)),
-                            "segments": int(len(self.drift.segment_frames)), "pairs_used": self.drift.pairs_used,
-                            "pairs_total": self.drift.pairs_total,
-                            "sigma_nm": [round(self.drift.sigma_x_nm, 3), round(self.drift.sigma_y_nm, 3)]}
+        if any(self.rejected.values()):
+            out["rows_left_out"] = {k: int(v) for k, v in self.rejected.items() if v}
+        d = self.drift
+        if d is not None and d.reason:
+            out["drift"] = {"measured": False, "reason": d.reason, "pairs_used": d.pairs_used,
+                            "pairs_total": d.pairs_total}
+        elif d is not None:
+            out["drift"] = {"measured": True, "reason": None, "x_range_nm": float(np.ptp(d.x_nm)),
+                            "y_range_nm": float(np.ptp(d.y_nm)), "segments": int(len(d.segment_frames)),
+                            "pairs_used": d.pairs_used, "pairs_total": d.pairs_total,
+                            "sigma_nm": [round(d.sigma_x_nm, 3), round(d.sigma_y_nm, 3)]}
         if self.frc is not None:
-            out["frc_resolution_nm"] = None if math.isnan(self.frc.resolution_nm) else round(self.frc.resolution_nm, 2)
+            r = self.frc.resolution_nm
+            out["frc_resolution_nm"] = None if math.isnan(r) else round(r, 2)
+            out["frc"] = {"resolution_nm": out["frc_resolution_nm"], "reason": self.frc.reason}
         return out
 
     def lines(self, prog: str = "smlm-diffusers") -> list[str]:
         s = self.summary()
         text = []
+        if "rows_left_out" in s:
+            from ..localization.screening import describe_counts
+
+            text.append(f"{prog}: left out before post-processing: {describe_counts(s['rows_left_out'])}")
         if self.drift is not None:
             d = s["drift"]
-            text.append(f"{prog}: drift corrected (RCC, {d['segments']} segments, {d['pairs_used']}/{d['pairs_total']} "
+            text.append(f"{prog}: drift not measured, nothing subtracted: {d['reason']}" if not d["measured"] else
+                        f"{prog}: drift corrected (RCC, {d['segments']} segments, {d['pairs_used']}/{d['pairs_total']} "
                         f"pairs): range x {d['x_range_nm']:.1f} nm, y {d['y_range_nm']:.1f} nm")
         if "n" in self.localizations.columns:
-            text.append(f"{prog}: linked {s['rows_in']} localizations into {s['rows_out']} blinks")
+            text.append(f"{prog}: linked {s['rows_in'] - sum(self.rejected.values())} localizations into "
+                        f"{s['rows_out']} blinks")
         if self.frc is not None:
             r = s.get("frc_resolution_nm")
-            text.append(f"{prog}: FRC resolution {'n/a (too few localizations)' if r is None else f'{r:.1f} nm'}")
+            text.append(f"{prog}: FRC not measured: {self.frc.reason}" if r is None else
+                        f"{prog}: FRC resolution {r:.1f} nm")
         return text
 
 
@@ -87,24 +103,41 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
     rows_in = len(locs)
     n_frames = int(n_frames if n_frames is not None else (locs["frame"].max() + 1 if rows_in else 1))
     locs = locs.sort_values("frame", kind="stable").reset_index(drop=True)
-    seconds, drift, res = {}, None, None
+    seconds, drift, res, rejected = {}, None, None, {}
+    if link:  # a row whose sigma is not a number cannot be linked: it leaves the table, counted
+        locs, rejected = _rows_with_sigma(locs, sigma_nm)
     if undrift:
         t0 = time.perf_counter()
         drift = estimate_drift(locs["frame"].to_numpy(), locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), n_frames,
                                segment_frames=segment_frames, **(drift_options or {}))
-        locs = apply_drift(locs, drift)
+        if not drift.reason:
+            locs = apply_drift(locs, drift)
         seconds["undrift"] = time.perf_counter() - t0
     if link:
         t0 = time.perf_counter()
         locs = link_table(locs, n_sigma=n_sigma, max_gap=max_gap, max_radius_nm=max_radius_nm, sigma_nm=sigma_nm)
         seconds["link"] = time.perf_counter() - t0
-    if drift is not None and drift_uncertainty:
+    if drift is not None and not drift.reason and drift_uncertainty:
         locs = add_drift_uncertainty(locs, drift)
     if frc:
         t0 = time.perf_counter()
         res = frc_resolution(locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), seed=seed)
         seconds["frc"] = time.perf_counter() - t0
-    return PostprocessResult(locs, rows_in, drift, res, seconds)
+    return PostprocessResult(locs, rows_in, drift, res, seconds, rejected)
+
+
+def _rows_with_sigma(locs: pd.DataFrame, sigma_nm: float | None) -> tuple[pd.DataFrame, dict]:
+    """The rows a linker can weigh: a finite positive sigma per axis, or none at all in the table where
+    ``sigma_nm`` stands in; the others dropped and counted (``{"sigma": n}``)."""
+    cols = [c for c in ("sigma_x_nm", "sigma_y_nm") if c in locs.columns] or (
+        ["uncertainty_nm"] if "uncertainty_nm" in locs.columns else [])
+    if not cols:
+        return locs, {}
+    s = locs[cols].to_numpy(np.float64)
+    if sigma_nm is not None and np.isnan(s).all():
+        return locs, {}
+    ok = (np.isfinite(s) & (s > 0)).all(axis=1)
+    return locs.loc[ok].reset_index(drop=True), ({"sigma": int((~ok).sum())} if not ok.all() else {})
 
 
 def read_table(path: str | os.PathLike, pixel_size_nm: float | None = None) -> tuple[pd.DataFrame, dict]:
@@ -158,17 +191,19 @@ def write_postprocess_outputs(result: PostprocessResult, table: str | os.PathLik
 
     extra = dict(extra_info or {})
     s = result.summary()
-    if s.get("frc_resolution_nm") is not None:
-        extra["FRC resolution (nm)"] = s["frc_resolution_nm"]
+    if result.frc is not None:
+        extra["FRC resolution (nm)"] = s["frc_resolution_nm"] if s["frc_resolution_nm"] is not None else (
+            f"not measured: {result.frc.reason}")
     if result.drift is not None:
-        extra["Undrifted by"] = "RCC (smlm-diffusers postprocess)"
+        extra["Undrifted by"] = ("RCC (smlm-diffusers postprocess)" if not result.drift.reason else
+                                 f"nothing (drift not measured: {result.drift.reason})")
     if "n" in result.localizations.columns:
         extra["Linked"] = True
     written = list(write_localizations(result.localizations, table, pixel_size_nm=pixel_size_nm, shape=shape,
                                        psf_sigma_px=psf_sigma_px, samples=samples, camera=camera, source=source,
                                        extra_info=extra))
     side = side_paths(table)
-    if result.drift is not None:
+    if result.drift is not None and not result.drift.reason:
         written += write_drift(result.drift, side["drift_csv"], side["drift_png"],
                                title=f"drift (RCC): {source or Path(table).name}")
     side["summary"].write_text(json.dumps(s | (summary_extra or {}), indent=2) + "\n")
