@@ -37,6 +37,30 @@ def default_model_candidates() -> list[Path]:
     ]
 
 
+def shipped_roots() -> list[Path]:
+    """The folders that hold the shipped pipeline folders (a clone's ``pretrained/``, a wheel's copy)."""
+    return [p.parent for p in default_model_candidates()]
+
+
+def shipped_model_path(name: str | os.PathLike) -> Path | None:
+    """The shipped pipeline folder called ``name`` (or the last part of ``name``, so ``pretrained/NAME`` works
+    from any folder), or None."""
+    base = Path(str(name).rstrip("/\\")).name
+    if not base:
+        return None
+    for root in shipped_roots():
+        if (root / base / "model_index.json").is_file():
+            return root / base
+    return None
+
+
+def shipped_model_names() -> list[str]:
+    """Names of the shipped pipeline folders (``--model NAME`` works from any folder)."""
+    names = {p.name for root in shipped_roots() if root.is_dir() for p in root.iterdir()
+             if (p / "model_index.json").is_file()}
+    return sorted(names)
+
+
 def default_model_path() -> Path | None:
     """The first folder of :func:`default_model_candidates` that holds a ``model_index.json``, or None."""
     for folder in default_model_candidates():

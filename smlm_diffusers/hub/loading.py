@@ -11,19 +11,34 @@ IGNORE_PATTERNS = ["checkpoints/*", "**/checkpoints/*", "*.bin", "*.pkl", "*.pt"
 
 def resolve_pretrained(name_or_path, revision: str | None = None, cache_dir: str | None = None,
                        token: str | None = None) -> Path:
-    """A local pipeline folder for ``name_or_path``: the folder itself, or a Hub snapshot.
+    """A local pipeline folder for ``name_or_path``, tried in this order:
 
-    A repo id is fetched with ``snapshot_download`` (diffusers 0.42 cannot resolve this
-    package's components by repo id, so the whole folder is downloaded, then loaded locally).
-    With ``HF_HUB_OFFLINE=1`` only the local cache is used.
+    1. a folder, relative to the working directory (or absolute);
+    2. a shipped pipeline folder by name (``smlm-ddpm-2d-100nm``, or ``pretrained/smlm-ddpm-2d-100nm`` from any
+       folder: :func:`smlm_diffusers.defaults.shipped_model_path`);
+    3. a Hub repo id (``org/name``), fetched with ``snapshot_download`` (diffusers 0.42 cannot resolve this
+       package's components by repo id, so the whole folder is downloaded, then loaded locally); with
+       ``HF_HUB_OFFLINE=1`` only the local cache is used.
+
+    A failure says what was tried.
     """
+    from ..defaults import shipped_model_names, shipped_model_path
+
     path = Path(name_or_path)
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"{path} has no model_index.json: not a pipeline folder")
-        return path
-    if path.exists() or str(name_or_path).count("/") != 1:
-        raise FileNotFoundError(f"{name_or_path} is neither a pipeline folder nor a Hub repo id (org/name)")
+        if (path / "model_index.json").is_file():
+            return path
+        shipped = shipped_model_path(name_or_path)
+        if shipped is None:
+            raise FileNotFoundError(f"{path.resolve()} has no model_index.json: not a pipeline folder")
+        return shipped
+    shipped = shipped_model_path(name_or_path)
+    if shipped is not None:
+        return shipped
+    tried = (f"no folder {path} relative to {Path.cwd()}, no shipped pipeline folder of that name (shipped: "
+             f"{', '.join(shipped_model_names()) or 'none found'})")
+    if path.exists() or str(name_or_path).count("/") != 1 or not all(str(name_or_path).split("/")):
+        raise FileNotFoundError(f"cannot load {name_or_path}: {tried}, and it is not a Hub repo id (org/name)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -31,13 +46,13 @@ def resolve_pretrained(name_or_path, revision: str | None = None, cache_dir: str
         return Path(snapshot_download(str(name_or_path), revision=revision, cache_dir=cache_dir, token=token,
                                       ignore_patterns=IGNORE_PATTERNS))
     except RepositoryNotFoundError as err:
-        # "org/name" is also what a relative folder path looks like
-        raise FileNotFoundError(
-            f"{name_or_path} is not a folder (relative to {Path.cwd()}) and no Hub repo of that id was found"
-        ) from err
+        raise FileNotFoundError(f"cannot load {name_or_path}: {tried}, and no Hub repo of that id was found") from err
     except LocalEntryNotFoundError as err:
-        raise OSError(
-            f"cannot load {name_or_path}: it is not cached locally and the Hub cannot be reached "
-            "(HF_HUB_OFFLINE is set or there is no network). Download it once online, or pass a local folder."
-        ) from err
+        import os
 
+        why = ("HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+               else "the Hub could not be reached")
+        raise OSError(
+            f"cannot load {name_or_path}: {tried}; as a Hub repo id it is not cached locally and {why}. "
+            "Pass a pipeline folder, a shipped name, or download the repo once online."
+        ) from err
