@@ -110,11 +110,23 @@ def _sample(frames) -> np.ndarray:
     return a
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+def plain_number(v: float, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits as a plain number: 5000, not 5e+03; 0.00123, not 1.23e-03.
+
+    Values of ``10 ** (digits - 1)`` and more are whole numbers (1234 stays 1234)."""
+    v = float(v)
+    if not math.isfinite(v) or v == 0:
+        return f"{v:g}"
+    if abs(v) >= 10 ** (digits - 1):
+        return f"{v:.0f}"
+    return np.format_float_positional(v, precision=digits, fractional=False, trim="-")
 
 
-def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> CameraCheck:
+_fmt = plain_number
+
+
+def check_camera(frames_adu, camera: Camera, options: dict | None = None, typed=None,
+                 source: str = "the model's") -> CameraCheck:
     """Compare frames (ADU) with a camera; errors and warnings as text naming ``options``.
 
     Parameters
@@ -126,12 +138,22 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> Cam
     options : dict, optional
         The user-facing name of each setting: keys ``offset``, ``gain``, ``read_noise``
         (default :data:`CLI_OPTIONS`, the command line's ``--offset`` ...).
+    typed : collection of str, optional
+        The settings the user gave (``"offset"``, ``"gain"``, ``"read_noise"``); default all of them.
+        A message names a setting the user did not give by where it came from, ``source``
+        (``"the model's offset (100 ADU)"``), and says which option to pass, instead of an option
+        the user never typed.
+    source : str
+        Whose the settings not in ``typed`` are: ``"the model's"``, ``"the --optics file's"`` ...
 
     Returns
     -------
     CameraCheck
+
+    Numbers in the messages are plain (5000, not 5e+03).
     """
     names = CLI_OPTIONS | (options or {})
+    typed = set(names) if typed is None else set(typed)
     frames = _sample(frames_adu)
     o, g, rn = float(camera.offset), float(camera.gain), float(camera.read_noise)
     level, dark, noise = _pixel_noise(frames)
@@ -160,45 +182,64 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None) -> Cam
     check = CameraCheck(camera, level, median, noise, below, bg, ratio, suggested)
     frames_are = f"frames: background {_fmt(level)} ADU, pixel noise {_fmt(noise)} ADU rms"
     unit = {"offset": " ADU", "gain": " ADU/e-", "read_noise": " e-"}
+    word = {"offset": "offset", "gain": "gain", "read_noise": "read noise"}
+    value = {"offset": o, "gain": g, "read_noise": rn}
+
+    def setting(k) -> str:  # "--offset 100 ADU" as typed, else "the model's offset (100 ADU)"
+        if k in typed:
+            return f"{names[k]} {_fmt(value[k])}{unit[k]}"
+        return f"{source} {word[k]} ({_fmt(value[k])}{unit[k]})"
 
     def fixes(*keys) -> str:
         offered = [k for k in keys if k in suggested]
         if not offered:
             return (f"no single one of {', '.join(names[k] for k in ('offset', 'gain', 'read_noise'))} explains "
                     "the data: check the camera settings (offset and gain in ADU, read noise in e-)")
-        return "the data suggest " + " or ".join(f"{names[k]} {suggested[k]:.3g}{unit[k]}" for k in offered)
+        values = " or ".join(f"{names[k]} {_fmt(suggested[k])}{unit[k]}" for k in offered)
+        if all(k in typed for k in offered):
+            return f"the data suggest {values}"
+        return f"pass {values}, which the data suggest"
+
+    def check_option(*keys) -> str:  # "check --gain"; for settings not typed, "pass --gain ... (in use: ...)"
+        mine, theirs = [k for k in keys if k in typed], [k for k in keys if k not in typed]
+        parts = [f"check {' and '.join(names[k] for k in mine)}"] if mine else []
+        if theirs:
+            using = ", ".join(f"{word[k]} {_fmt(value[k])}{unit[k]}" for k in theirs)
+            parts.append(f"pass {' and '.join(names[k] for k in theirs)} with your camera's "
+                         f"{'value' if len(theirs) == 1 else 'values'} (in use: {source} {using})")
+        return "; ".join(parts)
 
     # each message leads with the setting, its value and the value the data suggest; the evidence follows
     L = LIMITS
     if below > L["below_offset_error"]:
-        check.errors.append(f"{names['offset']} {_fmt(o)} ADU is too high for these frames: {fixes('offset')} "
+        check.errors.append(f"{setting('offset')} is too high for these frames: {fixes('offset')} "
                             f"({100 * below:.0f}% of the pixels are below it; {frames_are})")
     elif bg > L["background_error"]:
-        check.errors.append(f"{names['offset']} {_fmt(o)} ADU with {names['gain']} {_fmt(g)} ADU/e- do not fit "
-                            f"these frames: {fixes('offset', 'gain')} (they imply {bg:.3g} photons per pixel of "
+        check.errors.append(f"{setting('offset')} with {setting('gain')} do not fit "
+                            f"these frames: {fixes('offset', 'gain')} (they imply {_fmt(bg)} photons per pixel of "
                             f"background, more than any camera pixel holds; {frames_are})")
     elif not 1.0 / L["noise_ratio_error"] <= ratio <= L["noise_ratio_error"]:
         more = "more" if ratio > 1 else "less"
-        check.errors.append(f"{names['gain']} {_fmt(g)} ADU/e- with {names['read_noise']} {_fmt(rn)} e- do not fit "
+        check.errors.append(f"{setting('gain')} with {setting('read_noise')} do not fit "
                             f"these frames: {fixes('gain', 'read_noise', 'offset')} (the frames are "
-                            f"{math.sqrt(ratio):.3g}x {more} noisy than this camera predicts, "
-                            f"{math.sqrt(expected):.3g} ADU rms at the background level; {frames_are})")
+                            f"{_fmt(math.sqrt(ratio))}x {more} noisy than this camera predicts, "
+                            f"{_fmt(math.sqrt(expected))} ADU rms at the background level; {frames_are})")
     else:
         if below > L["below_offset_warn"]:
-            check.warnings.append(f"{100 * below:.0f}% of the pixels are below the offset {_fmt(o)} ADU: "
-                                  f"check {names['offset']} (or the frames are nearly dark)")
+            check.warnings.append(f"{100 * below:.0f}% of the pixels are below {setting('offset')}: "
+                                  f"{check_option('offset')} (or the frames are nearly dark)")
         if bg > L["background_warn"]:
-            check.warnings.append(f"the camera implies a background of {bg:.3g} photons per pixel: check "
-                                  f"{names['offset']} and {names['gain']}")
+            check.warnings.append(f"the camera implies a background of {_fmt(bg)} photons per pixel: "
+                                  f"{check_option('offset', 'gain')}")
         elif bg < L["background_low_warn"]:
-            check.warnings.append(f"the camera implies a background of {bg:.3g} photons per pixel (nearly none): "
-                                  f"check {names['offset']}")
+            check.warnings.append(f"the camera implies a background of {_fmt(bg)} photons per pixel (nearly none): "
+                                  f"{check_option('offset')}")
         if not L["noise_ratio_warn_low"] <= ratio <= L["noise_ratio_warn_high"]:
             more = "more" if ratio > 1 else "less"
             emccd = (" (an EMCCD's excess noise alone doubles the variance: Camera.emccd, CLI --excess-noise 2)"
                      if ratio > 1 else "")
-            check.warnings.append(f"the frames are {math.sqrt(ratio):.2g}x {more} noisy than this camera predicts: "
-                                  f"check {names['gain']} and {names['read_noise']}; "
+            check.warnings.append(f"the frames are {_fmt(math.sqrt(ratio), 2)}x {more} noisy than this camera "
+                                  f"predicts: {check_option('gain', 'read_noise')}; "
                                   f"{fixes('gain', 'read_noise')}{emccd}")
     return check
 

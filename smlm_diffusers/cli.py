@@ -38,10 +38,13 @@ class CLIError(Exception):
 LOCALIZE_EPILOG = OUTPUTS_HELP + POSTPROCESS_HELP + f"""
 camera check:
   Before localizing, the first frames are compared with the camera (--offset, --gain,
-  --read-noise or the model's): pixels below the offset, the background it implies, and the
-  noise of the darkest pixels against the camera's noise model. A camera that cannot fit the
-  frames stops the run with the option to change and the value the data suggest; a doubtful
-  one prints a warning. --skip-camera-check turns this off.
+  --read-noise, else --optics' or the model's): pixels below the offset, the background it
+  implies, and the noise of the darkest pixels against the camera's noise model. A camera that
+  cannot fit the frames stops the run with the option to change and the value the data
+  suggest; a doubtful one prints a warning. --skip-camera-check turns this off. Frames whose
+  pixel size or PSF sigma (in nm: --psf-sigma x --pixel-size, or --optics) is more than 15%
+  from what the model was trained for get a warning that names a shipped folder that fits
+  (--model NAME), or the training recipe.
 
 resume:
   Results are checkpointed after every batch of frames in the folder <CSV>.partial/
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Uncertainty-aware SMLM: localize molecules in TIFF movies with DeepSTORM and a "
-                    "conditional diffusion model, or estimate a microscope's PSF for training.",
+                    "conditional diffusion model, estimate a microscope's PSF for training, calibrate an "
+                    "astigmatic 3D PSF, post-process localization tables.",
     )
     from . import __version__
 
@@ -102,9 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"pipeline folder or Hub repo id such as {HUB_MODEL_ID} (default ${MODEL_ENV}, "
                           f"else the shipped pretrained/{DEFAULT_MODEL})")
     loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default=None,
-                     help="ddpm: DeepSTORM + DDPM samples, per-molecule uncertainty (default for 2D folders); "
-                          "deepstorm: the CNN and the fit on the frame, fast, the CRLB as uncertainty (the only "
-                          "mode of a 3D folder such as pretrained/smlm-3d-as-100nm: the DDPM is 2D only)")
+                     help="deepstorm: the CNN, then a joint Poisson maximum-likelihood fit of its molecules on "
+                          "the frame; fast; sigma is the CRLB of that fit (the only mode of a 3D folder such as "
+                          "pretrained/smlm-3d-as-100nm: the DDPM is 2D only). ddpm (default for 2D folders): the "
+                          "same, and where the fit leaves molecules in doubt DDPM samples propose configurations "
+                          "that are fitted and weighed on the frame: a detection probability per molecule and "
+                          "sigma from the fits' bounds and their spread")
     loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
                      help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
     loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
@@ -118,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--min-probability", type=_non_negative_float, metavar="P",
                      help="ddpm: keep molecules of at least this detection probability in the table "
                           "(default: the model's probability_floor, 0.1)")
-    loc.add_argument("--mixed-precision", choices=("bf16", "no"), default="bf16",
-                     help="run the networks under bfloat16 autocast (default) or in float32")
+    loc.add_argument("--mixed-precision", choices=("auto", "bf16", "no"), default="auto",
+                     help="auto (default): bfloat16 autocast only where the device runs it natively (GPUs, CPUs "
+                          "with AVX512-BF16 or AMX), else float32 (on a CPU DeepSTORM then runs as a compiled "
+                          "TorchScript copy); bf16: always (emulated and slower on other CPUs); no: float32")
     loc.add_argument("--whole-frames", action="store_true",
                      help="deepstorm: run the network on whole frames, also where the spots are sparse (by "
                           "default it runs only around the spots a matched filter sees on such frames)")
@@ -146,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate", help="estimate PSF sigma, background and photons per emitter of a movie",
         description="Estimate PSF sigma, background and photons per emitter from bright isolated spots of a "
                     "raw movie (best on sparse frames): the numbers a training config for a new microscope "
-                    "needs (train/configs/*.yaml, 'data:').",
+                    "needs (train/configs/*.yaml, 'data:'). With fewer than 20 fitted spots it writes nothing, "
+                    "exits with status 2 and says what to change.",
     )
     est.add_argument("stack", metavar="STACK.tif", help="grey-level TIFF movie, raw ADU")
     est.add_argument("--out", metavar="YAML", help="also write the estimate (a 'data:' config block and an "
@@ -261,6 +271,7 @@ def cmd_localize(args) -> int:
                                  pipe, model)
     args.mode = args.mode or "ddpm"
     sigma = args.psf_sigma if args.psf_sigma is not None else (None if optics is None else optics.psf.sigma_px)
+    trained = (float(pipe.kde_net.config.pixel_size_nm), float(pipe.kde_net.config.psf_sigma_px))
     if sigma is not None:  # the pipeline and the photometry read the PSF from the network's config
         pipe.kde_net.register_to_config(psf_sigma_px=float(sigma))
     cfg = pipe.kde_net.config
@@ -275,9 +286,16 @@ def cmd_localize(args) -> int:
         raise CLIError(f"--min-probability must be in [0, 1], got {args.min_probability:g}")
     if min(h, w) < 4:
         raise CLIError(f"frames of {h} x {w} pixels are too small (at least 4 x 4)")
+    from .cli_optics import model_fit_warning
+
+    mismatch = model_fit_warning(model, *trained, camera.pixel_size_nm, float(cfg.psf_sigma_px), ddpm)
+    if mismatch:
+        _log(f"{PROG}: warning: {mismatch}", args.quiet)
     if not args.skip_camera_check:
+        typed = {k for k in ("offset", "gain", "read_noise") if getattr(args, k) is not None}
         with _user_errors():
-            for message in outputs.check_camera_fits(stack, total, camera):
+            for message in outputs.check_camera_fits(stack, total, camera, typed=typed,
+                                                     source="the model's" if optics is None else "the --optics file's"):
                 _log(f"{PROG}: warning: {message}", args.quiet)
 
     state = PartialState(cpu=outputs.cpu_only())
@@ -361,8 +379,8 @@ def cmd_postprocess(args) -> int:
 # -- estimate ----------------------------------------------------------------------------------
 def cmd_estimate(args) -> int:
     from .movie import outputs
-    from .psf_estimation import estimate_psf
-    from .psf_report import estimate_document, estimate_lines
+    from .psf_estimation import MIN_SPOTS, estimate_psf
+    from .psf_report import estimate_document, estimate_lines, too_few_spots
     from .simulation import Camera
 
     with _user_errors():
@@ -375,8 +393,15 @@ def cmd_estimate(args) -> int:
         est = estimate_psf(frames, camera, sigma_guess_px=args.sigma_guess, threshold_snr=args.threshold_snr)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    del frames
     print("\n".join(estimate_lines(est, camera, stack.name, n, total, (h, w))))
+    if est["n_spots"] < MIN_SPOTS:  # nothing usable: say why and what to change, write nothing, exit 2
+        from .camera_check import check_camera
+
+        typed = {k for k in ("offset", "gain", "read_noise") if getattr(args, k) is not None}
+        problems = check_camera(frames, camera, typed=typed, source="the default camera's").errors
+        raise CLIError(too_few_spots(est, camera, n, total, args.threshold_snr, args.sigma_guess, problems,
+                                     "" if {"offset", "gain"} & typed else "the default camera's"))
+    del frames
     if args.out:
         import yaml
 

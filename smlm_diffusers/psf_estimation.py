@@ -37,6 +37,10 @@ from scipy import ndimage
 from .optics.gaussian import integrated_gaussian_np
 from .simulation.camera import Camera
 
+# fewest kept fits an estimate is reported from (``smlm-diffusers estimate`` refuses fewer): the median of
+# fewer fits moves by a large fraction of the spread of the sigmas, and the sigma outlier cut needs a few
+MIN_SPOTS = 20
+
 
 def _integrated_gaussian(edges: np.ndarray, centre: np.ndarray, sigma: np.ndarray):
     """Pixel fractions [K, w] and their derivatives w.r.t. the centre and sigma (numpy).
@@ -259,7 +263,8 @@ def estimate_psf(
         (bright local maxima); ``n_isolated`` (isolated, away from borders); ``n_spots``
         (fits kept: converged, position plausible, sigma not an outlier); ``radius_px``; ``spots``: a
         DataFrame of the kept fits (frame, x_px, y_px in frame pixels with the edge
-        convention, photons, background, sigma_px). Values are NaN when no spot is found.
+        convention, photons, background, sigma_px). Values are NaN when no spot is found; an
+        estimate of fewer than :data:`MIN_SPOTS` spots is too noisy to use (the CLI refuses it).
     """
     camera = camera or Camera()
     frames = np.asarray(frames_adu, dtype=np.float32)  # float32 for detection; fits run in float64

@@ -16,9 +16,9 @@ def estimate_lines(est: dict, camera, name: str, n_frames: int, total: int, shap
         f"read noise {camera.read_noise:g} e-",
         f"spots fitted: {est['n_spots']} (isolated: {est['n_isolated']}, bright candidates: {est['n_candidates']})",
     ]
-    if est["n_spots"] == 0:
-        lines.append("no isolated bright spots found: check --offset/--gain, lower --threshold-snr, "
-                     "or use sparser frames")
+    from .psf_estimation import MIN_SPOTS
+
+    if est["n_spots"] < MIN_SPOTS:  # too few for an estimate: :func:`too_few_spots` says why and what to change
         return lines
     lines += [
         f"PSF sigma: {est['sigma_px']:.3f} px = {est['sigma_nm']:.1f} nm (IQR {est['sigma_px_iqr']:.3f} px)",
@@ -31,6 +31,46 @@ def estimate_lines(est: dict, camera, name: str, n_frames: int, total: int, shap
         lines.append("caution: the fitted sigmas spread widely; the frames may be too dense (overlapping spots "
                      "bias sigma and photons up): use sparser frames if you have them")
     return lines
+
+
+def too_few_spots(est: dict, camera, n_frames: int, total: int, threshold_snr: float, sigma_guess_px: float,
+                  camera_problems=(), camera_words: str = "") -> str:
+    """Why an estimate of fewer than :data:`~smlm_diffusers.psf_estimation.MIN_SPOTS` spots is refused, and
+    what to change: the camera (``camera_problems``, the camera check's messages), the detection threshold,
+    sparser or more frames, the sigma guess, by the step where the spots were lost.
+    ``camera_words`` says whose the camera is when the user gave none of it."""
+    from .camera_check import plain_number as _fmt
+    from .psf_estimation import MIN_SPOTS
+
+    n, iso, cand = int(est["n_spots"]), int(est["n_isolated"]), int(est["n_candidates"])
+    head = (f"{n} spot{'' if n == 1 else 's'} fitted, fewer than the {MIN_SPOTS} an estimate needs "
+            f"(bright candidates {cand}, isolated {iso}); no estimate written")
+    tips = []
+    if camera_problems:
+        tips.append("the camera does not fit the frames: " + "; ".join(camera_problems))
+    bg = est.get("background_frame_median", float("nan"))
+    camera_is = (f"{camera_words + ' ' if camera_words else ''}offset {_fmt(camera.offset)} ADU and gain "
+                 f"{_fmt(camera.gain)} ADU/e- put the frames' median at {_fmt(bg)} photons per pixel: check "
+                 "--offset and --gain")
+    if cand == 0:
+        tips.append(f"no spot stands {threshold_snr:g} robust noise units above its smoothed frame: lower "
+                    f"--threshold-snr (now {threshold_snr:g}; try {max(3.0, threshold_snr / 2):g}); crowded frames "
+                    "raise that noise, so use sparser frames if you have them")
+        if not camera_problems:
+            tips.append(camera_is)
+    elif 2 * iso <= cand:
+        tips.append(f"{cand - iso} of the {cand} bright spots have a neighbour close by (or touch the border): the "
+                    "frames are too crowded for isolated spots; use sparser frames (fewer molecules on per frame), "
+                    "where sigma and photons are not biased up by overlapping spots")
+    elif iso < MIN_SPOTS:
+        tips.append(f"only {cand} bright spots in {n_frames} frames: analyse more frames, or lower --threshold-snr "
+                    f"(now {threshold_snr:g})")
+    else:
+        tips.append(f"{iso - n} of {iso} isolated spots gave no usable fit: check --sigma-guess (now "
+                    f"{sigma_guess_px:g} px) and the camera (--offset, --gain, --read-noise)")
+    if n_frames < total:
+        tips.append(f"analyse more frames: --max-frames {total} (now {n_frames} of {total})")
+    return head + ". To change: " + "; ".join(tips)
 
 
 def _rounded(x, nd=3):

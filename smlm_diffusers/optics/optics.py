@@ -13,11 +13,27 @@ residuals); a file whose top level is the camera and PSF blocks reads too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..simulation.camera import Camera
 from .psf import PSF, GaussianPSF, psf_from_dict
+
+
+def _check_value(key: str, value) -> None:
+    """ValueError naming ``key`` when ``value`` (a number or a list of numbers) is missing or not finite."""
+    if value is None:
+        hint = (" (measure the PSF with 'smlm-diffusers estimate' on sparse frames, or 'calibrate-z' for 3D)"
+                if ".psf." in f".{key}" else "")
+        raise ValueError(f"'{key}' has no value (null): give it a number, or delete the line for the "
+                         f"default{hint}")
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if item is None:
+            raise ValueError(f"'{key}' holds an empty entry (null)")
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and not math.isfinite(item):
+            raise ValueError(f"'{key}' must be a finite number, got {item}")
 
 
 @dataclass(frozen=True)
@@ -36,11 +52,27 @@ class Optics:
 
     @classmethod
     def from_dict(cls, values: dict) -> Optics:
+        """From :meth:`to_dict`'s output (or a document with an ``optics:`` section). Missing keys take the
+        defaults; a key without a value (YAML ``null``, e.g. ``sigma_px:`` of an estimate that found too few
+        spots) or a number that is not finite raises ``ValueError`` naming the key."""
+        where = "optics" if "optics" in values else ""
         values = values.get("optics", values)
+        if not isinstance(values, dict):
+            raise ValueError(f"'{where or 'the file'}' has no value: expected 'camera:' and 'psf:' blocks")
         unknown = sorted(set(values) - {"camera", "psf"})
         if unknown:
             raise ValueError(f"unknown optics keys {unknown}; optics has 'camera' and 'psf'")
-        return cls(Camera.from_dict(values.get("camera", {})), psf_from_dict(values.get("psf", {"type": "gaussian"})))
+        blocks = {}
+        for name, default in (("camera", {}), ("psf", {"type": "gaussian"})):
+            key = f"{where}.{name}" if where else name
+            block = values.get(name, default)
+            if not isinstance(block, dict):
+                raise ValueError(f"'{key}' has no value" if block is None else
+                                 f"'{key}' must be a mapping of keys to values, got {block!r}")
+            for k, v in block.items():
+                _check_value(f"{key}.{k}", v)
+            blocks[name] = block
+        return cls(Camera.from_dict(blocks["camera"]), psf_from_dict(blocks["psf"]))
 
     @classmethod
     def from_flat(cls, pixel_size_nm=None, camera_offset=None, camera_gain=None, read_noise=None,
