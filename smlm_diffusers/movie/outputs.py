@@ -168,8 +168,8 @@ def write_run_outputs(run, paths: OutputPaths, shape: tuple[int, int], camera, u
     """
     h, w = shape
     n = run.frames_run
-    rejected = {k: v for k, v in run.rejected.items() if v}
-    extra_info = dict(extra_info or {}) | {"Rows left out": rejected or "none"}
+    left_out = describe_counts(run.rejected)
+    extra_info = dict(extra_info or {}) | {"Rows left out": left_out or "none"}
     if postprocess:
         from ..postprocess.command import postprocess_run
 

@@ -56,6 +56,7 @@ class MovieRun:
     is_main_process: bool = True
     localizations_written: int | None = None
     _render: tuple | None = field(default=None, repr=False)
+    _rejected: dict | None = field(default=None, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -76,8 +77,11 @@ class MovieRun:
     @property
     def rejected(self) -> dict[str, int]:
         """Rows left out of the table because their numbers were impossible, by reason
-        (:mod:`smlm_diffusers.localization.screening`), over every frame run."""
-        return self.work.rejected()
+        (:mod:`smlm_diffusers.localization.screening`), over every frame run (read once: :meth:`finish` may
+        delete the checkpoints)."""
+        if self._rejected is None:
+            self._rejected = self.work.rejected()
+        return self._rejected
 
     def iter_localizations(self) -> Iterator[pd.DataFrame]:
         """The localizations of every frame run, in frame order, one batch at a time."""
