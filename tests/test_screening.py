@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smlm_diffusers.localization.screening import describe_counts, screen_localizations
+from smlm_diffusers.screening import describe_counts, screen_localizations
 from smlm_diffusers.postprocess import estimate_drift, frc_resolution, postprocess_localizations
 
 

@@ -257,7 +257,8 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         less than ``windows.max_fraction`` of it; the rest of such a frame is the empty level
         (:mod:`smlm_diffusers.models.regions`). Default: whole frames.
         """
-        bf16 = use_bf16(mixed_precision, self.device)
+        # weights loaded in bfloat16 (from_pretrained(torch_dtype=torch.bfloat16)) compute in it whatever the device
+        bf16 = use_bf16(mixed_precision, self.device) or self.dtype == torch.bfloat16
         if compiled is None:
             compiled = self.device.type == "cpu" and not bf16
         net = self.inference_module() if compiled else (lambda x: self(x, clamp=True))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..localization.screening import add_counts, screen_localizations
+from ..screening import add_counts, screen_localizations
 from .tiles import Tile, keep_core, tile_frame
 
 # Camera pixels per pipeline call (all its KDEs are held at once: 16 x this many float32
@@ -33,7 +33,7 @@ class ChunkResult:
     kde_var : float64 array [uH, uW] or None
         The per-pixel sample variance summed over these frames (DDPM mode).
     rejected : dict
-        Rows left out of ``localizations`` by reason (:mod:`smlm_diffusers.localization.screening`).
+        Rows left out of ``localizations`` by reason (:mod:`smlm_diffusers.screening`).
     images : dict or None
         With ``keep_images``: ``kde_mean``, ``kde_var``, ``deepstorm_kde`` [F, uH, uW] and
         ``samples`` [F, K, uH, uW] (float32; None where the mode has none), stitched from the
@@ -104,7 +104,7 @@ def localize_frames(
     postprocess : callable, optional
         ``postprocess(localizations, windows)`` per call, in window coordinates, before
         the tiles are put together (e.g. photometry on the raw windows). The rows are screened after it
-        (:func:`~smlm_diffusers.localization.screening.screen_localizations`, counts in ``rejected``).
+        (:func:`~smlm_diffusers.screening.screen_localizations`, counts in ``rejected``).
     keep_images : bool
         Also return the per-frame images (memory grows with the chunk: for short stacks).
     **pipeline_kwargs

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..localization.screening import describe_counts
+from ..screening import describe_counts
 from .resume import MovieError
 
 TIFF_SUFFIXES = (".tif", ".tiff")

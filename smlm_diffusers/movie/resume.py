@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..columns import MOLECULE_COLUMNS, TEXT_COLUMNS, empty_table
-from ..localization.screening import add_counts
+from ..screening import add_counts
 
 STATE_FORMAT = 3
 

@@ -77,7 +77,7 @@ class MovieRun:
     @property
     def rejected(self) -> dict[str, int]:
         """Rows left out of the table because their numbers were impossible, by reason
-        (:mod:`smlm_diffusers.localization.screening`), over every frame run (read once: :meth:`finish` may
+        (:mod:`smlm_diffusers.screening`), over every frame run (read once: :meth:`finish` may
         delete the checkpoints)."""
         if self._rejected is None:
             self._rejected = self.work.rejected()

@@ -25,12 +25,13 @@ class SMLMPipelineOutput(BaseOutput):
     kde_var : array [F, uH, uW] or None
         Per-pixel variance of the samples (ddof = 1).
     samples : array [F, K, uH, uW] or None
-        The K posterior KDE samples of each frame.
+        The K posterior KDE samples of each frame, each less its denoiser's per-sub-pixel-phase background
+        offset and clipped at zero (a density is non-negative; :func:`~smlm_diffusers.pipelines.sampling.remove_phase_bias`).
     deepstorm_kde : array [F, uH, uW]
         The DeepSTORM estimate the samples were conditioned on.
     rejected : dict or None
         Rows left out of ``localizations`` because their numbers were impossible, by reason
-        (:func:`~smlm_diffusers.localization.screening.screen_localizations`: failed fits, sigmas, photons,
+        (:func:`~smlm_diffusers.screening.screen_localizations`: failed fits, sigmas, photons,
         positions outside the field); None when the call did not screen (``screen=False``).
     """
 

@@ -22,7 +22,7 @@ from ..kde import KDEScaling
 from ..localization.configurations import ambiguous, arbitrate
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
-from ..localization.screening import screen_localizations
+from ..screening import screen_localizations
 from ..models import layout
 from ..models.deepstorm import DeepSTORM, check_frames
 from ..models.precision import use_bf16
@@ -325,12 +325,13 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         screen : bool
             Leave out of the table the rows whose numbers are impossible (a failed fit, a sigma that is not
             finite or outside [0.1 nm, 10 PSF widths], under 1 photon, a position outside the frames), counted
-            in the output's ``rejected`` (:mod:`smlm_diffusers.localization.screening`). The movie runner
+            in the output's ``rejected`` (:mod:`smlm_diffusers.screening`). The movie runner
             screens after its own steps instead.
 
         The deprecated camera floats (``camera_offset=`` ...) are gone: pass ``camera=Camera(...)``.
         """
-        bf16 = use_bf16(mixed_precision, self._execution_device)
+        bf16 = use_bf16(mixed_precision, self._execution_device) or (self.unet is not None
+                                                                    and self.unet.dtype == torch.bfloat16)
         if num_inference_steps is None:
             num_inference_steps = self.config.default_inference_steps
         optics = _check_call(self, num_samples, output_type)

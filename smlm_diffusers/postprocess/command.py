@@ -20,10 +20,13 @@ post-processing (--link, --undrift; FRC always with either):
   TABLE_drift.csv (frame 0-based, drift_x_nm, drift_y_nm) and TABLE_drift.png. --link
   merges the localizations of one blink (consecutive frames, --max-gap dark frames
   allowed, within --link-sigmas of their combined uncertainty): inverse-variance mean
-  position, merged sigma 1/sqrt(sum 1/sigma^2) (the CSV's uncertainty [nm]), photons
+  position, merged sigma 1/sqrt(sum 1/sigma^2), widened when the blink's frames scatter
+  more than their sigmas allow (the CSV's uncertainty [nm]), photons
   summed, frame = the first frame, len (frames first to last) and n (localizations; CSV:
   detections), as Picasso's link. The FRC resolution of the result is printed and written
-  to TABLE_postprocess.json. The render is the streamed KDE, not drift corrected.
+  to TABLE_postprocess.json. Every corrected row's sigma includes its frame's drift error. A
+  sigma self-check (consecutive frames of each blink; blind to errors a blink's frames share)
+  goes to the JSON, TABLE_selfcheck.png and the closing lines. The render is the streamed KDE, not drift corrected.
 """
 
 
@@ -86,7 +89,7 @@ def run_postprocess_command(args, log) -> int:
     localization_format(out)
     if out.resolve() == src.resolve():
         raise ValueError("-o must differ from the input table")
-    from ..localization.screening import describe_counts, screen_localizations
+    from ..screening import describe_counts, screen_localizations
 
     locs, meta = read_table(src, args.pixel_size)
     # no field check: the table may be drift corrected already, its positions a drift's width off the frames
