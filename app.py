@@ -11,7 +11,6 @@ lives in :mod:`smlm_diffusers.app`; this file only builds the page.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 
@@ -40,9 +39,18 @@ CSS = """
 #run-progress {min-height: 3.2em;}
 /* the sample gallery as tall as its rows of thumbnails (no fixed-height blank area) */
 #samples-gallery .grid-wrap.fixed-height {min-height: 0 !important; height: auto !important;}
-/* download names in full (Gradio cuts the stem with an ellipsis: four TIFFs looked alike) */
-#downloads .filename {display: block !important; overflow: visible !important; overflow-wrap: anywhere;}
-#downloads .filename .stem, #downloads .filename .ext {display: inline !important; white-space: normal !important;}
+/* download names in full and unbroken (Gradio cuts the stem with an ellipsis, and an 8rem size column left
+   the name 120 px, so names wrapped mid-word): each name on its own line, its size and remove button below */
+#downloads tr.file {flex-wrap: wrap; align-items: center;}
+#downloads td.filename {flex: 1 0 100%; overflow-x: auto; overflow-y: hidden; font-size: var(--text-sm);}
+#downloads td.filename .stem, #downloads td.filename .ext {white-space: nowrap !important; overflow: visible !important;
+  text-overflow: clip !important;}
+#downloads td.download {margin-left: auto; min-width: 0; width: auto;}
+/* slider ends in full: Gradio's range bar keeps 7rem even in a narrow column and pushed the maximum out */
+.gradio-container input[type=range] {min-width: 0 !important;}
+.gradio-container .min_value, .gradio-container .max_value {flex-shrink: 0;}
+/* the molecules table's headers wrap between words only (widths: views.table_column_widths) */
+#localizations span.wrap {word-break: normal !important; overflow-wrap: normal !important;}
 """
 
 # images: lossless PNG; the figure carries its own title, so Gradio's label badge is hidden
@@ -107,7 +115,7 @@ def _input_column(cam, psf: float, s_max: int, pipe) -> dict:
                 c["offset"] = gr.Number(cam.offset, label="Camera offset (ADU)", elem_id="offset")
                 c["gain"] = gr.Number(cam.gain, label="Gain (ADU / e⁻)")
             with gr.Row():
-                c["pixel_size"] = gr.Number(cam.pixel_size_nm, label="Pixel size (nm)")
+                c["pixel_size"] = gr.Number(cam.pixel_size_nm, label="Pixel size (nm)", elem_id="pixel-size")
                 c["read_noise"] = gr.Number(cam.read_noise, label="Read noise (e⁻ rms)")
             gr.Markdown(f"Up to {au.MAX_FRAMES} frames of at most {au.MAX_FRAME_SIZE} × {au.MAX_FRAME_SIZE} px "
                         f"({au.MAX_TOTAL_PIXELS:,} pixels in all). Multi-frame TIFF (ImageJ/OME), 8/16/32-bit grey "
@@ -161,7 +169,8 @@ def _result_panels() -> dict:
             c["mean"] = gr.Image(label="Mean of samples", elem_id="mean", **IMG)
             c["variance"] = gr.Image(label="Variance of samples", elem_id="variance", **IMG)
         c["metrics"] = gr.Markdown(elem_id="metrics")
-        c["table"] = gr.Dataframe(label="Molecules in this frame", interactive=False, max_height=300,
+        # headers wrap, so every column fits the panel (the last one was cut off at 1440 px)
+        c["table"] = gr.Dataframe(label="Molecules in this frame", interactive=False, max_height=300, wrap=True,
                                   elem_id="localizations")
         with gr.Accordion("Whole stack: accumulated super-resolved image, uncertainty, drift and resolution",
                           open=True):
@@ -197,7 +206,8 @@ def _wire(h: Handlers, c: dict, state) -> None:
     """Connect the buttons, slider, clicks and uploads to the handlers."""
     frame_outputs = [c[k] for k in FRAME_OUTPUTS]
     run_outputs = [state, c["frame"], c["status"], *frame_outputs, c["sum_mean"], c["sum_var"], c["downloads"],
-                   c["drift"], c["drift_note"]]
+                   c["drift"], c["drift_note"], c["model_info"]]
+    model_header = h.header()  # what the header says with no run on the page
     zoom_outputs = [c["zoom"], c["zoom_x"], c["zoom_y"]]
     sampling = [c["num_samples"], c["steps"], c["sample_seed"], c["window_px"]]
     runs = (
@@ -208,16 +218,17 @@ def _wire(h: Handlers, c: dict, state) -> None:
     )
     for button, fn, inputs, api_name, message in runs:
         # the page forgets the last run before a new one: a failure never leaves old results or downloads
-        run = (c[button].click(functools.partial(cleared, f"{message} …"), None, [state, c["status"], c["downloads"]],
-                               queue=False, api_visibility="private")
+        run = (c[button].click(lambda message=message: (*cleared(f"{message} …"), model_header), None,
+                               [state, c["status"], c["downloads"], c["model_info"]], queue=False,
+                               api_visibility="private")
                .then(fn, inputs + sampling, run_outputs, api_name=api_name, show_progress="full",
                      show_progress_on=[c["progress_box"]], **HEAVY))
         run.success(lambda result: (gr.update(visible=True), gr.update(visible=result is not None and result.has_samples),
                                     gr.update(visible=False)),
                     state, [c["results"], c["samples_box"], c["placeholder"]], queue=False, api_visibility="private")
-        run.failure(lambda: (gr.update(visible=False), gr.update(visible=True), *cleared(FAILED)), None,
-                    [c["results"], c["placeholder"], state, c["status"], c["downloads"]], queue=False,
-                    api_visibility="private")
+        run.failure(lambda: (gr.update(visible=False), gr.update(visible=True), *cleared(FAILED), model_header), None,
+                    [c["results"], c["placeholder"], state, c["status"], c["downloads"], c["model_info"]],
+                    queue=False, api_visibility="private")
     c["replace"].upload(lambda f: f, c["replace"], c["upload"], queue=False, api_visibility="private")
     light = dict(show_progress="minimal", show_progress_on=[c["zoom"]], concurrency_limit=2)
     c["frame"].release(h.show_frame, [state, c["frame"], c["window_px"]], frame_outputs, api_name="show_frame",
@@ -248,13 +259,9 @@ def build_demo(pipe=None, model_name: str | None = None) -> gr.Blocks:
         state = gr.State(None, time_to_live=3600)  # a user's last result, kept for the frame slider
         gr.Markdown(f"# {TITLE}", elem_id="title")
         gr.Markdown(DESCRIPTION)
-        gr.Markdown(
-            f"Model: `{model_name}` · camera {cam.pixel_size_nm:g} nm pixels, offset {cam.offset:g} ADU, "
-            f"gain {cam.gain:g} ADU/e⁻, read noise {cam.read_noise:g} e⁻ · trained PSF σ {psf:g} px · "
-            f"KDE grid {cam.pixel_size_nm / pipe.kde_net.config.upsampling:g} nm · runs on CPU: "
-            f"frames ≤ {au.MAX_FRAME_SIZE}² px, ≤ {au.MAX_FRAMES} frames.",
-            elem_id="model-info",
-        )
+        handlers = Handlers(pipe, cam, model_name)
+        # the camera the results on the page used: the model's until a run (an upload's own afterwards)
+        header = gr.Markdown(handlers.header(), elem_id="model-info")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
                 c = _input_column(cam, psf, au.max_inference_steps(pipe), pipe)
@@ -263,7 +270,8 @@ def build_demo(pipe=None, model_name: str | None = None) -> gr.Blocks:
                                                "upload a TIFF stack.", elem_id="placeholder")
                 c |= _result_panels()
                 c |= _sweep_panel()
-        _wire(Handlers(pipe, cam), c, state)
+        c["model_info"] = header
+        _wire(handlers, c, state)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
 

@@ -76,7 +76,7 @@ def value(output):
 
 
 def unpack(result):
-    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files", "drift", "drift_note"]
+    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files", "drift", "drift_note", "model_info"]
     assert len(result) == len(names)
     return {k: value(v) for k, v in zip(names, result)}
 
@@ -156,6 +156,48 @@ def test_simulate_matches_package(client, tiny_model_dir):
     assert png(out0["zoom"]).std() > 0
 
 
+def test_one_frame_run_says_why_frc_and_drift_were_not_measured(client):
+    """No empty FRC axes: a part not measured is "not measured: <reason>" in the note, and with nothing
+    measured the drift/FRC picture is hidden."""
+    raw = client.predict(*SIM[:5], 1, *SIM[6:], *SAMPLING, ZOOM, api_name="/simulate")
+    out = unpack(raw)
+    drift = raw[-3]
+    assert out["drift"] is None and (not isinstance(drift, dict) or drift.get("visible") is False), drift
+    note = out["drift_note"]
+    assert "FRC not measured: " in note and "Drift not measured: simulations have none" in note
+    assert "FRC resolution" not in note
+
+
+def _post(frc=None, drift=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(frc=frc, drift=drift)
+
+
+def test_postprocess_note_reads_the_reasons():
+    from types import SimpleNamespace
+
+    from smlm_diffusers.app import core
+
+    result = SimpleNamespace(localizations=pd.DataFrame({"x_nm": np.zeros(300)}), ground_truth=None, n_frames=40)
+    frc_reason = SimpleNamespace(resolution_nm=float("nan"), reason="too few localizations (282 < 1000)")
+    frc_old = SimpleNamespace(resolution_nm=float("nan"))  # before FRCResult had a reason
+    frc_ok = SimpleNamespace(resolution_nm=42.0, reason=None)
+    drift_reason = SimpleNamespace(reason="only 0 of 10 segment pairs have a clear correlation peak",
+                                   segment_frames=np.zeros(1), x_nm=np.zeros(40), y_nm=np.zeros(40))
+    drift_ok = SimpleNamespace(reason=None, segment_frames=np.arange(5) * 8.0, x_nm=np.linspace(0, 12, 40),
+                               y_nm=np.zeros(40))
+    note = core.postprocess_note(result, _post(frc_reason, drift_reason))
+    assert "FRC not measured: too few localizations (282 < 1000)." in note
+    assert "Drift not measured: only 0 of 10 segment pairs" in note
+    assert core.frc_not_measured(result, _post(frc_old, drift_ok)).startswith("the FRC curve never falls below")
+    note = core.postprocess_note(result, _post(frc_ok, drift_ok))
+    assert "FRC resolution **42.0 nm**" in note and "range x 12.0 nm" in note and "not measured" not in note
+    few = SimpleNamespace(localizations=pd.DataFrame({"x_nm": np.zeros(3)}), ground_truth=None, n_frames=5)
+    assert core.postprocess_note(few, None) == ("FRC not measured: too few localizations (3 < 10). Drift not "
+                                               "measured: needs at least 20 frames (this stack has 5).")
+
+
 def write_stack(path, n=2, size=16, seed=0):
     frames, _ = sd.simulate(n_frames=n, shape=(size, size), density=2.0, seed=seed)
     tifffile.imwrite(path, np.round(frames).clip(0, 65535).astype(np.uint16), photometric="minisblack")
@@ -175,6 +217,10 @@ def test_upload_path(client, tmp_path):
     # pixel size from the form: coordinates scale with it, and so does the TIFFs' calibration
     out2 = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 216.0, 1.6, 0, 3, 0, ZOOM, api_name="/upload"))
     assert "216 nm pixels" in out2["status"]
+    # the header names the camera the results used, not the model's default
+    assert "camera 216 nm pixels" in out2["model_info"] and "the model's: 108 nm pixels" in out2["model_info"]
+    assert "KDE grid 54 nm" in out2["model_info"]
+    assert "camera 108 nm pixels" in out["model_info"] and "the model's" not in out["model_info"]
     assert tiff_pixel_size_nm(next(f for f in out2["files"] if f.endswith("kde_mean.tif"))) == pytest.approx(54.0)
 
 

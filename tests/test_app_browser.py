@@ -7,7 +7,10 @@ skips, except under ``CI=true`` (``.ci/run``), where it fails: CI must run it.
 It runs a simulation with the shipped model (the tiny random one when the shipped folder is
 missing), in DDPM mode with few samples and steps and then DeepSTORM-only, and saves
 screenshots of the zoomed uncertainty view and the whole page into ``$ARTIFACTS`` (default
-``tests/artifacts/``, git-ignored) for a reviewer to open.
+``tests/artifacts/``, git-ignored) for a reviewer to open. At 1440 px it checks that nothing is cut off
+(slider ends, the molecules table's headers, download names on one line), that one 150 nm outlier does
+not set the zoom's sigma colour scale and that the legend keys drawn ellipses, that a one-frame run says
+why there is no FRC instead of drawing empty axes, and that the header names the camera an upload used.
 """
 
 import io
@@ -42,6 +45,23 @@ VISIBLE_PROGRESS = """() => [...document.querySelectorAll('.progress-text')]
   .filter(e => e.offsetParent !== null).map(e => e.innerText)"""
 PROGRESS_OR_DONE = """() => [...document.querySelectorAll('.progress-text')].some(e => e.offsetParent !== null
   && e.innerText.includes('frame')) || document.querySelectorAll('#samples-gallery img').length >= 2"""
+# elements whose content is cut off: a slider's row wider than its box, or its maximum past the block's edge
+SLIDERS_CLIPPED = """() => [...document.querySelectorAll('.slider_input_container')]
+  .filter(c => c.offsetParent !== null).filter(c => { const m = c.querySelector('[data-testid=max-value]'), b = c.closest('.block').getBoundingClientRect();
+    return c.scrollWidth > c.clientWidth + 1 || (m && m.getBoundingClientRect().right > b.right + 0.5); })
+  .map(c => c.closest('.block').innerText.split('\\n')[0])"""
+# table headers past the panel's right edge, or wider than their cell (a word that does not fit)
+HEADERS_CLIPPED = """() => { const blk = document.querySelector('#localizations');
+  const right = blk.getBoundingClientRect().right;
+  return [...blk.querySelectorAll('th')].filter(th => { const s = th.querySelector('span.header') || th;
+    return th.getBoundingClientRect().right > right + 0.5 || s.scrollWidth > s.clientWidth + 1; })
+  .map(th => th.innerText); }"""
+# download names cut off or wrapped (over one line: a name has no spaces, so any wrap is mid-word)
+NAMES_BROKEN = """() => [...document.querySelectorAll('#downloads td.filename')].filter(td => {
+  const stem = td.querySelector('.stem'), st = getComputedStyle(stem);
+  const line = parseFloat(st.lineHeight) || 1.6 * parseFloat(st.fontSize);
+  return td.scrollWidth > td.clientWidth + 1 || stem.getBoundingClientRect().height > 1.5 * line; })
+  .map(td => td.getAttribute('aria-label'))"""
 GALLERY_RENDERED = """(n) => {
   const imgs = [...document.querySelectorAll('#samples-gallery img')];
   return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
@@ -124,13 +144,42 @@ def _upload(page, selector: str, path: Path) -> None:
     page.locator("#upload-file").get_by_text(path.stem).first.wait_for(timeout=30_000)
 
 
-def test_simulation_in_browser(tiny_model_dir, tmp_path):
+OUTLIER_SIGMA_NM = 150.0
+
+
+def _with_outlier(run_pipeline, window_px: int):
+    """``core.run_pipeline`` whose first frame has one molecule of :data:`OUTLIER_SIGMA_NM` in the window the
+    zoom opens on (positions unchanged, so it opens on the same window)."""
+    from smlm_diffusers.app import views
+
+    def run(*args, **kwargs):
+        result = run_pipeline(*args, **kwargs)
+        locs, a = result.localizations, result.camera.pixel_size_nm
+        if result.ground_truth is not None and len(locs) and result.has_samples:
+            r0, c0, r1, c1 = views.zoom_window(result, 0, window_px)
+            inside = ((locs["frame"] == 0) & locs["x_nm"].between(c0 * a, c1 * a)
+                      & locs["y_nm"].between(r0 * a, r1 * a))
+            if inside.any():
+                i = locs.index[inside][0]
+                locs.loc[i, ["sigma_x_nm", "sigma_y_nm"]] = OUTLIER_SIGMA_NM
+        return result
+
+    return run
+
+
+def _assert_not_cut_off(page) -> None:
+    assert not page.evaluate(SLIDERS_CLIPPED), page.evaluate(SLIDERS_CLIPPED)
+
+
+def test_simulation_in_browser(tiny_model_dir, tmp_path, monkeypatch):
     _require_browser()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app.py lives at the repository root
     import app
 
     from smlm_diffusers import app as au
+    from smlm_diffusers.app import core
 
+    monkeypatch.setattr(core, "run_pipeline", _with_outlier(core.run_pipeline, window_px=8))
     pipe, which = _pipeline(tiny_model_dir)
     demo = app.build_demo(pipe, model_name=f"{which} pipeline (browser test)")
     port = free_port()
@@ -146,6 +195,9 @@ def test_simulation_in_browser(tiny_model_dir, tmp_path):
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=30_000)
                 page.get_by_role("button", name="Simulate and run").wait_for(timeout=20_000)
+                a = pipe.kde_net.camera.pixel_size_nm
+                assert f"camera {a:g} nm pixels" in page.locator("#model-info").inner_text()
+                _assert_not_cut_off(page)  # the sliders' maximum labels (Frame size, Frames) were cut off
                 # a crowded frame, two samples of three steps (the DDPM runs on this CPU)
                 _set_slider(page, "density", 4)
                 _set_slider(page, "samples", 2)
@@ -172,12 +224,31 @@ def test_simulation_in_browser(tiny_model_dir, tmp_path):
                 gap = np.minimum.reduce([mol[:, 0] - x0, x1 - mol[:, 0], mol[:, 1] - y0, y1 - mol[:, 1]])
                 assert gap.min() >= 0.5 * pipe.kde_net.camera.pixel_size_nm, info  # half a pixel off the border
                 assert info["min_ellipse_px"] * scale >= 4, info  # to scale or magnified (factor in the title)
+                # one 150 nm outlier: it saturates the sigma colour scale instead of setting it, and the legend's
+                # keys are the colour and style of drawn ellipses
+                sig = np.array([e["sigma_nm"] for e in info["ellipses"]])
+                assert sig.max() == pytest.approx(OUTLIER_SIGMA_NM), info
+                top = info["sigma_colour_range_nm"][1]
+                assert top < 0.5 * OUTLIER_SIGMA_NM, info  # it was the outlier's 150 nm
+                assert info["ellipses"][int(np.argmax(sig))]["colour"] == "#f0f921"  # plasma's top colour
+                drawn = {(e["colour"], e["linestyle"]) for e in info["ellipses"]}
+                assert info["legend"] and all((k["colour"], k["linestyle"]) in drawn for k in info["legend"]), info
+
+                # nothing cut off at 1440 px: slider ends, the table's headers, download names (one line each)
+                _assert_not_cut_off(page)
+                assert not page.evaluate(HEADERS_CLIPPED), page.evaluate(HEADERS_CLIPPED)
+                assert page.locator("#downloads td.filename").count() >= 7
+                assert not page.evaluate(NAMES_BROKEN), page.evaluate(NAMES_BROKEN)
+                # one frame: no FRC to measure, so no drift/FRC picture (no empty axes) and the reason in words
+                note = page.locator("#drift-note").inner_text()
+                assert "FRC not measured: " in note and "FRC resolution" not in note, note
+                assert not page.locator("#drift").is_visible()
 
                 # a click on the raw frame moves the zoom there: to the quadrant opposite the crowded region
                 old = page.eval_on_selector("#zoom img", "i => i.src")
                 x_um = float(page.locator("#zoom-x input").input_value())
                 y_um = float(page.locator("#zoom-y input").input_value())
-                size_px, a = au.DEFAULT_FRAME_SIZE, pipe.kde_net.camera.pixel_size_nm
+                size_px = au.DEFAULT_FRAME_SIZE
                 target = [(0.2 if v > size_px * a / 2000 else 0.8) * size_px * a / 1000 for v in (x_um, y_um)]
                 page.locator("#raw-frame img").scroll_into_view_if_needed()
                 page.mouse.click(*_page_point(page, "#raw-frame img", target, a, size_px))
@@ -214,16 +285,28 @@ def test_simulation_in_browser(tiny_model_dir, tmp_path):
                 fake.write_text("this is not an image")
                 page.get_by_role("tab", name="Upload TIFF").click()
                 _upload(page, "#upload-file", good)
+                page.locator("#pixel-size input").fill("100")  # another camera than the model's
                 page.get_by_role("button", name="Run on upload").click()
                 page.get_by_text("uploaded (stack40.tif)").first.wait_for(timeout=120_000)
-                page.wait_for_function(IMAGE_RENDERED, arg="#drift img", timeout=30_000)  # drift trace and FRC
-                assert "FRC resolution" in page.locator("#drift-note").inner_text()
+                header = page.locator("#model-info").inner_text()
+                assert "camera 100 nm pixels" in header and "KDE grid 25 nm" in header, header
+                page.wait_for_function(IMAGE_RENDERED, arg="#drift img", timeout=30_000)  # drift trace (and FRC)
+                note = page.locator("#drift-note").inner_text()
+                assert "Drift (RCC" in note, note
+                # a part not measured says why, and is not drawn: one panel (6 x 3.2 in) for the drift alone
+                if "FRC not measured: " in note:
+                    w, h = page.eval_on_selector("#drift img", "i => [i.naturalWidth, i.naturalHeight]")
+                    assert w < 2.5 * h, (w, h, note)
+                else:
+                    assert "FRC resolution" in note, note
                 assert page.locator("#downloads").get_by_text("stack40_drift").count() == 1
                 page.locator("#drift").screenshot(path=str(ARTIFACTS / "drift_upload.png"))
                 page.screenshot(path=str(ARTIFACTS / "app_upload.png"), full_page=True)
                 _upload(page, "#replace-file", fake)
                 page.get_by_role("button", name="Run on upload").click()
                 _assert_cleared_after_failure(page, "'fake.tif' is not a readable TIFF file: it has no TIFF header")
+                # nothing on the page is from the upload any more: the header is back to the model's camera
+                assert f"camera {a:g} nm pixels" in page.locator("#model-info").inner_text()
                 page.screenshot(path=str(ARTIFACTS / "app_failed.png"), full_page=True)
                 for name in ("zoom_ddpm.png", "zoom_clicked.png", "zoom_deepstorm.png", "drift_upload.png"):
                     assert (ARTIFACTS / name).stat().st_size > 10_000

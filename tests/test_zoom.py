@@ -120,3 +120,34 @@ def test_render_zoom_reports_what_it_plots():
     _, info_big = zoom.render_zoom(rng.normal(120, 5, (16, 16)), big, 108.0, 4, (0, 0, 8, 8), rng.random((64, 64)),
                                    "variance", "t", return_info=True)
     assert info_big["ellipse_factor"] == 1
+
+
+def test_an_outlier_sigma_neither_sets_the_colour_scale_nor_escapes_the_panel():
+    """One 150 nm molecule among 3-4 nm ones: the colour scale stays on the others (the outlier saturates at
+    the top colour), its ×k ellipse is clipped to the panel and its label says so, and the legend's key is
+    the colour and style of an ellipse that was drawn."""
+    rng = np.random.default_rng(3)
+    mol = pd.DataFrame({"x_nm": [200.0, 350.0, 500.0, 620.0, 400.0], "y_nm": [300.0, 420.0, 250.0, 600.0, 650.0],
+                        "sigma_x_nm": [3.0, 3.5, 4.0, 150.0, 3.2], "sigma_y_nm": [3.2, 3.0, 4.2, 140.0, 3.6],
+                        "probability": [1.0, 1.0, 1.0, 0.6, 1.0]})
+    _, info = zoom.render_zoom(rng.normal(120, 5, (16, 16)), mol, 108.0, 4, (0, 0, 8, 8), rng.random((64, 64)),
+                               "variance", "t", return_info=True)
+    lo, hi = info["sigma_colour_range_nm"]
+    sig = np.array([e["sigma_nm"] for e in info["ellipses"]])
+    others = sig[sig < 100]
+    assert lo == 0.0 and others.max() <= hi <= 2.5 * others.max(), (hi, sig)  # before: the outlier's 145 nm
+    colours = [e["colour"] for e in info["ellipses"]]
+    assert len(set(c for c, s in zip(colours, sig) if s < 100)) >= 3  # the others are told apart by colour
+    outlier = info["ellipses"][int(np.argmax(sig))]
+    assert outlier["beyond_view"] and not any(e["beyond_view"] for e in info["ellipses"] if e["sigma_nm"] < 100)
+    drawn = {(e["colour"], e["linestyle"]) for e in info["ellipses"]}
+    assert info["legend"] and all((key["colour"], key["linestyle"]) in drawn for key in info["legend"]), info["legend"]
+    assert {key["linestyle"] for key in info["legend"]} == {"-", "--"}  # certain and uncertain molecules both keyed
+
+
+def test_sigma_colour_top_is_robust():
+    assert zoom.sigma_colour_top([3.0, 3.2, 150.0]) == pytest.approx(6.4)  # twice the lower median
+    assert zoom.sigma_colour_top([3.0, 150.0]) == pytest.approx(6.0)  # never the largest of two
+    many = np.r_[np.linspace(2.0, 10.0, 99), 150.0]
+    assert zoom.sigma_colour_top(many) < 15.0  # not the 150 nm one
+    assert zoom.sigma_colour_top([]) == 1.0 and zoom.sigma_colour_top([np.nan]) == 1.0

@@ -208,20 +208,28 @@ DRIFT_MIN_FRAMES = 20  # below this, a stack is too short to cut into time segme
 DRIFT_SEGMENTS = 5  # a stack is cut into about this many segments (the CLI's default is 200 frames each)
 
 
+MIN_POSTPROCESS_ROWS = 10  # fewer molecules than this: neither drift nor FRC is attempted
+
+
+def _kept(result: RunResult) -> pd.DataFrame:
+    """The molecules the metrics and renders keep (probability >= 0.5 where there is one)."""
+    locs = result.localizations
+    return locs[locs["probability"] >= 0.5] if "probability" in locs else locs
+
+
 def stack_postprocess(result: RunResult):
     """Drift (RCC, on uploaded stacks of at least :data:`DRIFT_MIN_FRAMES` frames) and FRC resolution of a
     run's localizations, as ``smlm-diffusers postprocess --undrift`` measures them; measured, not applied
-    to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`; None with too few molecules).
+    to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`; None with fewer than
+    :data:`MIN_POSTPROCESS_ROWS` molecules).
 
     The app's simulations have no drift and draw new molecules in every frame, so there is nothing for
     RCC to correlate between segments: they get the FRC only.
     """
     from ..postprocess import postprocess_localizations
 
-    locs = result.localizations
-    if "probability" in locs:  # what the metrics and renders keep
-        locs = locs[locs["probability"] >= 0.5]
-    if len(locs) < 10:
+    locs = _kept(result)
+    if len(locs) < MIN_POSTPROCESS_ROWS:
         return None
     undrift = result.n_frames >= DRIFT_MIN_FRAMES and result.ground_truth is None
     return postprocess_localizations(locs, result.n_frames, link=False, undrift=undrift, frc=True,
@@ -229,21 +237,45 @@ def stack_postprocess(result: RunResult):
                                      drift_uncertainty=False, seed=result.seed)
 
 
-def postprocess_note(result: RunResult, post) -> str:
-    """One line on what the drift/FRC panel shows (or why it is missing)."""
+def frc_not_measured(result: RunResult, post) -> str | None:
+    """Why the stack's FRC resolution was not measured (the FRC result's ``reason``); None when it was."""
     if post is None:
-        return "Drift and FRC: too few molecules in the stack to measure them."
-    r = post.frc.resolution_nm if post.frc is not None else math.nan
-    frc = f"FRC resolution **{r:.1f} nm**" if math.isfinite(r) else "FRC resolution: not reached (too few molecules)"
-    if post.drift is None:
-        if result.ground_truth is not None:
-            return f"{frc} (of the localizations as found). Drift: simulations have none (upload a stack)."
-        return (f"{frc} (of the localizations as found). Drift: needs at least {DRIFT_MIN_FRAMES} frames "
-                f"(this stack has {result.n_frames}).")
+        return f"too few localizations ({len(_kept(result))} < {MIN_POSTPROCESS_ROWS})"
+    frc = post.frc
+    if frc is None:
+        return "not computed"
+    reason = getattr(frc, "reason", None)
+    if reason:
+        return reason
+    return None if math.isfinite(frc.resolution_nm) else "the FRC curve never falls below 1/7 (too few localizations)"
+
+
+def drift_not_measured(result: RunResult, post) -> str | None:
+    """Why the stack's drift was not measured (the trace's ``reason``, or why RCC was not run); None when it was."""
+    if result.ground_truth is not None:
+        return "simulations have none (upload a stack)"
+    if result.n_frames < DRIFT_MIN_FRAMES:
+        return f"needs at least {DRIFT_MIN_FRAMES} frames (this stack has {result.n_frames})"
+    if post is None or post.drift is None:
+        return f"too few localizations ({len(_kept(result))} < {MIN_POSTPROCESS_ROWS})"
+    reason = getattr(post.drift, "reason", None)
+    if reason:
+        return reason
+    if len(post.drift.segment_frames) < 2:
+        return "too few localizations to cut this stack into time segments (RCC needs two or more)"
+    return None
+
+
+def postprocess_note(result: RunResult, post) -> str:
+    """What the drift/FRC panel shows, and for each part not measured, ``not measured: <reason>`` instead of a
+    number or a plot."""
+    frc_why, drift_why = frc_not_measured(result, post), drift_not_measured(result, post)
+    frc = (f"FRC not measured: {frc_why}." if frc_why else
+           f"FRC resolution **{post.frc.resolution_nm:.1f} nm** (of the localizations as found).")
+    if drift_why:
+        return f"{frc} Drift not measured: {drift_why}."
     d = post.drift
-    if len(d.segment_frames) < 2:
-        return f"{frc}. Drift: too few localizations to cut this stack into time segments (RCC needs two or more)."
-    return (f"{frc}; drift (RCC, {len(d.segment_frames)} segments): range x {np.ptp(d.x_nm):.1f} nm, "
+    return (f"{frc} Drift (RCC, {len(d.segment_frames)} segments): range x {np.ptp(d.x_nm):.1f} nm, "
             f"y {np.ptp(d.y_nm):.1f} nm. Measured, not applied to the table: "
             "`smlm-diffusers postprocess locs.csv --undrift --link` corrects and links a table.")
 

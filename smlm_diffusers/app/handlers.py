@@ -5,7 +5,7 @@ The one module of :mod:`smlm_diffusers.app` that uses Gradio: it turns a run
 ``gr.update`` for the panels a mode shows or hides) and every failure into a ``gr.Error``
 with a message for the user (the server keeps serving). A run's outputs are, in order:
 state, frame slider, status, the frame's panels (:data:`FRAME_OUTPUTS`), the stack's two
-sums, the downloads, the drift/FRC picture and its note.
+sums, the downloads, the drift/FRC picture and its note, the header line (the camera the run used).
 """
 
 from __future__ import annotations
@@ -72,24 +72,29 @@ def render_frame(result: core.RunResult, frame: int, window_px: int = 8) -> tupl
         var = gr.update(value=_png(result, pics["variance"], f"frame{frame}_variance"), visible=True)
     else:  # DeepSTORM only: no samples, so no gallery, mean or variance
         gallery, mean, var = (gr.update(value=None, visible=False) for _ in range(3))
-    table = gr.update(value=views.frame_table(result, frame), label=views.table_label(result))
+    shown = views.frame_table(result, frame)
+    table = gr.update(value=shown, label=views.table_label(result), column_widths=views.table_column_widths(shown))
     return (_png(result, pics["raw"], f"frame{frame}_raw"), _png(result, pics["deepstorm"], f"frame{frame}_deepstorm"),
             *zoom, gallery, mean, var, table, views.metrics_markdown(result, frame))
 
 
-def run_outputs(result: core.RunResult, window_px: int) -> tuple:
-    """Everything a finished run puts on the page (module docstring), its files written first."""
+def run_outputs(result: core.RunResult, window_px: int, header: str | None = None) -> tuple:
+    """Everything a finished run puts on the page (module docstring), its files written first; last, the
+    header line naming the camera the run used (``header``; unchanged when None)."""
     result.folder = str(run_folder())
     files = write_outputs(result, result.folder)
     post = core.stack_postprocess(result)
+    # only what was measured is plotted: a part not measured is the note's "not measured: <reason>", never
+    # empty axes (and with neither measured, no picture at all)
+    trace = post.drift if post is not None and core.drift_not_measured(result, post) is None else None
+    frc = post.frc if post is not None and core.frc_not_measured(result, post) is None else None
     drift = gr.update(value=None, visible=False)
-    if post is not None:
+    if trace is not None or frc is not None:
         from ..postprocess import drift_figure, write_drift
 
         title = f"{result.name}: drift (RCC)"
-        trace = post.drift if post.drift is not None and len(post.drift.segment_frames) >= 2 else None
-        drift = gr.update(value=_png(result, figure_to_array(drift_figure(trace, post.frc, title=title)),
-                                     "drift_frc"), visible=True)
+        drift = gr.update(value=_png(result, figure_to_array(drift_figure(trace, frc, title=title)), "drift_frc"),
+                          visible=True)
         if trace is not None:
             files += [str(p) for p in write_drift(trace, Path(result.folder) / f"{safe_name(result.name)}_drift.csv")]
     frame_update = gr.update(value=0, maximum=max(result.n_frames - 1, 1), visible=result.n_frames > 1,
@@ -98,7 +103,8 @@ def run_outputs(result: core.RunResult, window_px: int) -> tuple:
     s_var = (gr.update(value=_png(result, s_var, "uncertainty_sum"), visible=True) if s_var is not None
              else gr.update(value=None, visible=False))
     return (result, frame_update, views.status_markdown(result), *render_frame(result, 0, window_px),
-            _png(result, s_mean, "super_resolved_sum"), s_var, files, drift, core.postprocess_note(result, post))
+            _png(result, s_mean, "super_resolved_sum"), s_var, files, drift, core.postprocess_note(result, post),
+            gr.update() if header is None else header)
 
 
 def cleared(message: str) -> tuple:
@@ -113,10 +119,17 @@ def _progress(progress):
 
 
 class Handlers:
-    """The page's callbacks for one pipeline (``camera``: the upload tab's default and the simulations')."""
+    """The page's callbacks for one pipeline (``camera``: the upload tab's default and the simulations';
+    ``model_name``: as the header names the model)."""
 
-    def __init__(self, pipe, camera):
-        self.pipe, self.camera = pipe, camera
+    def __init__(self, pipe, camera, model_name: str = "custom pipeline"):
+        self.pipe, self.camera, self.model_name = pipe, camera, model_name
+
+    def header(self, camera=None) -> str:
+        """The header line for results made with ``camera`` (default: the model's, as before any run)."""
+        cfg = self.pipe.kde_net.config
+        return views.header_markdown(self.model_name, camera or self.camera, float(getattr(cfg, "psf_sigma_px", 1.0)),
+                                     int(cfg.upsampling), self.camera)
 
     def simulate(self, photons, background, density, sigma_px, size, n_frames, structure, seed, num_samples, steps,
                  sample_seed, window_px, progress=gr.Progress()):
@@ -130,7 +143,7 @@ class Handlers:
                                        ground_truth=gt, source="simulation", progress=_progress(progress),
                                        name=f"simulation_seed{seed}")
             progress(1.0, desc="Drawing the results")
-            return run_outputs(result, window_px)
+            return run_outputs(result, window_px, self.header(result.camera))
         except Exception as err:  # every failure becomes a message; the server keeps serving
             raise user_error(err) from None
 
@@ -146,7 +159,7 @@ class Handlers:
                                        source=Path(file).name, progress=_progress(progress))
             result.warnings = warnings
             progress(1.0, desc="Drawing the results")
-            return run_outputs(result, window_px)
+            return run_outputs(result, window_px, self.header(result.camera))
         except Exception as err:
             raise user_error(err) from None
 

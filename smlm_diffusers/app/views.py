@@ -36,6 +36,22 @@ TABLE_COLUMNS = {
 _SAMPLE_ONLY = ("probability", "n_samples")
 
 
+def header_markdown(model_name: str, camera, psf_sigma_px: float, upsampling: int, model_camera=None) -> str:
+    """The line under the title: the model and the camera the page's results used (``camera``: the last
+    run's; before a run, the model's, which simulations use and the upload form starts from). Where it is
+    not the model's own (``model_camera``), the model's pixel size is said too."""
+    from .inputs import MAX_FRAME_SIZE, MAX_FRAMES
+
+    a = camera.pixel_size_nm
+    own = ""
+    if model_camera is not None and (a, camera.offset, camera.gain, camera.read_noise) != (
+            model_camera.pixel_size_nm, model_camera.offset, model_camera.gain, model_camera.read_noise):
+        own = f" (this run's; the model's: {model_camera.pixel_size_nm:g} nm pixels)"
+    return (f"Model: `{model_name}` · camera {a:g} nm pixels, offset {camera.offset:g} ADU, gain {camera.gain:g} "
+            f"ADU/e⁻, read noise {camera.read_noise:g} e⁻{own} · trained PSF σ {psf_sigma_px:g} px · KDE grid "
+            f"{a / upsampling:g} nm · runs on CPU: frames ≤ {MAX_FRAME_SIZE}² px, ≤ {MAX_FRAMES} frames.")
+
+
 def duration(seconds: float) -> str:
     """``45 ms``, ``3.2 s``, ``2 min 5 s``."""
     if seconds < 1:
@@ -74,6 +90,18 @@ def frame_table(result: RunResult, frame: int) -> pd.DataFrame:
     if "probability" in loc:
         loc["probability"] = loc["probability"].astype(float).round(2)
     return loc.rename(columns=TABLE_COLUMNS)
+
+
+def table_column_widths(table: pd.DataFrame) -> list[str]:
+    """Widths of :func:`frame_table`'s columns, as percentages of the panel: each in proportion to its longest
+    header word or value (headers wrap between words, never inside one), so that all of them fit."""
+    need = []
+    for col in table.columns:
+        values = table[col].astype(str)
+        longest = max([len(w) for w in str(col).split()] + [int(values.str.len().max()) if len(values) else 0])
+        need.append(longest + 3)  # the cell's padding, about three characters
+    total = sum(need)
+    return [f"{100 * n / total:.2f}%" for n in need]
 
 
 def table_label(result: RunResult) -> str:

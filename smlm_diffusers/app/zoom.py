@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import cm, colormaps, colors, patheffects, ticker
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerPatch
 from matplotlib.patches import Ellipse
 
 from ..visualization import figure_to_array, format_nm, percentile_range, scale_bar_nm
@@ -29,6 +30,7 @@ ELLIPSE_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 _FIG_IN, _DPI, _AXES_FRACTION = (12.4, 6.3), 100, 0.39  # figure size (inches), its dpi, one panel's width
 _OUTLINE = [patheffects.withStroke(linewidth=2.2, foreground="black")]
 SIGMA_CMAP = "plasma"
+SIGMA_PERCENTILE = 95  # the sigma colour scale ends here (a data point, never the largest of two or more)
 
 
 def crowded_window(x_nm, y_nm, shape_px: tuple[int, int], pixel_size_nm: float,
@@ -136,26 +138,72 @@ def _scale_bar(ax, x0, x1, y1, width_nm):
             fontsize=10, fontweight="bold", path_effects=_OUTLINE)
 
 
-def _draw_molecules(ax_l, ax_r, mol: pd.DataFrame, sig: np.ndarray, k: int, colour, x0: float, width: float) -> None:
+def sigma_colour_top(sigma_nm) -> float:
+    """Top of the sigma colour scale, nm: the :data:`SIGMA_PERCENTILE` th percentile of the finite sigmas (a
+    data point, ``method="lower"``, so the single largest of two or more never sets it), at least twice their
+    lower median (alike sigmas stay alike and a few larger ones stand out). One 150 nm outlier among 3 nm
+    sigmas saturates at the top colour (the colour bar's arrow, its label says its size) instead of
+    crushing every other molecule into the bottom colour."""
+    s = np.asarray(sigma_nm, np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return 1.0
+    top = max(float(np.percentile(s, SIGMA_PERCENTILE, method="lower")),
+              2.0 * float(np.percentile(s, 50, method="lower")))
+    return max(top, 1e-3)
+
+
+def _legend_ellipse(legend, orig_handle, xdescent, ydescent, width, height, fontsize):
+    """A legend key drawn as the ellipses are: an unfilled circle with their edge colour and line style."""
+    return Ellipse((width / 2 - xdescent, height / 2 - ydescent), 1.2 * height, 1.2 * height)
+
+
+def _draw_molecules(ax_l, ax_r, mol: pd.DataFrame, sig: np.ndarray, k: int, colour, x0: float, width: float
+                    ) -> list[dict]:
     """Each molecule's 1-sigma ellipse (``k`` times its size), centre and label on both panels: solid when
-    it is certain (probability 1), dashed otherwise; ``colour(sigma)`` its colour on the left panel."""
+    it is certain (probability 1), dashed otherwise; ``colour(sigma)`` its colour on the left panel. An
+    ellipse is clipped to its panel (one larger than the view shows as an arc; its label says so).
+    Returns what was drawn per molecule with a sigma: sigma_nm, colour (hex), linestyle, beyond_view."""
     prob = mol["probability"].to_numpy(np.float64) if "probability" in mol else np.ones(len(mol))
+    drawn = []
     for (x, y, sx, sy), s, p in zip(mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64), sig, prob):
         if not np.isfinite(s):
             ax_l.plot(x, y, "+", color="white", ms=10, mew=1.5, zorder=5)
             continue
-        color = colour(s)
+        color, ls = colour(s), ("-" if p >= 0.999 else "--")
         for ax, ec, lw in ((ax_l, color, 2.0), (ax_r, "white", 1.2)):
-            ax.add_patch(Ellipse((x, y), 2 * k * sx, 2 * k * sy, fill=False, ec=ec, lw=lw, zorder=5,
-                                 ls="-" if p >= 0.999 else "--"))
+            patch = ax.add_patch(Ellipse((x, y), 2 * k * sx, 2 * k * sy, fill=False, ec=ec, lw=lw, zorder=5, ls=ls,
+                                         clip_on=True))
+            patch.set_clip_path(ax.patch)
             ax.plot(x, y, "+", color=ec, ms=8, mew=1.2, zorder=5)
+        beyond = bool(k * max(sx, sy) > 0.5 * width)  # wider than the view
+        drawn.append({"sigma_nm": float(s), "colour": colors.to_hex(color), "linestyle": ls, "beyond_view": beyond})
         text = f"{s:.0f} nm" if s >= 9.5 else f"{s:.1f} nm"
+        if beyond:
+            text += "\nellipse beyond view"
         if p < 0.999:
             text += f"\np {p:.2f}"
-        right_side = x < x0 + 0.8 * width  # labels near the right edge go to the left of the molecule
+        # a label goes to the left of its molecule where it would run off the right edge (about 0.014 of the
+        # panel per character at this font size)
+        right_side = x + (0.035 + 0.014 * max(map(len, text.split("\n")))) * width < x0 + width
         ax_l.text(x + (0.035 if right_side else -0.035) * width, y - 0.02 * width, text, color=color, fontsize=9,
                   fontweight="bold", ha="left" if right_side else "right", path_effects=_OUTLINE, zorder=6,
                   clip_on=True)
+    return drawn
+
+
+def _legend_keys(drawn: list[dict], k: int) -> list[tuple[Ellipse, str]]:
+    """Legend keys that look like the drawn ellipses: the colour of the median-sigma molecule of each line
+    style drawn (solid: certain; dashed: probability below 1)."""
+    keys = []
+    for ls, what in (("-", ""), ("--", "p < 1")):
+        same = sorted((d for d in drawn if d["linestyle"] == ls), key=lambda d: d["sigma_nm"])
+        if not same:
+            continue
+        label = "1σ ellipse" + ("" if k == 1 else f" ×{k}")
+        label = label if not what else (what if len(keys) else f"{label}, {what}")
+        keys.append((Ellipse((0, 0), 1, 1, fill=False, ec=same[(len(same) - 1) // 2]["colour"], lw=2.0, ls=ls), label))
+    return keys
 
 
 def _panels(crop, right, right_label: str, box, dpi: int):
@@ -182,13 +230,15 @@ def _panels(crop, right, right_label: str, box, dpi: int):
     return fig, ax_l, cax_l, ax_r
 
 
-def _plotted(mol: pd.DataFrame, window_nm, k: int, axes_px: float) -> dict:
+def _plotted(mol: pd.DataFrame, window_nm, k: int, axes_px: float, sigma_top: float, drawn: list[dict],
+             legend: list[dict]) -> dict:
     """What :func:`render_zoom` drew, JSON-ready (its docstring)."""
     x0, y0, x1, y1 = window_nm
-    drawn = mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)
-    diam = 2 * k * np.minimum(drawn[:, 2], drawn[:, 3]) * axes_px / (x1 - x0)
-    return {"window_nm": [x0, y0, x1, y1], "molecules_nm": np.round(drawn, 3).tolist(), "ellipse_factor": k,
-            "axes_px": axes_px, "min_ellipse_px": float(np.nanmin(diam)) if np.isfinite(diam).any() else None}
+    xy = mol[["x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm"]].to_numpy(np.float64)
+    diam = 2 * k * np.minimum(xy[:, 2], xy[:, 3]) * axes_px / (x1 - x0)
+    return {"window_nm": [x0, y0, x1, y1], "molecules_nm": np.round(xy, 3).tolist(), "ellipse_factor": k,
+            "axes_px": axes_px, "min_ellipse_px": float(np.nanmin(diam)) if np.isfinite(diam).any() else None,
+            "sigma_colour_range_nm": [0.0, float(sigma_top)], "ellipses": drawn, "legend": legend}
 
 
 def render_zoom(
@@ -215,7 +265,10 @@ def render_zoom(
     sample dots stay to scale. The info dict (JSON-ready) holds the window (``window_nm``: x0,
     y0, x1, y1), the molecules drawn (``molecules_nm``: x, y, sigma_x, sigma_y), the
     ``ellipse_factor``, the panel's width in screen pixels (``axes_px``) and the smallest drawn
-    ellipse's diameter (``min_ellipse_px``).
+    ellipse's diameter (``min_ellipse_px``), the sigma colour scale (``sigma_colour_range_nm``, from
+    :func:`sigma_colour_top` of the frame's molecules), each drawn ellipse (``ellipses``: sigma_nm, colour,
+    linestyle, beyond_view) and the legend's ellipse keys (``legend``: label, colour, linestyle), each the
+    colour and style of a drawn ellipse.
 
     Parameters
     ----------
@@ -251,9 +304,13 @@ def render_zoom(
     gt = _inside(ground_truth, x0, x1, y0, y1)
     sig = np.sqrt((mol["sigma_x_nm"].to_numpy(np.float64) ** 2 + mol["sigma_y_nm"].to_numpy(np.float64) ** 2) / 2)
     finite = np.isfinite(sig)
-    # from 0, so that alike sigmas look alike; at least twice the median, so that outliers stand out
-    s_top = max(float(np.max(sig[finite])), 2.0 * float(np.median(sig[finite]))) if finite.any() else 1.0
-    norm = colors.Normalize(vmin=0.0, vmax=max(s_top, 1e-3))
+    # from 0, so that alike sigmas look alike; its top robust (sigma_colour_top) over the frame's molecules,
+    # so that one outlier neither sets it nor makes a window's colours differ from the next window's
+    every = molecules if molecules is not None and len(molecules) else mol
+    every_sig = (np.sqrt((every["sigma_x_nm"].to_numpy(np.float64) ** 2 + every["sigma_y_nm"].to_numpy(np.float64) ** 2)
+                         / 2) if {"sigma_x_nm", "sigma_y_nm"} <= set(every.columns) else sig)
+    s_top = sigma_colour_top(every_sig)
+    norm = colors.Normalize(vmin=0.0, vmax=s_top)
     cmap = colormaps[SIGMA_CMAP]
 
     axes_px = _FIG_IN[0] * dpi * _AXES_FRACTION
@@ -268,26 +325,27 @@ def render_zoom(
     if len(gt):
         ax_l.scatter(gt["x_nm"], gt["y_nm"], s=40, marker="x", c="#39ff14", linewidths=1.2, label="ground truth",
                      zorder=4)
-    _draw_molecules(ax_l, ax_r, mol, sig, k, lambda v: cmap(norm(v)), x0, width)
+    drawn = _draw_molecules(ax_l, ax_r, mol, sig, k, lambda v: cmap(norm(v)), x0, width)
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    cb_l = fig.colorbar(sm, cax=cax_l)
+    cb_l = fig.colorbar(sm, cax=cax_l, extend="max" if (sig[finite] > s_top).any() else "neither")
     cb_l.set_label("molecule 1σ (nm)", fontsize=10)
     cb_l.ax.tick_params(labelsize=9)
     _scale_bar(ax_l, x0, x1, y1, width)
     _scale_bar(ax_r, x0, x1, y1, width)
     ax_l.set_title(f"Frame: {sigma_note} {scale}", fontsize=11)
     ax_r.set_title(right_title, fontsize=11)
-    if finite.any():
-        ax_l.plot([], [], "o", mfc="none", mec=cmap(0.6), mew=2.0, ms=11,
-                  label="1σ ellipse" + ("" if k == 1 else f" ×{k}"))
+    keys = _legend_keys(drawn, k)
     handles, labels = ax_l.get_legend_handles_labels()
+    handles, labels = handles + [h for h, _ in keys], labels + [lab for _, lab in keys]
     if handles:
         ax_l.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=len(handles), fontsize=9,
-                    frameon=False)
+                    frameon=False, handler_map={Ellipse: HandlerPatch(patch_func=_legend_ellipse)})
     if title:
         fig.suptitle(title, fontsize=12, y=0.975)
     out = figure_to_array(fig)
     fig.clear()
     if not return_info:
         return out
-    return out, _plotted(mol, (x0, y0, x1, y1), k, axes_px)
+    legend = [{"label": lab, "colour": colors.to_hex(h.get_edgecolor()), "linestyle": h.get_linestyle()}
+              for h, lab in keys]
+    return out, _plotted(mol, (x0, y0, x1, y1), k, axes_px, s_top, drawn, legend)
