@@ -21,7 +21,11 @@ blink found, i.e. with at least one localization matched to it within 250 nm), t
 linked rows whose localizations all come from one true blink, the 1-sigma coverage of the
 merged sigma on those rows (error to the molecule's place in the sample; the median offset,
 a global shift that the drift's origin leaves, removed; ideal 0.683), and the time linking +
-drift + FRC add to localizing. Prints a table and, with ``--out``, writes
+drift + FRC add to localizing. Also, after ``--undrift`` alone (unlinked rows, the drift's per-frame
+uncertainty in their sigmas): the per-frame coverage against the molecule's place in the sample, the
+median stated drift sigma, and the sigma self-check (consecutive frames of a blink, no truth) next
+to the ground-truth per-frame coverage of the same sigmas (``truth``, the raw row's). ``--save-locs``
+then ``--load-locs`` re-scores one localized movie without running the network. Prints a table and, with ``--out``, writes
 ``movie_postprocess.csv`` and its sidecar ``movie_postprocess.json``.
 """
 
@@ -114,6 +118,24 @@ def raw_coverage(gt: pd.DataFrame, locs: pd.DataFrame) -> float:
     return float(np.mean(np.abs(z[np.isfinite(z)]) <= 1))
 
 
+def undrifted_coverage(gt: pd.DataFrame, locs: pd.DataFrame, corrected: pd.DataFrame) -> float:
+    """1-sigma coverage per frame after drift correction (``corrected``: ``locs`` undrifted, unlinked, with the
+    drift uncertainty in its sigmas; rows carry ``row_id``): error to the molecule's place in the sample, the
+    median offset (the trace's origin) removed."""
+    from smlm_diffusers.localization import match
+
+    pairs = match(gt, locs, MATCH_NM)
+    by_row = corrected.set_index("row_id")
+    i, g = pairs["pred_index"].to_numpy(), pairs["gt_index"].to_numpy()
+    c = by_row.loc[locs["row_id"].to_numpy()[i]]
+    z = []
+    for axis in "xy":
+        err = c[f"{axis}_nm"].to_numpy() - (gt[f"{axis}_nm"].to_numpy()[g] - gt[f"drift_{axis}_nm"].to_numpy()[g])
+        z.append((err - np.median(err)) / c[f"sigma_{axis}_nm"].to_numpy())
+    z = np.concatenate(z)
+    return float(np.mean(np.abs(z[np.isfinite(z)]) <= 1))
+
+
 def evaluate(args, gt: pd.DataFrame, locs: pd.DataFrame, localize_s: float) -> list[dict]:
     """The rows of the table: no correction, ours, Picasso (module docstring)."""
     from smlm_diffusers.postprocess import (apply_drift, drift_residual, picasso_link, picasso_undrift,
@@ -122,20 +144,36 @@ def evaluate(args, gt: pd.DataFrame, locs: pd.DataFrame, localize_s: float) -> l
     n, shape, a = args.frames, (args.size, args.size), 108.0
     truth = true_drift(gt, n)
     n_blinks = gt["blink"].nunique()
+    locs = locs.assign(row_id=np.arange(len(locs), dtype=np.float64))
     labelled = label_blinks(gt, locs)
     found = int(labelled.loc[labelled["blink"] >= 0, "blink"].nunique())
     base = {"frames": n, "size": args.size, "true_blinks": n_blinks, "blinks_found": found,
             "localize_s": localize_s, "frames_per_s": n / localize_s}
+    truth_cover = raw_coverage(gt, locs)
     rows = [base | {"method": "raw (no linking, no drift correction)", "rows": len(locs),
                     "rows_per_true_blink": len(locs) / n_blinks, "rows_per_found_blink": len(locs) / found,
-                    "coverage_1sigma": raw_coverage(gt, locs)}
+                    "coverage_1sigma": truth_cover}
             | {f"drift_{k}": v for k, v in drift_residual(np.zeros_like(truth), truth, 200).items()}]
+
+    t0 = time.perf_counter()
+    und = postprocess_localizations(labelled, n, link=False, frc=False, segment_frames=args.segment_frames)
+    und_s = time.perf_counter() - t0
+    d = und.drift
+    check = und.selfcheck
+    rows.append(base | {"method": "ours: --undrift (per frame, drift sigma added)", "rows": len(und.localizations),
+                        "coverage_1sigma": undrifted_coverage(gt, locs, und.localizations), "post_s": und_s,
+                        "post_share": und_s / localize_s, "fine_windows": d.fine_windows,
+                        "drift_sigma_median_nm": float(np.median(np.r_[d.sigma_frame_x_nm, d.sigma_frame_y_nm]))
+                        if d.sigma_frame_x_nm is not None else float(np.hypot(d.sigma_x_nm, d.sigma_y_nm) / np.sqrt(2)),
+                        "selfcheck_coverage": check.coverage, "selfcheck_robust_std": check.robust_std,
+                        "truth_frame_coverage": truth_cover}
+                | {f"drift_{k}": v for k, v in drift_residual(np.c_[d.x_nm, d.y_nm], truth, 200).items()})
 
     t0 = time.perf_counter()
     res = postprocess_localizations(labelled, n, segment_frames=args.segment_frames)
     ours_s = time.perf_counter() - t0
     ours = res.localizations
-    rows.append(base | {"method": "ours: RCC + link + FRC", "rows": len(ours), "rows_per_true_blink": len(ours) / n_blinks,
+    rows.append(base | {"method": "ours: RCC + link + FRC (linked rows)", "rows": len(ours), "rows_per_true_blink": len(ours) / n_blinks,
                         "rows_per_found_blink": len(ours) / found, "frc_nm": res.frc.resolution_nm,
                         "post_s": ours_s, "post_share": ours_s / localize_s,
                         **{f"{k}_s": v for k, v in res.seconds.items()}} | coverage(gt, ours)
@@ -162,7 +200,7 @@ def evaluate(args, gt: pd.DataFrame, locs: pd.DataFrame, localize_s: float) -> l
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'method':<58} {'rows/blink':>10} {'/found':>7} {'cover1':>7} {'drift rms':>9} {'seg rms':>8} "
-          f"{'FRC nm':>7} {'+time':>6}")
+          f"{'FRC nm':>7} {'+time':>6} {'drift sig':>9} {'selfchk':>7} {'truth':>6}")
     for r in rows:
         def f(key, fmt):
             v = r.get(key)
@@ -170,7 +208,8 @@ def print_table(rows: list[dict]) -> None:
 
         print(f"{r['method']:<58} {f('rows_per_true_blink', '.3f'):>10} {f('rows_per_found_blink', '.3f'):>7} "
               f"{f('coverage_1sigma', '.3f'):>7} {f('drift_rms_nm', '.2f'):>9} {f('drift_segment_rms_nm', '.2f'):>8} "
-              f"{f('frc_nm', '.1f'):>7} {f('post_share', '.1%'):>6}")
+              f"{f('frc_nm', '.1f'):>7} {f('post_share', '.1%'):>6} {f('drift_sigma_median_nm', '.2f'):>9} "
+              f"{f('selfcheck_coverage', '.3f'):>7} {f('truth_frame_coverage', '.3f'):>6}")
 
 
 def main(argv=None) -> int:
@@ -188,11 +227,21 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--save-locs", default=None, metavar="PATH",
                    help="also write the raw table and the truth (PATH.locs.csv, PATH.gt.csv) for a closer look")
+    p.add_argument("--load-locs", default=None, metavar="PATH",
+                   help="skip simulating and localizing: read PATH.locs.csv and PATH.gt.csv (from --save-locs)")
+    p.add_argument("--localize-seconds", type=float, default=float("nan"),
+                   help="with --load-locs: the localization time to compare with (default: none)")
     p.add_argument("--out", default=None, help="folder for movie_postprocess.csv (+ .json); default print only")
     args = p.parse_args(argv)
     if args.frames < 2 * args.segment_frames:
         p.error("--frames must hold at least two --segment-frames")
 
+    if args.load_locs:
+        locs, gt = pd.read_csv(f"{args.load_locs}.locs.csv"), pd.read_csv(f"{args.load_locs}.gt.csv")
+        seconds = args.localize_seconds
+        rows = evaluate(args, gt, locs, seconds)
+        print_table(rows)
+        return 0
     t0 = time.perf_counter()
     frames, gt = simulate(args)
     print(f"simulated {args.frames} frames of {args.size} x {args.size}: {gt['molecule'].nunique()} molecules, "

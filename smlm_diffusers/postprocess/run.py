@@ -2,8 +2,9 @@
 
 Beside ``TABLE`` (``.csv`` or ``.hdf5``) go ``TABLE_drift.csv`` (frame 0-based, drift_x_nm,
 drift_y_nm: subtracted from the localizations), ``TABLE_drift.png`` (x and y drift against
-frame) and ``TABLE_postprocess.json`` (the summary: rows before and after linking, drift
-range, FRC resolution, times).
+frame), ``TABLE_selfcheck.png`` (the sigma self-check, :mod:`.selfcheck`) and
+``TABLE_postprocess.json`` (the summary: rows before and after linking, drift range, the
+self-check, FRC resolution, times).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from .drift import DriftTrace, add_drift_uncertainty, apply_drift, estimate_drift, write_drift
 from .frc import FRCResult, frc_resolution
 from .linking import link as link_table
+from .selfcheck import SigmaSelfCheck, selfcheck_figure, sigma_selfcheck
 
 
 @dataclass
@@ -31,6 +33,7 @@ class PostprocessResult:
     frc: FRCResult | None = None
     seconds: dict = field(default_factory=dict)
     rejected: dict = field(default_factory=dict)  # rows left out before linking, by reason (no usable sigma)
+    selfcheck: SigmaSelfCheck | None = None  # of the per-frame sigmas, after drift correction, before linking
 
     def summary(self) -> dict:
         out = {"rows_in": int(self.rows_in), "rows_out": int(len(self.localizations)),
@@ -46,7 +49,11 @@ class PostprocessResult:
             out["drift"] = {"measured": True, "reason": None, "x_range_nm": float(np.ptp(d.x_nm)),
                             "y_range_nm": float(np.ptp(d.y_nm)), "segments": int(len(d.segment_frames)),
                             "pairs_used": d.pairs_used, "pairs_total": d.pairs_total,
-                            "sigma_nm": [round(d.sigma_x_nm, 3), round(d.sigma_y_nm, 3)]}
+                            "sigma_nm": [round(d.sigma_x_nm, 3), round(d.sigma_y_nm, 3)], "fine_windows": d.fine_windows,
+                            "frame_sigma_median_nm": None if d.sigma_frame_x_nm is None else
+                            [round(float(np.median(d.sigma_frame_x_nm)), 3), round(float(np.median(d.sigma_frame_y_nm)), 3)]}
+        if self.selfcheck is not None:
+            out["selfcheck"] = self.selfcheck.summary()
         if self.frc is not None:
             r = self.frc.resolution_nm
             out["frc_resolution_nm"] = None if math.isnan(r) else round(r, 2)
@@ -57,17 +64,22 @@ class PostprocessResult:
         s = self.summary()
         text = []
         if "rows_left_out" in s:
-            from ..localization.screening import describe_counts
+            from ..screening import describe_counts
 
             text.append(f"{prog}: left out before post-processing: {describe_counts(s['rows_left_out'])}")
         if self.drift is not None:
             d = s["drift"]
             text.append(f"{prog}: drift not measured, nothing subtracted: {d['reason']}" if not d["measured"] else
                         f"{prog}: drift corrected (RCC, {d['segments']} segments, {d['pairs_used']}/{d['pairs_total']} "
-                        f"pairs): range x {d['x_range_nm']:.1f} nm, y {d['y_range_nm']:.1f} nm")
+                        f"pairs): range x {d['x_range_nm']:.1f} nm, y {d['y_range_nm']:.1f} nm"
+                        + (f"; per-frame error (median) x {d['frame_sigma_median_nm'][0]:.1f} nm, y "
+                           f"{d['frame_sigma_median_nm'][1]:.1f} nm, added to every row's sigma"
+                           if d["frame_sigma_median_nm"] else ""))
         if "n" in self.localizations.columns:
             text.append(f"{prog}: linked {s['rows_in'] - sum(self.rejected.values())} localizations into "
                         f"{s['rows_out']} blinks")
+        if self.selfcheck is not None:
+            text.append(f"{prog}: {self.selfcheck.line()}")
         if self.frc is not None:
             r = s.get("frc_resolution_nm")
             text.append(f"{prog}: FRC not measured: {self.frc.reason}" if r is None else
@@ -79,7 +91,8 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
                               undrift: bool = True, frc: bool = True, n_sigma: float = 3.0, max_gap: int = 1,
                               max_radius_nm: float = 200.0, sigma_nm: float | None = None,
                               segment_frames: int = 200, drift_options: dict | None = None,
-                              drift_uncertainty: bool = True, seed: int = 0) -> PostprocessResult:
+                              drift_uncertainty: bool = True, selfcheck: bool = True,
+                              seed: int = 0) -> PostprocessResult:
     """Drift-correct (RCC on the unlinked rows), link, and measure the FRC of a localization table.
 
     Parameters
@@ -97,13 +110,16 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
     drift_uncertainty : bool
         Add the drift estimate's error (from the RCC residuals) to the sigmas in quadrature,
         after linking (it is common to a blink's frames).
+    selfcheck : bool
+        Check the per-frame sigmas on consecutive frames of each blink (:func:`sigma_selfcheck`),
+        on the drift-corrected rows before linking.
     seed : int
         Seed of the FRC's random halves.
     """
     rows_in = len(locs)
     n_frames = int(n_frames if n_frames is not None else (locs["frame"].max() + 1 if rows_in else 1))
     locs = locs.sort_values("frame", kind="stable").reset_index(drop=True)
-    seconds, drift, res, rejected = {}, None, None, {}
+    seconds, drift, res, rejected, check = {}, None, None, {}, None
     if link:  # a row whose sigma is not a number cannot be linked: it leaves the table, counted
         locs, rejected = _rows_with_sigma(locs, sigma_nm)
     if undrift:
@@ -113,6 +129,11 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
         if not drift.reason:
             locs = apply_drift(locs, drift)
         seconds["undrift"] = time.perf_counter() - t0
+    if selfcheck and (link or not _has_no_sigma(locs, sigma_nm)):
+        t0 = time.perf_counter()
+        check = sigma_selfcheck(locs if link else _rows_with_sigma(locs, sigma_nm)[0], max_gap=max_gap,
+                                max_radius_nm=max_radius_nm, sigma_nm=sigma_nm)
+        seconds["selfcheck"] = time.perf_counter() - t0
     if link:
         t0 = time.perf_counter()
         locs = link_table(locs, n_sigma=n_sigma, max_gap=max_gap, max_radius_nm=max_radius_nm, sigma_nm=sigma_nm)
@@ -123,7 +144,11 @@ def postprocess_localizations(locs: pd.DataFrame, n_frames: int | None = None, *
         t0 = time.perf_counter()
         res = frc_resolution(locs["x_nm"].to_numpy(), locs["y_nm"].to_numpy(), seed=seed)
         seconds["frc"] = time.perf_counter() - t0
-    return PostprocessResult(locs, rows_in, drift, res, seconds, rejected)
+    return PostprocessResult(locs, rows_in, drift, res, seconds, rejected, check)
+
+
+def _has_no_sigma(locs: pd.DataFrame, sigma_nm: float | None) -> bool:
+    return sigma_nm is None and not ({"sigma_x_nm", "sigma_y_nm"} <= set(locs.columns) or "uncertainty_nm" in locs.columns)
 
 
 def _rows_with_sigma(locs: pd.DataFrame, sigma_nm: float | None) -> tuple[pd.DataFrame, dict]:
@@ -179,7 +204,7 @@ def side_paths(table: str | os.PathLike) -> dict[str, Path]:
     """The drift CSV, drift plot and summary JSON written beside ``table``."""
     t = Path(table)
     return {"drift_csv": t.with_name(f"{t.stem}_drift.csv"), "drift_png": t.with_name(f"{t.stem}_drift.png"),
-            "summary": t.with_name(f"{t.stem}_postprocess.json")}
+            "selfcheck_png": t.with_name(f"{t.stem}_selfcheck.png"), "summary": t.with_name(f"{t.stem}_postprocess.json")}
 
 
 def write_postprocess_outputs(result: PostprocessResult, table: str | os.PathLike, *, pixel_size_nm: float,
@@ -206,6 +231,10 @@ def write_postprocess_outputs(result: PostprocessResult, table: str | os.PathLik
     if result.drift is not None and not result.drift.reason:
         written += write_drift(result.drift, side["drift_csv"], side["drift_png"],
                                title=f"drift (RCC): {source or Path(table).name}")
+    if result.selfcheck is not None:
+        selfcheck_figure(result.selfcheck, title=f"sigma self-check: {source or Path(table).name} (blind to errors a "
+                                                 "blink's frames share)").savefig(side["selfcheck_png"])
+        written.append(side["selfcheck_png"])
     side["summary"].write_text(json.dumps(s | (summary_extra or {}), indent=2) + "\n")
     written.append(side["summary"])
     return written
