@@ -172,12 +172,14 @@ def _result_panels() -> dict:
         # headers wrap, so every column fits the panel (the last one was cut off at 1440 px)
         c["table"] = gr.Dataframe(label="Molecules in this frame", interactive=False, max_height=300, wrap=True,
                                   elem_id="localizations")
-        with gr.Accordion("Whole stack: accumulated super-resolved image, uncertainty, drift and resolution",
-                          open=True):
+        with gr.Accordion("Whole stack: accumulated super-resolved image, uncertainty, drift, resolution and "
+                          "sigma self-check", open=True):
             with gr.Row():
                 c["sum_mean"] = gr.Image(label="Super-resolved (sum over frames)", elem_id="sum-mean", **IMG)
                 c["sum_var"] = gr.Image(label="Uncertainty (sum of variances)", elem_id="sum-var", **IMG)
             c["drift"] = gr.Image(label="Drift (RCC) and FRC", elem_id="drift", **IMG)
+            c["selfcheck"] = gr.Image(label="Sigma self-check (uploaded stacks): consecutive frames of one blink",
+                                      elem_id="selfcheck", **IMG)
             c["drift_note"] = gr.Markdown(elem_id="drift-note")
     return c
 
@@ -206,7 +208,7 @@ def _wire(h: Handlers, c: dict, state) -> None:
     """Connect the buttons, slider, clicks and uploads to the handlers."""
     frame_outputs = [c[k] for k in FRAME_OUTPUTS]
     run_outputs = [state, c["frame"], c["status"], *frame_outputs, c["sum_mean"], c["sum_var"], c["downloads"],
-                   c["drift"], c["drift_note"], c["model_info"]]
+                   c["drift"], c["selfcheck"], c["drift_note"], c["model_info"]]
     model_header = h.header()  # what the header says with no run on the page
     zoom_outputs = [c["zoom"], c["zoom_x"], c["zoom_y"]]
     sampling = [c["num_samples"], c["steps"], c["sample_seed"], c["window_px"]]

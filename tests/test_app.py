@@ -6,6 +6,7 @@ camera settings (a clear gr.Error message, and the server keeps serving), range 
 name the field, DeepSTORM-only runs and two concurrent requests.
 """
 
+import re
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,8 @@ def value(output):
 
 
 def unpack(result):
-    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files", "drift", "drift_note", "model_info"]
+    names = ["frame", "status", *FRAME_OUTPUTS, "sum_mean", "sum_var", "files", "drift", "selfcheck", "drift_note",
+             "model_info"]
     assert len(result) == len(names)
     return {k: value(v) for k, v in zip(names, result)}
 
@@ -161,17 +163,17 @@ def test_one_frame_run_says_why_frc_and_drift_were_not_measured(client):
     measured the drift/FRC picture is hidden."""
     raw = client.predict(*SIM[:5], 1, *SIM[6:], *SAMPLING, ZOOM, api_name="/simulate")
     out = unpack(raw)
-    drift = raw[-3]
-    assert out["drift"] is None and (not isinstance(drift, dict) or drift.get("visible") is False), drift
+    for drift in raw[-4:-2]:  # the drift/FRC and self-check pictures
+        assert value(drift) is None and (not isinstance(drift, dict) or drift.get("visible") is False), drift
     note = out["drift_note"]
     assert "FRC not measured: " in note and "Drift not measured: simulations have none" in note
-    assert "FRC resolution" not in note
+    assert "FRC resolution" not in note and "Sigma self-check not measured: simulations draw new molecules" in note
 
 
-def _post(frc=None, drift=None):
+def _post(frc=None, drift=None, selfcheck=None):
     from types import SimpleNamespace
 
-    return SimpleNamespace(frc=frc, drift=drift)
+    return SimpleNamespace(frc=frc, drift=drift, selfcheck=selfcheck)
 
 
 def test_postprocess_note_reads_the_reasons():
@@ -191,24 +193,78 @@ def test_postprocess_note_reads_the_reasons():
     assert "FRC not measured: too few localizations (282 < 1000)." in note
     assert "Drift not measured: only 0 of 10 segment pairs" in note
     assert core.frc_not_measured(result, _post(frc_old, drift_ok)).startswith("the FRC curve never falls below")
-    note = core.postprocess_note(result, _post(frc_ok, drift_ok))
+    check_ok = SimpleNamespace(reason=None, line=lambda: "sigma self-check (...): coverage 0.671 (ideal 0.683)")
+    note = core.postprocess_note(result, _post(frc_ok, drift_ok, check_ok))
     assert "FRC resolution **42.0 nm**" in note and "range x 12.0 nm" in note and "not measured" not in note
+    assert note.endswith("Sigma self-check (...): coverage 0.671 (ideal 0.683).")
+    check_none = SimpleNamespace(reason="no blink is seen in two consecutive frames", line=None)
+    assert core.postprocess_note(result, _post(frc_ok, drift_ok, check_none)).endswith(
+        "Sigma self-check not measured: no blink is seen in two consecutive frames.")
     few = SimpleNamespace(localizations=pd.DataFrame({"x_nm": np.zeros(3)}), ground_truth=None, n_frames=5)
     assert core.postprocess_note(few, None) == ("FRC not measured: too few localizations (3 < 10). Drift not "
-                                               "measured: needs at least 20 frames (this stack has 5).")
+                                               "measured: needs at least 20 frames (this stack has 5). Sigma "
+                                               "self-check not measured: too few localizations (3 < 10).")
 
 
-def write_stack(path, n=2, size=16, seed=0):
-    frames, _ = sd.simulate(n_frames=n, shape=(size, size), density=2.0, seed=seed)
+def _blinking_run(n_frames: int, seed: int = 0):
+    """A RunResult-like upload (no ground truth) of molecules that stay on for every frame, each frame's
+    positions off the truth by their own stated sigma (honest, frame-independent errors)."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    n, sigma = 40, 10.0
+    true = rng.uniform(1000, 15000, (n, 2))
+    rows = [pd.DataFrame({"frame": f, "x_nm": true[:, 0] + rng.normal(0, sigma, n),
+                          "y_nm": true[:, 1] + rng.normal(0, sigma, n), "sigma_x_nm": sigma, "sigma_y_nm": sigma,
+                          "photons": rng.uniform(1000, 3000, n), "probability": 1.0}) for f in range(n_frames)]
+    return SimpleNamespace(localizations=pd.concat(rows, ignore_index=True), ground_truth=None, n_frames=n_frames,
+                           seed=0)
+
+
+def test_the_note_carries_the_sigma_self_check_of_an_upload():
+    """Issue 33: an uploaded stack gets the sigma self-check (consecutive frames of one blink): its coverage,
+    robust std and what it cannot see in the note; a one-frame stack says why it was not measured."""
+    import re
+
+    from smlm_diffusers.app import core
+
+    run = _blinking_run(6)
+    post = core.stack_postprocess(run)
+    assert post.selfcheck is not None and post.selfcheck.pairs == 40 * 5
+    note = core.postprocess_note(run, post)
+    assert core.selfcheck_not_measured(run, post) is None and "not measured: simulations" not in note
+    coverage = float(re.search(r"Sigma self-check .*coverage (\d\.\d+) \(ideal 0\.683\)", note).group(1))
+    assert coverage == pytest.approx(0.683, abs=0.1)  # honest sigmas: about the ideal
+    assert re.search(r"robust std\(z\) \d\.\d\d", note) and "blind to errors a blink's frames share" in note
+    one = _blinking_run(1)
+    post1 = core.stack_postprocess(one)
+    note1 = core.postprocess_note(one, post1)
+    assert "Sigma self-check not measured: needs a blink seen in consecutive frames (this stack has 1 frame)." in note1
+    assert "coverage" not in note1
+
+
+def write_stack(path, n=2, size=16, seed=0, still=False):
+    """A simulated TIFF stack; ``still``: the same molecules in every frame (one long blink each), fresh noise."""
+    if still:
+        one, _ = sd.simulate(n_frames=1, shape=(size, size), density=2.0, seed=seed)
+        mean = (one[0] - 100.0).clip(0)  # the camera's offset off: photons' worth of ADU above it
+        frames = np.random.default_rng(seed).poisson(np.broadcast_to(mean, (n, size, size))) + 100.0
+    else:
+        frames, _ = sd.simulate(n_frames=n, shape=(size, size), density=2.0, seed=seed)
     tifffile.imwrite(path, np.round(frames).clip(0, 65535).astype(np.uint16), photometric="minisblack")
     return frames
 
 
 def test_upload_path(client, tmp_path):
     path = tmp_path / "movie.tif"
-    write_stack(path, n=3)
+    write_stack(path, n=3, still=True)
     out = unpack(client.predict(handle_file(str(path)), 100.0, 1.0, 108.0, 1.6, *SAMPLING, ZOOM, api_name="/upload"))
     assert "3 uploaded (movie.tif) frames of 16 × 16 px" in out["status"] and "Camera check" not in out["status"]
+    # the sigma self-check of the upload: a coverage in the note, its picture beside the drift/FRC one
+    assert re.search(r"Sigma self-check \(consecutive frames of \d+ blink pairs\): coverage \d\.\d{3}",
+                     out["drift_note"]), out["drift_note"]
+    assert "blind to errors a blink's frames share" in out["drift_note"]
+    assert Path(out["selfcheck"]).name == "movie_selfcheck.png" and png(out["selfcheck"]).std() > 0
     assert "No ground truth" in out["metrics"]
     assert len(out["gallery"]) == SAMPLING[0]
     assert all(Path(f).name.startswith("movie_") for f in out["files"])  # downloads carry the input's name

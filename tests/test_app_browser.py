@@ -10,12 +10,14 @@ screenshots of the zoomed uncertainty view and the whole page into ``$ARTIFACTS`
 ``tests/artifacts/``, git-ignored) for a reviewer to open. At 1440 px it checks that nothing is cut off
 (slider ends, the molecules table's headers, download names on one line), that one 150 nm outlier does
 not set the zoom's sigma colour scale and that the legend keys drawn ellipses, that a one-frame run says
-why there is no FRC instead of drawing empty axes, and that the header names the camera an upload used.
+why there is no FRC instead of drawing empty axes, that an upload's note carries its sigma self-check (or why
+there is none), and that the header names the camera an upload used.
 """
 
 import io
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -243,6 +245,9 @@ def test_simulation_in_browser(tiny_model_dir, tmp_path, monkeypatch):
                 note = page.locator("#drift-note").inner_text()
                 assert "FRC not measured: " in note and "FRC resolution" not in note, note
                 assert not page.locator("#drift").is_visible()
+                # nor a sigma self-check: a simulation's molecules are new in every frame
+                assert "Sigma self-check not measured: simulations" in note, note
+                assert not page.locator("#selfcheck").is_visible()
 
                 # a click on the raw frame moves the zoom there: to the quadrant opposite the crowded region
                 old = page.eval_on_selector("#zoom img", "i => i.src")
@@ -301,6 +306,16 @@ def test_simulation_in_browser(tiny_model_dir, tmp_path, monkeypatch):
                     assert "FRC resolution" in note, note
                 assert page.locator("#downloads").get_by_text("stack40_drift").count() == 1
                 page.locator("#drift").screenshot(path=str(ARTIFACTS / "drift_upload.png"))
+                # the sigma self-check of the upload: its coverage and what it cannot see, its picture beside the
+                # drift's; or, where no blink was seen in two frames, why not (and no picture)
+                if "Sigma self-check not measured: " in note:
+                    assert not page.locator("#selfcheck").is_visible(), note
+                else:
+                    assert re.search(r"Sigma self-check \(consecutive frames of \d+ blink pairs\): coverage "
+                                     r"\d\.\d{3} \(ideal 0\.683\), robust std\(z\) \d", note), note
+                    assert "blind to errors a blink's frames share" in note, note
+                    page.wait_for_function(IMAGE_RENDERED, arg="#selfcheck img", timeout=30_000)
+                    page.locator("#selfcheck").screenshot(path=str(ARTIFACTS / "selfcheck_upload.png"))
                 page.screenshot(path=str(ARTIFACTS / "app_upload.png"), full_page=True)
                 _upload(page, "#replace-file", fake)
                 page.get_by_role("button", name="Run on upload").click()

@@ -218,23 +218,25 @@ def _kept(result: RunResult) -> pd.DataFrame:
 
 
 def stack_postprocess(result: RunResult):
-    """Drift (RCC, on uploaded stacks of at least :data:`DRIFT_MIN_FRAMES` frames) and FRC resolution of a
-    run's localizations, as ``smlm-diffusers postprocess --undrift`` measures them; measured, not applied
-    to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`; None with fewer than
-    :data:`MIN_POSTPROCESS_ROWS` molecules).
+    """Drift (RCC, on uploaded stacks of at least :data:`DRIFT_MIN_FRAMES` frames), the sigma self-check
+    (uploaded stacks) and FRC resolution of a run's localizations, as ``smlm-diffusers postprocess --undrift``
+    measures them; measured, not applied to the table (:class:`~smlm_diffusers.postprocess.PostprocessResult`;
+    None with fewer than :data:`MIN_POSTPROCESS_ROWS` molecules).
 
     The app's simulations have no drift and draw new molecules in every frame, so there is nothing for
-    RCC to correlate between segments: they get the FRC only.
+    RCC to correlate between segments, nor a blink seen in two frames for the self-check: they get the FRC only.
     """
     from ..postprocess import postprocess_localizations
 
     locs = _kept(result)
     if len(locs) < MIN_POSTPROCESS_ROWS:
         return None
-    undrift = result.n_frames >= DRIFT_MIN_FRAMES and result.ground_truth is None
+    upload = result.ground_truth is None
+    undrift = result.n_frames >= DRIFT_MIN_FRAMES and upload
     return postprocess_localizations(locs, result.n_frames, link=False, undrift=undrift, frc=True,
                                      segment_frames=max(result.n_frames // DRIFT_SEGMENTS, 4),
-                                     drift_uncertainty=False, seed=result.seed)
+                                     drift_uncertainty=False, selfcheck=upload and result.n_frames > 1,
+                                     seed=result.seed)
 
 
 def frc_not_measured(result: RunResult, post) -> str | None:
@@ -266,18 +268,38 @@ def drift_not_measured(result: RunResult, post) -> str | None:
     return None
 
 
+def selfcheck_not_measured(result: RunResult, post) -> str | None:
+    """Why the sigma self-check (:func:`~smlm_diffusers.postprocess.sigma_selfcheck`) was not made (its
+    ``reason``, or why it was not run); None when it was."""
+    if result.ground_truth is not None:
+        return "simulations draw new molecules in every frame, so no blink is seen twice (upload a stack)"
+    if result.n_frames < 2:
+        return f"needs a blink seen in consecutive frames (this stack has {result.n_frames} frame)"
+    if post is None:
+        return f"too few localizations ({len(_kept(result))} < {MIN_POSTPROCESS_ROWS})"
+    check = getattr(post, "selfcheck", None)
+    return "not computed" if check is None else (check.reason or None)
+
+
 def postprocess_note(result: RunResult, post) -> str:
-    """What the drift/FRC panel shows, and for each part not measured, ``not measured: <reason>`` instead of a
-    number or a plot."""
+    """What the drift/FRC and self-check panels show, and for each part not measured, ``not measured:
+    <reason>`` instead of a number or a plot."""
     frc_why, drift_why = frc_not_measured(result, post), drift_not_measured(result, post)
     frc = (f"FRC not measured: {frc_why}." if frc_why else
            f"FRC resolution **{post.frc.resolution_nm:.1f} nm** (of the localizations as found).")
     if drift_why:
-        return f"{frc} Drift not measured: {drift_why}."
-    d = post.drift
-    return (f"{frc} Drift (RCC, {len(d.segment_frames)} segments): range x {np.ptp(d.x_nm):.1f} nm, "
-            f"y {np.ptp(d.y_nm):.1f} nm. Measured, not applied to the table: "
-            "`smlm-diffusers postprocess locs.csv --undrift --link` corrects and links a table.")
+        note = f"{frc} Drift not measured: {drift_why}."
+    else:
+        d = post.drift
+        note = (f"{frc} Drift (RCC, {len(d.segment_frames)} segments): range x {np.ptp(d.x_nm):.1f} nm, "
+                f"y {np.ptp(d.y_nm):.1f} nm. Measured, not applied to the table: "
+                "`smlm-diffusers postprocess locs.csv --undrift --link` corrects and links a table.")
+    check_why = selfcheck_not_measured(result, post)
+    if check_why:
+        return f"{note} Sigma self-check not measured: {check_why}."
+    # the check's own sentence: coverage, robust std(z), and what it cannot see (errors a blink's frames share)
+    line = post.selfcheck.line()
+    return f"{note} {line[0].upper()}{line[1:]}."
 
 
 # -- RMSE against the CRLB ---------------------------------------------------------------------

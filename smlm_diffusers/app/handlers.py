@@ -5,7 +5,8 @@ The one module of :mod:`smlm_diffusers.app` that uses Gradio: it turns a run
 ``gr.update`` for the panels a mode shows or hides) and every failure into a ``gr.Error``
 with a message for the user (the server keeps serving). A run's outputs are, in order:
 state, frame slider, status, the frame's panels (:data:`FRAME_OUTPUTS`), the stack's two
-sums, the downloads, the drift/FRC picture and its note, the header line (the camera the run used).
+sums, the downloads, the drift/FRC picture, the sigma self-check's picture and their note, the
+header line (the camera the run used).
 """
 
 from __future__ import annotations
@@ -78,17 +79,13 @@ def render_frame(result: core.RunResult, frame: int, window_px: int = 8) -> tupl
             *zoom, gallery, mean, var, table, views.metrics_markdown(result, frame))
 
 
-def run_outputs(result: core.RunResult, window_px: int, header: str | None = None) -> tuple:
-    """Everything a finished run puts on the page (module docstring), its files written first; last, the
-    header line naming the camera the run used (``header``; unchanged when None)."""
-    result.folder = str(run_folder())
-    files = write_outputs(result, result.folder)
-    post = core.stack_postprocess(result)
-    # only what was measured is plotted: a part not measured is the note's "not measured: <reason>", never
-    # empty axes (and with neither measured, no picture at all)
+def _postprocess_pictures(result: core.RunResult, post, files: list) -> tuple:
+    """The drift/FRC picture and the sigma self-check's (``gr.update``s, hidden where nothing was measured);
+    the drift CSV joins ``files``. Only what was measured is plotted: a part not measured is the note's
+    "not measured: <reason>", never empty axes."""
     trace = post.drift if post is not None and core.drift_not_measured(result, post) is None else None
     frc = post.frc if post is not None and core.frc_not_measured(result, post) is None else None
-    drift = gr.update(value=None, visible=False)
+    drift = check = gr.update(value=None, visible=False)
     if trace is not None or frc is not None:
         from ..postprocess import drift_figure, write_drift
 
@@ -97,13 +94,29 @@ def run_outputs(result: core.RunResult, window_px: int, header: str | None = Non
                           visible=True)
         if trace is not None:
             files += [str(p) for p in write_drift(trace, Path(result.folder) / f"{safe_name(result.name)}_drift.csv")]
+    if core.selfcheck_not_measured(result, post) is None:
+        from ..postprocess import selfcheck_figure
+
+        title = f"{result.name}: sigma self-check, consecutive frames of one blink (blind to errors its frames share)"
+        check = gr.update(value=_png(result, figure_to_array(selfcheck_figure(post.selfcheck, title=title)),
+                                     "selfcheck"), visible=True)
+    return drift, check
+
+
+def run_outputs(result: core.RunResult, window_px: int, header: str | None = None) -> tuple:
+    """Everything a finished run puts on the page (module docstring), its files written first; last, the
+    header line naming the camera the run used (``header``; unchanged when None)."""
+    result.folder = str(run_folder())
+    files = write_outputs(result, result.folder)
+    post = core.stack_postprocess(result)
+    drift, check = _postprocess_pictures(result, post, files)
     frame_update = gr.update(value=0, maximum=max(result.n_frames - 1, 1), visible=result.n_frames > 1,
                              interactive=result.n_frames > 1)
     s_mean, s_var = views.stack_images(result)
     s_var = (gr.update(value=_png(result, s_var, "uncertainty_sum"), visible=True) if s_var is not None
              else gr.update(value=None, visible=False))
     return (result, frame_update, views.status_markdown(result), *render_frame(result, 0, window_px),
-            _png(result, s_mean, "super_resolved_sum"), s_var, files, drift, core.postprocess_note(result, post),
+            _png(result, s_mean, "super_resolved_sum"), s_var, files, drift, check, core.postprocess_note(result, post),
             gr.update() if header is None else header)
 
 
