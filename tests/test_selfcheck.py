@@ -122,3 +122,20 @@ def test_selfcheck_on_real_scmos_frames():
     assert 0.6 < check.coverage < 0.77 and 0.8 < check.robust_std < 1.25, check.line()
     s = json.loads(json.dumps(check.summary()))
     assert s["pairs"] == check.pairs and "shared by a blink's frames" in s["cannot_see"]
+
+
+def test_pairs_without_photons_have_a_bin_of_their_own():
+    from smlm_diffusers.postprocess import selfcheck_figure, sigma_selfcheck
+
+    rng = np.random.default_rng(5)
+    n = 400  # 100 molecules, each seen in frames 0-3
+    mol = rng.uniform(0, 5000, (100, 2))
+    locs = pd.DataFrame({"frame": np.repeat(np.arange(4), 100), "x_nm": np.tile(mol[:, 0], 4),
+                         "y_nm": np.tile(mol[:, 1], 4), "sigma_x_nm": 10.0, "sigma_y_nm": 10.0,
+                         "photons": rng.uniform(500, 3000, n)})
+    locs[["x_nm", "y_nm"]] += 10.0 * rng.standard_normal((n, 2))
+    locs.loc[::7, "photons"] = np.nan
+    check = sigma_selfcheck(locs)
+    assert sum(b["pairs"] for b in check.by_photons) == check.pairs
+    assert check.by_photons[-1]["low"] is None and check.by_photons[-1]["pairs"] > 0
+    selfcheck_figure(check)  # draws the unknown bin

@@ -143,6 +143,9 @@ def sigma_selfcheck(locs: pd.DataFrame, blink: np.ndarray | None = None, *, phot
         if ok.sum() >= photon_bins:
             edges = np.unique(np.quantile(ph[ok], np.linspace(0, 1, int(photon_bins) + 1)))
             by_photons = binned(np.where(ok, ph, -np.inf), edges) if len(edges) > 1 else []
+        if by_photons and not ok.all():  # pairs without photons: a bin of their own, so the counts add up
+            c, s = _stats(z[~ok].ravel())
+            by_photons.append({"low": None, "high": None, "pairs": int((~ok).sum()), "coverage": c, "robust_std": s})
     nn = nearest_neighbour_nm(frame, x, y)
     by_nn = binned(np.minimum(nn[a], nn[b]), np.asarray(neighbour_edges_nm, np.float64))
     return SigmaSelfCheck(int(len(a)), cov, rstd, by_photons, by_nn, None, z)
@@ -168,7 +171,8 @@ def selfcheck_figure(check: SigmaSelfCheck, title: str | None = None):
     ax[0].legend(fontsize=8)
     for k, (bins, name) in enumerate(((check.by_photons, "photons"), (check.by_neighbour_nm, "nearest neighbour (nm)"))):
         a = ax[k + 1]
-        labels = [f"{b['low']:.0f}-{b['high']:.0f}" if np.isfinite(b["high"]) else f">{b['low']:.0f}" for b in bins]
+        labels = ["unknown" if b["high"] is None else f"{b['low']:.0f}-{b['high']:.0f}" if np.isfinite(b["high"])
+                  else f">{b['low']:.0f}" for b in bins]
         a.bar(range(len(bins)), [b["coverage"] if b["pairs"] else 0.0 for b in bins], color="tab:blue")
         for i, b in enumerate(bins):
             a.text(i, 0.02, str(b["pairs"]), ha="center", fontsize=7, color="white")
