@@ -139,3 +139,28 @@ def test_pairs_without_photons_have_a_bin_of_their_own():
     assert sum(b["pairs"] for b in check.by_photons) == check.pairs
     assert check.by_photons[-1]["low"] is None and check.by_photons[-1]["pairs"] > 0
     selfcheck_figure(check)  # draws the unknown bin
+
+
+def test_no_check_where_molecules_are_new_in_every_frame():
+    """Bundled-Tubes-like movies show every molecule once: consecutive-frame 'pairs' are chance neighbours on
+    the structure, as frequent as pairs eight frames apart, and the check says so instead of a coverage."""
+    rng = np.random.default_rng(7)
+    frames = np.repeat(np.arange(60), 40)
+    t = rng.uniform(0, 5000, len(frames))  # along three lines: a structure, new molecules in every frame
+    line = rng.integers(0, 3, len(frames))
+    locs = pd.DataFrame({"frame": frames, "x_nm": t, "y_nm": 1000.0 + 1500.0 * line + 20 * rng.standard_normal(len(t)),
+                         "sigma_x_nm": 15.0, "sigma_y_nm": 15.0})
+    check = sigma_selfcheck(locs)
+    assert check.reason and "chance neighbours" in check.reason and check.chance_share > 0.5
+    assert "not made" in check.line()
+    # the same structure with blinks of several frames: measured, few chance pairs
+    mol = rng.uniform(0, 5000, (300, 2))
+    rows = []
+    for m in range(300):
+        start = int(rng.integers(0, 56))
+        for f in range(start, start + 4):
+            rows.append((f, *(mol[m] + 15 * rng.standard_normal(2))))
+    blinks = pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm"]).assign(sigma_x_nm=15.0, sigma_y_nm=15.0)
+    ok = sigma_selfcheck(blinks)
+    assert ok.reason is None and ok.chance_share < 0.2 and abs(ok.coverage - 0.683) < 0.05
+    assert "chance pairs about" in ok.line()

@@ -13,6 +13,13 @@ fitter at that place in the pixel: they cancel in ``x_t - x_t+1``, so a table ca
 check and still be off against the truth by them (measured on simulated blinks with a
 constant per-blink offset: the check stays at 0.68 while the coverage against the truth
 falls; ``tests/test_selfcheck.py``). It also sees nothing of blinks one frame long.
+
+Nor can it check anything where molecules are not seen in consecutive frames (a new set of
+molecules in every frame, such as Bundled Tubes HD): its pairs are then different molecules that
+happen to lie close. :func:`chance_pair_share` counts, with the same gate, the pairs found between
+frames :data:`CHANCE_GAP` apart (past a blink's length: chance neighbours on the same structure)
+against those one frame apart; where that share exceeds :data:`MAX_CHANCE_SHARE` the check says it
+is not measured, and why.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 IDEAL_COVERAGE = 0.6827
+CHANCE_GAP = 8  # frames: past most blinks (3 frames on average in the benchmark movies), within a slow drift
+MAX_CHANCE_SHARE = 0.5
 NEIGHBOUR_EDGES_NM = (0.0, 250.0, 500.0, 1000.0, np.inf)  # DESIGN's crowding tail sits within 300 nm
 CANNOT_SEE = ("errors shared by a blink's frames (drift-correction residual, a neighbour present for the whole "
               "blink, a fitter's bias at that place) cancel between consecutive frames and are not seen; "
@@ -40,19 +49,23 @@ class SigmaSelfCheck:
     by_neighbour_nm: list[dict] = field(default_factory=list)
     reason: str | None = None  # why there is no check (no consecutive-frame pairs); None when there is
     z: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # [pairs, 2] (x, y)
+    chance_share: float = float("nan")  # pairs CHANCE_GAP frames apart per consecutive-frame pair (module docstring)
 
     def summary(self) -> dict:
         r = lambda v: None if not np.isfinite(v) else round(float(v), 4)  # noqa: E731
         bins = lambda b: [{k: (r(v) if isinstance(v, float) else v) for k, v in d.items()} for d in b]  # noqa: E731
         return {"pairs": int(self.pairs), "coverage_1sigma": r(self.coverage), "ideal": round(IDEAL_COVERAGE, 3),
                 "robust_std_z": r(self.robust_std), "by_photons": bins(self.by_photons),
-                "by_neighbour_nm": bins(self.by_neighbour_nm), "reason": self.reason, "cannot_see": CANNOT_SEE}
+                "by_neighbour_nm": bins(self.by_neighbour_nm), "chance_pair_share": r(self.chance_share),
+                "reason": self.reason, "cannot_see": CANNOT_SEE}
 
     def line(self) -> str:
         if self.reason:
             return f"sigma self-check not made: {self.reason}"
         worst = min((b for b in self.by_neighbour_nm if b["pairs"] >= 20), key=lambda b: b["coverage"], default=None)
         tail = (f"; worst neighbour bin {_bin_name(worst)}: {worst['coverage']:.2f}" if worst is not None else "")
+        if np.isfinite(self.chance_share):
+            tail += f"; chance pairs about {self.chance_share:.0%}"
         return (f"sigma self-check (consecutive frames of {self.pairs} blink pairs): coverage {self.coverage:.3f} "
                 f"(ideal 0.683), robust std(z) {self.robust_std:.2f} (ideal 1){tail}; blind to errors a blink's "
                 "frames share (drift residual, a constant neighbour)")
@@ -125,6 +138,13 @@ def sigma_selfcheck(locs: pd.DataFrame, blink: np.ndarray | None = None, *, phot
     if len(a) == 0:
         return SigmaSelfCheck(0, float("nan"), float("nan"),
                               reason="no blink is seen in two consecutive frames (too few rows, or no linking)")
+    radius = min(float(max_radius_nm), n_sigma * float(np.median(np.hypot(sx, sy))))
+    chance = chance_pair_share(frame, x, y, radius)
+    if np.isfinite(chance) and chance > MAX_CHANCE_SHARE:
+        return SigmaSelfCheck(int(len(a)), float("nan"), float("nan"), chance_share=chance,
+                              reason=f"the pairs are mostly chance neighbours, not one molecule twice: frames "
+                                     f"{CHANCE_GAP} apart pair up {chance:.0%} as often as consecutive ones "
+                                     "(molecules are not seen in consecutive frames)")
     z = np.c_[(x[a] - x[b]) / np.hypot(sx[a], sx[b]), (y[a] - y[b]) / np.hypot(sy[a], sy[b])]
     cov, rstd = _stats(z.ravel())
 
@@ -148,7 +168,37 @@ def sigma_selfcheck(locs: pd.DataFrame, blink: np.ndarray | None = None, *, phot
             by_photons.append({"low": None, "high": None, "pairs": int((~ok).sum()), "coverage": c, "robust_std": s})
     nn = nearest_neighbour_nm(frame, x, y)
     by_nn = binned(np.minimum(nn[a], nn[b]), np.asarray(neighbour_edges_nm, np.float64))
-    return SigmaSelfCheck(int(len(a)), cov, rstd, by_photons, by_nn, None, z)
+    return SigmaSelfCheck(int(len(a)), cov, rstd, by_photons, by_nn, None, z, chance)
+
+
+def chance_pair_share(frame: np.ndarray, x: np.ndarray, y: np.ndarray, radius_nm: float,
+                      gap: int = CHANCE_GAP) -> float:
+    """Localizations with another within ``radius_nm`` ``gap`` frames later, over those with one a frame later
+    (module docstring); NaN where there are no consecutive-frame neighbours or the movie is shorter than
+    ``gap + 1`` frames."""
+    from scipy.spatial import cKDTree
+
+    frame = np.asarray(frame, np.int64)
+    if len(frame) == 0 or frame.max() - frame.min() < gap or not radius_nm > 0:
+        return float("nan")
+    order = np.argsort(frame, kind="stable")
+    f, pts = frame[order], np.c_[np.asarray(x, np.float64)[order], np.asarray(y, np.float64)[order]]
+    starts = {int(v): i for v, i in zip(*np.unique(f, return_index=True))}
+    ends = {int(v): i + c for v, i, c in zip(*np.unique(f, return_index=True, return_counts=True))}
+    trees = {}
+
+    def tree(k):
+        if k not in trees:
+            trees[k] = cKDTree(pts[starts[k]:ends[k]]) if k in starts else None
+        return trees[k]
+
+    near = {1: 0, gap: 0}
+    for k in starts:
+        for d in near:
+            t, other = tree(k), tree(k + d)
+            if t is not None and other is not None:
+                near[d] += int(sum(1 for hits in other.query_ball_point(pts[starts[k]:ends[k]], radius_nm) if hits))
+    return near[gap] / near[1] if near[1] else float("nan")
 
 
 def selfcheck_figure(check: SigmaSelfCheck, title: str | None = None):
