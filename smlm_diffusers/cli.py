@@ -63,10 +63,11 @@ multi-GPU:
   the main process merges them in frame order: the same files as one process. On CPUs,
   torchrun starts several CPU processes (gloo). Resuming works with any number of processes.
 
-The model is a pipeline folder or a Hugging Face Hub repo id (--model {HUB_MODEL_ID}):
---model, else ${MODEL_ENV}, else the shipped folder pretrained/{DEFAULT_MODEL} found next to the
-installed package (from any working directory). Camera options default to the model's config
-(the camera it was trained for).
+The model: --model, else ${MODEL_ENV}, else the shipped folder pretrained/{DEFAULT_MODEL} found next to
+the installed package (from any working directory). --model is a pipeline folder relative to the working
+directory, else a shipped folder by name (--model smlm-ddpm-2d-100nm works anywhere), else a Hugging Face
+Hub repo id (--model {HUB_MODEL_ID}); a failure lists what was tried. Camera options default to the
+model's config (the camera it was trained for); a pixel size or PSF width far from it gets a warning.
 """
 
 
@@ -103,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("-o", "--output", required=True, metavar="TABLE",
                      help="localization table to write: .csv (ThunderSTORM) or .hdf5 / .h5 (Picasso HDF5 + YAML)")
     loc.add_argument("--model", metavar="PATH_OR_REPO",
-                     help=f"pipeline folder or Hub repo id such as {HUB_MODEL_ID} (default ${MODEL_ENV}, "
-                          f"else the shipped pretrained/{DEFAULT_MODEL})")
+                     help=f"a pipeline folder (relative to here), else a shipped folder by name (such as "
+                          f"smlm-ddpm-2d-100nm, from any folder), else a Hub repo id such as {HUB_MODEL_ID} "
+                          f"(default ${MODEL_ENV}, else the shipped {DEFAULT_MODEL})")
     loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default=None,
                      help="deepstorm: the CNN, then a joint Poisson maximum-likelihood fit of its molecules on "
                           "the frame; fast; sigma is the CRLB of that fit (the only mode of a 3D folder such as "
