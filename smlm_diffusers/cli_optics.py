@@ -84,10 +84,10 @@ def shipped_folders() -> list[dict]:
     UNet). Read from the folders' JSON files, nothing is loaded."""
     import json
 
-    from .defaults import default_model_candidates
+    from .defaults import shipped_roots
 
     found, seen = [], set()
-    for root in dict.fromkeys(c.parent for c in default_model_candidates()):
+    for root in dict.fromkeys(shipped_roots()):
         if not root.is_dir():
             continue
         for folder in sorted(root.iterdir()):

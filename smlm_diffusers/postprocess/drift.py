@@ -172,6 +172,7 @@ def estimate_drift(frame: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, n_fram
 
 
 def _render_fft(x, y, x0, y0, h, w, pixel_nm, blur_nm):
+    """rfft2 of the Gaussian-blurred histogram of (x, y) on the h x w grid of ``pixel_nm`` pixels from (x0, y0)."""
     img, _, _ = np.histogram2d(y, x, bins=(h, w), range=((y0, y0 + h * pixel_nm), (x0, x0 + w * pixel_nm)))
     return np.fft.rfft2(ndimage.gaussian_filter(img, blur_nm / pixel_nm))
 
@@ -263,9 +264,7 @@ def _rcc(frame, x, y, n_frames, *, segment_frames, pixel_nm, blur_nm, max_drift_
     ffts, counts, centres = [], [], []
     for a, b in segs:
         sel = (frame >= a) & (frame < b)
-        img, _, _ = np.histogram2d(y[sel], x[sel], bins=(h, w), range=((y0, y0 + h * pixel_nm), (x0, x0 + w * pixel_nm)))
-        img = ndimage.gaussian_filter(img, blur_nm / pixel_nm)
-        ffts.append(np.fft.rfft2(img))
+        ffts.append(_render_fft(x[sel], y[sel], x0, y0, h, w, pixel_nm, blur_nm))
         counts.append(int(sel.sum()))
         centres.append(float(frame[sel].mean()) if sel.any() else 0.5 * (a + b - 1))
     n = len(segs)

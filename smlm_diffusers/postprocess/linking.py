@@ -18,9 +18,9 @@ freedom when the sigmas are honest. The merged variance is multiplied by
 noisy) are seldom widened at random, while a blink whose frames disagree far beyond their sigmas
 is. Measured on Gaussian blinks of geometric length (mean 3 frames): honest sigmas cover 0.704
 of merged errors with k = 1 (0.716 with k = 0, 0.683 ideal); sigmas 1.5x too small 0.573
-(0.495 unwidened; single-frame blinks cannot be widened at all). Errors common to a blink's frames are invisible to this scatter: those known (the drift
-estimate's error, columns ``drift_sigma_x_nm`` / ``drift_sigma_y_nm``) are added after the merge
-(:func:`~smlm_diffusers.postprocess.run.postprocess_localizations`).
+(0.495 unwidened; single-frame blinks cannot be widened at all). Errors common to a blink's frames are invisible to this scatter: the one known (the drift
+estimate's error, :attr:`DriftTrace.sigma_frame_x_nm`) is added once per merged row after the merge
+(:func:`~smlm_diffusers.postprocess.drift.add_drift_uncertainty`).
 
 :class:`Linker` takes frame-ordered chunks and returns the blinks that closed, so a movie's
 table is linked in bounded memory and the result does not depend on the chunks.
