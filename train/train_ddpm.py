@@ -44,6 +44,8 @@ from smlm_diffusers.training import (
 from smlm_diffusers.training.config import config_to_dict
 from smlm_diffusers.training.data import check_kde_net_optics
 from smlm_diffusers.training.loop import train_loop
+from smlm_diffusers.training.noise import TimestepBias, sample_training_gammas
+from smlm_diffusers.training.validation import hard_validation_loss, make_hard_validation_set
 
 
 @dataclass
@@ -57,6 +59,9 @@ class DDPMTrainConfig:
     crop_edge_px: int = 0  # crops may reach this many camera pixels past the simulated patch (frame edges)
     pool_size: int = 0  # pairs kept and reused (training.pairs.PairPool); 0: a fresh batch every step
     pool_refresh: int = 0  # pairs of the pool renewed every step
+    mine_share: float = 0.0  # of each batch drawn where DeepSTORM disagrees most, cropped around it (pairs.py)
+    mine_window_px: int = 3  # camera pixels (a square) the disagreement is summed over
+    timestep_bias: TimestepBias = field(default_factory=TimestepBias)  # noise levels near inference's (noise.py); off
     augment: bool = False  # random symmetry of the square per crop
     unet: dict = field(default_factory=dict)  # UNet2DModel keyword arguments
     init_from: str | None = None  # fine-tune: start from a saved UNet (a pipeline folder or its unet/ folder)
@@ -83,6 +88,7 @@ class DDPMTrainConfig:
     val_background: float = 20.0
     val_samples: int = 4
     val_steps: int = 20
+    val_hard_crops: int = 0  # held-out hard crops, their denoising loss logged as val_hard_loss (validation.py)
     log_every: int = 25
     mixed_precision: str = "no"
     num_threads: int = 0
@@ -94,15 +100,20 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", default=None)
     p.add_argument("--max_steps", type=int, default=None)
     p.add_argument("--kde_net_path", default=None)
+    p.add_argument("--max_minutes", "--max-minutes", type=float, default=None,
+                   help="time budget of this sitting: stop, checkpoint and export the EMA pipeline after it")
     p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
     p.add_argument("--push_to_hub", action="store_true")
     p.add_argument("--hub_model_id", default=None)
     return p.parse_args(argv)
 
 
-def validate(pipe: SMLMDiffusionPipeline, cfg: DDPMTrainConfig, val_set, out_dir: Path, step: int) -> dict:
-    """Metrics of the sample mean and calibration on the fixed validation frames, plus an image grid."""
-    metrics, grid = {}, []
+def validate(pipe: SMLMDiffusionPipeline, cfg: DDPMTrainConfig, val_set, out_dir: Path, step: int,
+             hard_set=None) -> dict:
+    """Metrics of the sample mean and calibration on the fixed validation frames, plus an image grid;
+    with ``hard_set``, first the denoising loss on the held-out hard crops (``val_hard_loss``)."""
+    metrics = hard_validation_loss(pipe.unet, pipe.scheduler, hard_set) if hard_set is not None else {}
+    grid = []
     for density, frames, gt in val_set:
         gen = torch.Generator().manual_seed(cfg.seed)
         o = pipe(frames, num_samples=cfg.val_samples, num_inference_steps=cfg.val_steps, generator=gen,
@@ -139,7 +150,8 @@ def save_grid(rows, path: Path):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(DDPMTrainConfig, args.config, {"output_dir": args.output_dir, "max_steps": args.max_steps,
-                                                     "kde_net_path": args.kde_net_path})
+                                                     "kde_net_path": args.kde_net_path,
+                                                     "max_minutes": args.max_minutes})
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
@@ -191,8 +203,18 @@ def main(argv=None):
 
     # the pool is drawn from (seed, step, rank): a resumed run rebuilds one like it
     pool = PairPool(cfg.data, kde_net, cfg.pool_size, cfg.pool_refresh,
-                    seeded_generator(cfg.seed, step, 10**6, accelerator.process_index))
+                    seeded_generator(cfg.seed, step, 10**6, accelerator.process_index),
+                    mine_share=cfg.mine_share, mine_window_px=cfg.mine_window_px)
     crop_px = cfg.crop_size if cfg.layout == "camera" else cfg.crop_size // cfg.data.upsampling
+    hard_set = None
+    if cfg.val_hard_crops and accelerator.is_main_process:
+        hard_set = make_hard_validation_set(cfg.data, kde_net, cfg.val_hard_crops, crop_px, scheduler,
+                                            cfg.timestep_bias.steps, window_px=cfg.mine_window_px)
+        if step == 0:  # where the sitting starts (init_from's weights are the EMA's)
+            row = {"step": 0} | hard_validation_loss(pipeline(use_ema=True).unet, scheduler, hard_set)
+            logger.log(row)
+            accelerator.print(f"val_hard_loss at the start: {row['val_hard_loss']:.5f}")
+
     def loss_fn(step: int, micro: int) -> torch.Tensor:
         # noise and gamma depend only on (seed, step, micro-batch, process): a resumed run draws the same
         gen = seeded_generator(cfg.seed, step, micro, accelerator.process_index)
@@ -201,14 +223,14 @@ def main(argv=None):
         cond = layout.condition_channels(y_hat, frame_norm, net_config)
         r0 = layout.to_working(y - y_hat, net_config)
         noise = torch.randn(r0.shape, generator=gen).to(accelerator.device)
-        gamma = scheduler.sample_gammas(r0.shape[0], generator=gen, device=accelerator.device)
+        gamma = sample_training_gammas(scheduler, r0.shape[0], gen, cfg.timestep_bias, accelerator.device)
         r_t = scheduler.add_noise(r0, noise, gamma)
         pred = unet(torch.cat([r_t, cond], dim=1), scheduler.noise_level_embedding(gamma)).sample
         return torch.nn.functional.mse_loss(pred.float(), scheduler.training_target(r0, noise, gamma))
 
     train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loss_fn, step, ckpt_dir, ema=ema,
-               validate=lambda s: validate(pipeline(use_ema=True), cfg, val_set, out / "samples", s), logger=logger,
-               desc="DDPM")
+               validate=lambda s: validate(pipeline(use_ema=True), cfg, val_set, out / "samples", s, hard_set),
+               logger=logger, desc="DDPM", validate_at_stop=True)
 
     if accelerator.is_main_process:
         final = out / "pipeline"
@@ -219,7 +241,8 @@ def main(argv=None):
         for name in ("train_config.yaml", "train_log.csv", "train_log.png", "localization_tuning.csv"):
             if (Path(cfg.kde_net_path) / name).is_file():
                 shutil.copy(Path(cfg.kde_net_path) / name, final / "kde_net" / name)
-        cols = ["loss"] + [f"{m}_d{d:g}" for m in ("jaccard", "rmse_nm", "coverage") for d in cfg.val_densities]
+        cols = ["loss", "val_hard_loss"] + [f"{m}_d{d:g}" for m in ("jaccard", "rmse_nm", "coverage")
+                                             for d in cfg.val_densities]
         plot_log(out / "train_log.csv", final / "unet" / "train_log.png", cols)
         accelerator.print(f"saved {final}")
         if args.push_to_hub:

@@ -11,7 +11,9 @@ import torch
 
 from ..kde import KDEScaling, render_kde
 from ..simulation import PAPER_CAMERA, Camera, FrameSimulator, sample_uniform, simulate
+from ..simulation.emitters import Emitters
 from ..simulation.camera import FLAT_KEYS
+from .hard import HardClusters, merge_emitters, sample_clusters
 
 
 @dataclass
@@ -38,6 +40,12 @@ class SimulationRanges:
     kde_sigma: float = 1.0
     psf: dict | str | None = None  # an optics.yaml psf block, or the path of an optics.yaml: a 3D PSF adds the z channel
     z_nm: tuple[float, float] = (-750.0, 750.0)  # z drawn uniformly, nm (3D PSF only)
+    hard: HardClusters = field(default_factory=HardClusters)  # close pairs, faint neighbours, triplets (default off)
+
+    @property
+    def nominal_sigma_px(self) -> float:
+        """The PSF sigma that separations in sigmas refer to (the middle of a drawn range)."""
+        return float(np.mean(self.sigma_px)) if isinstance(self.sigma_px, (tuple, list)) else float(self.sigma_px)
 
     @property
     def psf_model(self):
@@ -100,6 +108,8 @@ def make_training_batch(
 
     Emitters are also drawn ``margin_px`` outside the patch so that the network learns
     what light entering from outside looks like; their KDE mass outside the patch is cut.
+    With ``ranges.hard.fraction > 0`` a share of the patches also holds clusters of 2-3 close
+    emitters (:mod:`.hard`), drawn after the uniform ones and imaged the same way.
     With a 3D PSF (``ranges.psf``) each emitter's z is drawn from ``ranges.z_nm`` and a second
     channel holds the KDE weighted by ``z / z_scale_nm`` over the density's peak
     (:func:`z_channel`): at a molecule, its window sum over the density's is its z in those units.
@@ -109,6 +119,12 @@ def make_training_batch(
                          ranges.background_variation, ranges.psf_model, _tuple(ranges.z_nm))
     em = sample_uniform(batch_size, shape, _tuple(ranges.density), ranges.camera.pixel_size_nm,
                         _tuple(ranges.photons), ranges.margin_px, generator, device)
+    if ranges.hard.fraction > 0:
+        clusters = sample_clusters(batch_size, shape, ranges.hard, ranges.nominal_sigma_px, _tuple(ranges.photons),
+                                   generator)
+        clusters = Emitters(clusters.x_px.to(device), clusters.y_px.to(device), clusters.photons.to(device),
+                            clusters.mask.to(device))
+        em = merge_emitters(em, clusters)
     batch = sim.render(em, generator=generator)
     scaling = KDEScaling(ranges.kde_sigma)
     kde = render_kde(em.x_px, em.y_px, em.mask, shape, ranges.upsampling, ranges.kde_sigma)

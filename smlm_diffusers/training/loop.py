@@ -26,7 +26,8 @@ def out_of_time(accelerator, t0: float, max_minutes: float) -> bool:
 
 
 def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loss_fn: Callable, step: int, ckpt_dir,
-               ema=None, validate: Callable[[int], dict] | None = None, logger=None, desc: str = "train") -> int:
+               ema=None, validate: Callable[[int], dict] | None = None, logger=None, desc: str = "train",
+               validate_at_stop: bool = False) -> int:
     """Optimizer steps from ``step`` to ``cfg.max_steps`` (or until ``cfg.max_minutes`` are spent).
 
     Parameters
@@ -43,6 +44,9 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loss_fn: Callab
         ``validate(step) -> dict`` of metrics, on the main process every ``cfg.validate_every`` steps.
     logger : CSVLogger, optional
         Gets every logged row (main process).
+    validate_at_stop : bool
+        Also validate when the time budget stops the run between two ``validate_every`` steps,
+        so that every sitting ends with a validation row.
 
     Returns
     -------
@@ -75,6 +79,10 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loss_fn: Callab
         stop = out_of_time(accelerator, t0, max_minutes)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop:
             save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+        if stop and validate_at_stop and validation is not None and step % cfg.validate_every and step != cfg.max_steps:
+            row = {"step": step} | validation()
+            if logger:
+                logger.log(row)
         if stop:
             accelerator.print(f"time budget of {max_minutes:g} min spent: stopping at step {step}")
             break
