@@ -70,7 +70,7 @@ def test_v3_configs_load_with_their_blocks(tmp_path):
     cfg = load_config(DDPMTrainConfig, ROOT / "train" / "configs" / "ddpm_v3.yaml")
     assert cfg.data.hard.fraction == 0.5 and cfg.data.hard.separation_sigma == (0.5, 2.5)
     assert cfg.mine_share == 0.3 and cfg.timestep_bias.share > 0 and cfg.val_hard_crops > 0
-    assert cfg.init_from == "pretrained/smlm-ddpm-2d" and cfg.batch_size == 8 and cfg.num_threads == 1
+    assert cfg.init_from == "pretrained/ddpm-v3-sitting/unet" and cfg.batch_size == 8 and cfg.num_threads == 1
     old = load_config(DDPMTrainConfig, ROOT / "train" / "configs" / "ddpm_v2.yaml")
     assert old.data.hard.fraction == 0 and old.mine_share == 0 and old.timestep_bias.share == 0
     bad = tmp_path / "bad.yaml"
