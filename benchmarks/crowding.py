@@ -30,7 +30,7 @@ import smlm_diffusers as sd
 from smlm_diffusers.fisher import crlb_at_truth
 from smlm_diffusers.localization import match
 from smlm_diffusers.localization.photometry import fit_frame
-from smlm_diffusers.simulation.psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative, render_psfs
+from smlm_diffusers.optics.gaussian import integrated_gaussian, render_psfs
 
 from .model_localizers import DEFAULT_MODEL
 
@@ -44,9 +44,8 @@ def crowded_crlb(xs, ys, photons, background, k, sigma_px, camera, radius_px=3.0
     x0, y0 = int(np.floor(x.min())) - pad_px, int(np.floor(y.min())) - pad_px
     w, h = int(np.ceil(x.max())) + pad_px - x0, int(np.ceil(y.max())) + pad_px - y0
     tx, ty = torch.tensor(x - x0), torch.tensor(y - y0)
-    ex, ey = integrated_gaussian_1d(tx, w, sigma_px).numpy(), integrated_gaussian_1d(ty, h, sigma_px).numpy()
-    dx = integrated_gaussian_1d_derivative(tx, w, sigma_px).numpy()
-    dy = integrated_gaussian_1d_derivative(ty, h, sigma_px).numpy()
+    ex, dx, _ = (v.numpy() for v in integrated_gaussian(tx, w, sigma_px, derivatives=True))
+    ey, dy, _ = (v.numpy() for v in integrated_gaussian(ty, h, sigma_px, derivatives=True))
     mu = np.einsum("e,eh,ew->hw", n, ey, ex) + background
     grads = [g for j in range(len(idx)) for g in (n[j] * np.outer(ey[j], dx[j]), n[j] * np.outer(dy[j], ex[j]),
                                                   np.outer(ey[j], ex[j]))]

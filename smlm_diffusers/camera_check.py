@@ -18,6 +18,12 @@ From the same relation each camera value can be solved for with the other two ke
 gain, the offset or the read noise the data suggest. A measurement far off (:data:`LIMITS`)
 is an error whose message names the options that would fix it and their suggested values;
 one somewhat off is a warning.
+
+A camera with per-pixel maps (an sCMOS) is checked on the frames mapped pixel by pixel onto its
+uniform summary, ``(ADU - o_k) / g_k * g + o``, against that summary; and its variance map against
+the frames: its noisy pixels (variance at least ten times the median) must be noisier over the
+frames than the others, as much as the map says. Maps stored transposed or cut from another region
+of the camera fail that (the trap of storm-analysis's (x, y) maps), with a warning that says so.
 """
 
 from __future__ import annotations
@@ -155,6 +161,11 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None, typed=
     names = CLI_OPTIONS | (options or {})
     typed = set(names) if typed is None else set(typed)
     frames = _sample(frames_adu)
+    maps_warning = None
+    if camera.has_maps:  # the frames as its uniform summary would record them (read noise apart)
+        maps_warning = variance_map_mismatch(frames, camera)
+        full, camera = camera, camera.uniform()
+        frames = camera.photons_to_adu(full.adu_to_photons(frames))
     o, g, rn = float(camera.offset), float(camera.gain), float(camera.read_noise)
     level, dark, noise = _pixel_noise(frames)
     median = float(np.median(frames))
@@ -241,7 +252,48 @@ def check_camera(frames_adu, camera: Camera, options: dict | None = None, typed=
             check.warnings.append(f"the frames are {_fmt(math.sqrt(ratio), 2)}x {more} noisy than this camera "
                                   f"predicts: {check_option('gain', 'read_noise')}; "
                                   f"{fixes('gain', 'read_noise')}{emccd}")
+    if maps_warning:
+        check.warnings.append(maps_warning)
     return check
+
+
+def _temporal_contrast(frames: np.ndarray, camera: Camera, hot: np.ndarray, var_map: np.ndarray, gain_map):
+    """(measured, expected) ratio of the median temporal variance (ADU^2) of the ``hot`` pixels to the others'."""
+    measured = frames.var(axis=0, ddof=1)
+    level = frames.mean(axis=0)
+    expected = gain_map * np.maximum(level - np.asarray(camera.offset_map()), 0.0) + var_map
+    ratio = lambda v: float(np.median(v[hot]) / max(np.median(v[~hot]), 1e-12))  # noqa: E731
+    return ratio(measured), ratio(expected)
+
+
+def variance_map_mismatch(frames_adu, camera: Camera, min_frames: int = 5) -> str | None:
+    """A warning when the camera's variance map does not describe the frames' noise, else None.
+
+    Over at least ``min_frames`` frames, the pixels the map calls noisy (variance ten times its median, at least
+    ten of them) must have a median temporal variance above the others' by at least a third of what the map
+    predicts (photon-transfer relation per pixel); a transposed map that would fit is named."""
+    frames = np.asarray(frames_adu, np.float64)
+    if not camera.has_maps or camera.maps.variance is None or frames.ndim != 3 or len(frames) < min_frames:
+        return None
+    var = camera.maps.variance
+    hot = var > 10.0 * np.median(var)
+    if hot.sum() < 10 or hot.mean() > 0.25:
+        return None
+    gain = np.asarray(camera.gain_map())
+    measured, expected = _temporal_contrast(frames, camera, hot, var, gain)
+    if expected < 2.0 or measured - 1.0 >= (expected - 1.0) / 3.0:
+        return None
+    text = (f"the variance map does not fit these frames: its {int(hot.sum())} noisy pixels should be "
+            f"{_fmt(expected, 2)}x as noisy over the frames as the others, they are {_fmt(measured, 2)}x")
+    if var.shape[0] == var.shape[1]:
+        flipped = Camera(camera.pixel_size_nm, camera.offset, camera.gain, camera.read_noise, camera.qe,
+                         maps=type(camera.maps)(**{n: None if getattr(camera.maps, n) is None else
+                                                   getattr(camera.maps, n).T for n in ("offset", "variance", "gain")}))
+        m_t, e_t = _temporal_contrast(frames, flipped, hot.T, var.T, np.asarray(flipped.gain_map()))
+        if m_t - 1.0 >= (e_t - 1.0) / 3.0:
+            return text + (f"; transposed, the maps fit ({_fmt(m_t, 2)}x against {_fmt(e_t, 2)}x): they must be in "
+                           "the frames' (row, column) order")
+    return text + ": are they of this camera region, in the frames' (row, column) order?"
 
 
 def require_plausible_camera(frames_adu, camera: Camera, options: dict | None = None) -> CameraCheck:

@@ -1,12 +1,13 @@
 """Fisher information and Cramer-Rao lower bound of an isolated emitter (paper eqs. 5-7, 14).
 
 Model: one emitter with ``photons`` N at ``(x, y)`` (pixels, edge convention of
-:mod:`smlm_diffusers.simulation.psf`: pixel ``j`` covers ``[j, j + 1)``), an isotropic
-Gaussian PSF integrated over square pixels, and a flat background of ``b`` photons per
-pixel, imaged by a camera with quantum efficiency ``qe`` and Gaussian read noise
-``read_noise`` (photo-electrons rms). The expected photo-electrons of pixel k are
+docs/conventions.md: pixel ``j`` covers ``[j, j + 1)``), a PSF integrated over square pixels
+(a :class:`~smlm_diffusers.optics.PSF`; a float ``sigma_px`` is the isotropic Gaussian of the
+paper), and a flat background of ``b`` photons per pixel, imaged by a camera with quantum
+efficiency ``qe`` and Gaussian read noise ``read_noise`` (photo-electrons rms). The expected
+photo-electrons of pixel k are
 
-    mu_k = qe * (N * Ex_k * Ey_k + b),
+    mu_k = qe * (N * PSF_k(x, y) + b),
 
 and the Poisson-normal approximation (eqs. 5-6) treats ``x'_k = x_k + read_noise^2`` as
 Poisson with mean ``mu'_k = mu_k + read_noise^2``. Its Fisher information (eq. 14) is
@@ -15,6 +16,12 @@ Poisson with mean ``mu'_k = mu_k + read_noise^2``. Its Fisher information (eq. 1
 
 Gain and offset do not enter: they are an invertible affine map of the data. ``photons``
 and ``background`` are *incident* photons, as in :func:`smlm_diffusers.simulate`.
+
+On an sCMOS camera each pixel has its own read-noise variance ``r_k^2 = sigma_k^2 / g_k^2``
+(photo-electrons^2, the paper's eq. 4 with per-pixel maps, :class:`~smlm_diffusers.simulation.camera.Camera`):
+``mu'_k = mu_k + r_k^2`` pixel by pixel, given as ``read_var`` (a window of the map) or read from a
+camera with maps where the emitters' frame positions are known (:func:`crlb_at_truth`,
+:func:`crlb_configuration`).
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ import numpy as np
 import torch
 
 from .simulation.camera import PAPER_CAMERA, Camera
-from .optics.gaussian import integrated_gaussian
-from .optics.psf import GaussianPSF
+from .optics.psf import PSF, as_psf
 
 PARAMETERS = ("x", "y", "photons", "background")
 PARAMETERS_3D = ("x", "y", "z", "photons", "background")
@@ -53,13 +59,14 @@ def _check_params(params: Sequence[str]) -> tuple[str, ...]:
 def fisher_information(
     photons,
     background,
-    sigma_px: float = 1.0,
+    sigma_px: float | PSF = 1.0,
     x_px=None,
     y_px=None,
     roi_size: int | None = None,
     read_noise: float = PAPER_CAMERA.read_noise,
     qe: float = 1.0,
     params: Sequence[str] = PARAMETERS,
+    read_var=None,
 ) -> np.ndarray:
     """Fisher information matrix of an isolated emitter under the Poisson-normal model (eq. 14).
 
@@ -72,8 +79,8 @@ def fisher_information(
         Total incident photons of the emitter, N (> 0).
     background : float or array_like
         Flat background, incident photons per pixel, b (>= 0).
-    sigma_px : float
-        Standard deviation of the Gaussian PSF, in pixels (a scalar).
+    sigma_px : float or PSF
+        Standard deviation of the Gaussian PSF, in pixels (a scalar), or the PSF (in focus).
     x_px, y_px : float or array_like, optional
         Emitter position inside the ROI, in pixels with the edge convention (the ROI's
         outer top-left corner is 0, x is the column). Default: the ROI's centre,
@@ -90,6 +97,9 @@ def fisher_information(
         Which parameters are estimated, in the order of the matrix rows, from
         ``("x", "y", "photons", "background")``. ``("x", "y")`` treats N and b as known
         (the paper's case); the default estimates all four.
+    read_var : array_like, optional
+        Each ROI pixel's read-noise variance in photo-electrons^2 (an sCMOS camera's ``sigma_k^2 / g_k^2``),
+        broadcast to ``S + (roi, roi)`` (rows, columns); replaces ``read_noise**2``.
 
     Returns
     -------
@@ -98,14 +108,12 @@ def fisher_information(
         1/photon^2 for photons, and 1/(photon/pixel)^2 for background (cross terms mixed).
     """
     params = _check_params(params)
-    sigma = float(sigma_px)
-    if not sigma > 0:
-        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    psf = _psf(sigma_px)
     if read_noise < 0:
         raise ValueError(f"read_noise must be >= 0 e- rms, got {read_noise}")
     if not 0 < qe <= 1:
         raise ValueError(f"qe must be in (0, 1], got {qe}")
-    roi = default_roi_size(sigma) if roi_size is None else int(roi_size)
+    roi = default_roi_size(psf.sigma_px) if roi_size is None else int(roi_size)
     if roi < 1:
         raise ValueError(f"roi_size must be >= 1, got {roi_size}")
     centre = roi / 2.0
@@ -114,21 +122,42 @@ def fisher_information(
     arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (photons, background, x_px, y_px)))
     shape = arrays[0].shape
     n_all, b_all, x_all, y_all = (torch.from_numpy(np.ascontiguousarray(a).reshape(-1)) for a in arrays)
+    rv_all = _read_var_windows(read_var, shape, roi)
 
     out = np.empty((n_all.numel(), len(params), len(params)), dtype=np.float64)
     chunk = max(1, _CHUNK_VALUES // (len(params) * roi * roi))
     for start in range(0, n_all.numel(), chunk):
         sl = slice(start, start + chunk)
-        out[sl] = _fisher_flat(n_all[sl], b_all[sl], x_all[sl], y_all[sl], sigma, roi, read_noise, qe, params)
+        out[sl] = _fisher_flat(n_all[sl], b_all[sl], x_all[sl], y_all[sl], psf, roi, read_noise, qe, params,
+                               read_var=None if rv_all is None else rv_all[sl])
     return out.reshape(shape + (len(params), len(params)))
 
 
-def _fisher_flat(n, b, x, y, sigma, roi, read_noise, qe, params, psf=None, z=None) -> np.ndarray:
-    """Fisher matrices [M, P, P] of M emitters given as 1D float64 tensors (``psf`` default Gaussian ``sigma``)."""
-    psf = GaussianPSF(sigma) if psf is None else psf
+def _read_var_windows(read_var, shape, roi: int) -> torch.Tensor | None:
+    """Per-pixel read-noise variance broadcast to ``shape + (roi, roi)`` and flattened to [M, roi, roi]."""
+    if read_var is None:
+        return None
+    rv = np.asarray(read_var, dtype=np.float64)
+    if rv.ndim < 2 or rv.shape[-2:] != (roi, roi):
+        raise ValueError(f"read_var must end in the ROI's shape ({roi}, {roi}), got {rv.shape}")
+    if not (np.isfinite(rv).all() and (rv >= 0).all()):
+        raise ValueError("read_var must be finite and >= 0 (photo-electrons^2)")
+    return torch.from_numpy(np.array(np.broadcast_to(rv, tuple(shape) + (roi, roi))).reshape(-1, roi, roi))
+
+
+def _psf(sigma_px) -> PSF:
+    """The PSF of a ``sigma_px`` argument: a PSF as given, a float as the Gaussian of that width (> 0)."""
+    if not isinstance(sigma_px, PSF) and not float(sigma_px) > 0:
+        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    return as_psf(sigma_px)
+
+
+def _fisher_flat(n, b, x, y, psf, roi, read_noise, qe, params, z=None, read_var=None) -> np.ndarray:
+    """Fisher matrices [M, P, P] of M emitters given as 1D float64 tensors under ``psf``; ``read_var``
+    [M, R, R] each pixel's read-noise variance (e-^2) in place of ``read_noise**2``."""
     frac, d = psf.fractions(x, y, (roi, roi), z_nm=z, derivatives=True)  # [M, R(rows), R(cols)]
     n3 = n.view(-1, 1, 1)
-    mu_prime = qe * (n3 * frac + b.view(-1, 1, 1)) + read_noise**2
+    mu_prime = qe * (n3 * frac + b.view(-1, 1, 1)) + (read_noise**2 if read_var is None else read_var)
     grads = {"photons": qe * frac, "background": torch.full_like(frac, qe)}
     grads |= {k: qe * n3 * d[k] for k in ("x", "y", "z") if k in params}
     g = torch.stack([grads[p] for p in params], dim=1).flatten(2)  # [M, P, R*R]
@@ -139,7 +168,7 @@ def _fisher_flat(n, b, x, y, sigma, roi, read_noise, qe, params, psf=None, z=Non
 def crlb(
     photons,
     background,
-    sigma_px: float = 1.0,
+    sigma_px: float | PSF = 1.0,
     pixel_size_nm: float = PAPER_CAMERA.pixel_size_nm,
     read_noise: float = PAPER_CAMERA.read_noise,
     qe: float = 1.0,
@@ -148,6 +177,7 @@ def crlb(
     roi_size: int | None = None,
     params: Sequence[str] = PARAMETERS,
     camera: Camera | None = None,
+    read_var=None,
 ):
     """Cramer-Rao lower bounds of the x and y variance of an isolated emitter, in nm^2.
 
@@ -162,8 +192,8 @@ def crlb(
         Total incident photons of the emitter (> 0).
     background : float or array_like
         Incident background photons per pixel (>= 0).
-    sigma_px : float
-        Gaussian PSF standard deviation, in pixels.
+    sigma_px : float or PSF
+        Gaussian PSF standard deviation, in pixels, or the PSF.
     pixel_size_nm : float
         Camera pixel size projected into the sample, in nm.
     read_noise : float
@@ -178,7 +208,9 @@ def crlb(
         Estimated parameters, see :func:`fisher_information`.
     camera : Camera, optional
         If given, its ``pixel_size_nm``, ``read_noise`` and ``qe`` replace the arguments
-        of the same names.
+        of the same names (its per-pixel maps need the emitters' frame positions: :func:`crlb_at_truth`).
+    read_var : array_like, optional
+        Each ROI pixel's read-noise variance, photo-electrons^2 (:func:`fisher_information`).
 
     Returns
     -------
@@ -191,23 +223,24 @@ def crlb(
         raise ValueError(f"params must include 'x' and 'y', got {params}")
     if camera is not None:
         pixel_size_nm, read_noise, qe = camera.pixel_size_nm, camera.read_noise, camera.qe
-    info = fisher_information(photons, background, sigma_px, x_px, y_px, roi_size, read_noise, qe, params)
-    # The entries span many decades (1/px^2 vs 1/photon^2): invert the unit-diagonal
-    # (correlation-like) matrix and scale back, which keeps the inverse accurate.
-    scale = 1.0 / np.sqrt(np.diagonal(info, axis1=-2, axis2=-1))
-    inv = np.linalg.inv(info * scale[..., :, None] * scale[..., None, :])
-    inv = inv * scale[..., :, None] * scale[..., None, :]
+    info = fisher_information(photons, background, sigma_px, x_px, y_px, roi_size, read_noise, qe, params, read_var)
+    diag = inverse_diagonal(info)
     ix, iy = params.index("x"), params.index("y")
     a2 = float(pixel_size_nm) ** 2
-    cx, cy = inv[..., ix, ix] * a2, inv[..., iy, iy] * a2
+    cx, cy = diag[..., ix] * a2, diag[..., iy] * a2
     if cx.ndim == 0:
         return float(cx), float(cy)
     return cx, cy
 
 
-def _inverse_diag(info: np.ndarray) -> np.ndarray:
-    """Diagonal of the inverse of Fisher matrices [..., P, P], inverted on the unit-diagonal scale (the
-    entries span many decades: 1/px^2 against 1/photon^2)."""
+def inverse_diagonal(info):
+    """Diagonal [..., P] of the inverse of Fisher matrices [..., P, P] (numpy or torch): every CRLB of the
+    package. The entries span many decades (1/px^2 against 1/photon^2): the unit-diagonal (correlation-like)
+    matrix is inverted and scaled back, which keeps the inverse accurate."""
+    if isinstance(info, torch.Tensor):
+        s = torch.diagonal(info, dim1=-2, dim2=-1).clamp_min(1e-12).rsqrt()
+        inv = torch.linalg.inv_ex(info * s.unsqueeze(-1) * s.unsqueeze(-2))[0]
+        return torch.diagonal(inv, dim1=-2, dim2=-1) * s * s
     scale = 1.0 / np.sqrt(np.diagonal(info, axis1=-2, axis2=-1))
     inv = np.linalg.inv(info * scale[..., :, None] * scale[..., None, :])
     return np.diagonal(inv, axis1=-2, axis2=-1) * scale * scale
@@ -215,13 +248,14 @@ def _inverse_diag(info: np.ndarray) -> np.ndarray:
 
 def fisher_information_3d(photons, background, psf, z_nm, x_px=None, y_px=None, roi_size: int | None = None,
                           read_noise: float = PAPER_CAMERA.read_noise, qe: float = 1.0,
-                          params: Sequence[str] = PARAMETERS_3D) -> np.ndarray:
+                          params: Sequence[str] = PARAMETERS_3D, read_var=None) -> np.ndarray:
     """Fisher information (eq. 14) of an isolated emitter of a PSF object, z included.
 
     As :func:`fisher_information`, with ``psf`` a :class:`smlm_diffusers.optics.PSF` (an
     :class:`~smlm_diffusers.optics.AstigmaticPSF`: the information about z comes from the widths)
     and ``z_nm`` the emitter's axial position (nm, broadcast with the other arrays). Rows in the
-    order of ``params`` from ``("x", "y", "z", "photons", "background")``; z in nm (1/nm^2).
+    order of ``params`` from ``("x", "y", "z", "photons", "background")``; z in nm (1/nm^2). ``read_var``:
+    each ROI pixel's read-noise variance (e-^2), as :func:`fisher_information`'s.
     """
     params = tuple(params)
     if any(p not in PARAMETERS_3D for p in params) or len(set(params)) != len(params):
@@ -232,11 +266,13 @@ def fisher_information_3d(photons, background, psf, z_nm, x_px=None, y_px=None, 
     arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (photons, background, x_px, y_px, z_nm)))
     shape = arrays[0].shape
     flat = [torch.from_numpy(np.ascontiguousarray(a).reshape(-1)) for a in arrays]
+    rv_all = _read_var_windows(read_var, shape, roi)
     out = np.empty((flat[0].numel(), len(params), len(params)), dtype=np.float64)
     chunk = max(1, _CHUNK_VALUES // (len(params) * roi * roi))
     for start in range(0, flat[0].numel(), chunk):
         n, b, x, y, z = (t[start:start + chunk] for t in flat)
-        out[start:start + chunk] = _fisher_flat(n, b, x, y, None, roi, read_noise, qe, params, psf, z)
+        out[start:start + chunk] = _fisher_flat(n, b, x, y, psf, roi, read_noise, qe, params, z,
+                                                None if rv_all is None else rv_all[start:start + chunk])
     return out.reshape(shape + (len(params), len(params)))
 
 
@@ -249,33 +285,48 @@ def crlb_3d(photons, background, psf, z_nm, camera: Camera | None = None, x_px=N
     """
     camera = camera or PAPER_CAMERA
     info = fisher_information_3d(photons, background, psf, z_nm, x_px, y_px, roi_size, camera.read_noise, camera.qe)
-    diag = _inverse_diag(info)
+    diag = inverse_diagonal(info)
     a2 = float(camera.pixel_size_nm) ** 2
     out = diag[..., 0] * a2, diag[..., 1] * a2, diag[..., 2]
     return tuple(float(v) for v in out) if out[0].ndim == 0 else out
 
 
-def crlb_at_truth(gt, sigma_px: float, camera: Camera, roi_size: int | None = None):
+def crlb_at_truth(gt, sigma_px: float | PSF, camera: Camera, roi_size: int | None = None):
     """CRLB_x, CRLB_y (nm^2) of each ground-truth emitter at its true (x, y, photons, background).
 
     ``gt`` is a table with x_nm, y_nm, photons and (optionally) background columns. Each emitter
     sits in the central pixel of a square ROI at its true sub-pixel offset; all four
     parameters are estimated. This is the bound the RMSE/CRLB metric uses (docs/conventions.md).
+    With a camera with per-pixel maps, each pixel of an emitter's ROI has the read-noise variance of the frame
+    pixel under it (pixels past the frame's edge repeat the edge's).
+    ``sigma_px``: the Gaussian's width (pixels) or the PSF.
     """
-    roi = default_roi_size(sigma_px) if roi_size is None else int(roi_size)
+    roi = default_roi_size(_psf(sigma_px).sigma_px) if roi_size is None else int(roi_size)
     a = float(camera.pixel_size_nm)
     x = gt["x_nm"].to_numpy(np.float64) / a
     y = gt["y_nm"].to_numpy(np.float64) / a
     bg = gt["background"].to_numpy(np.float64) if "background" in gt else 0.0
     c = roi // 2
+    read_var = None
+    if camera.has_maps and len(x):
+        read_var = np.asarray(camera.read_variance(), np.float64)
+        if read_var.ndim == 2:  # the ROI's pixels, centred on the emitter's pixel
+            h, w = read_var.shape
+            offs = np.arange(roi) - c
+            rows = np.clip(np.floor(y).astype(np.int64)[:, None] + offs, 0, h - 1)
+            cols = np.clip(np.floor(x).astype(np.int64)[:, None] + offs, 0, w - 1)
+            read_var = read_var[rows[:, :, None], cols[:, None, :]]
+        else:
+            read_var = None
     return crlb(gt["photons"].to_numpy(np.float64), bg, sigma_px, x_px=c + np.mod(x, 1.0), y_px=c + np.mod(y, 1.0),
-                roi_size=roi, camera=camera)
+                roi_size=roi, camera=camera, read_var=read_var)
 
 
-def crlb_position_averaged(photons, background, sigma_px: float, camera: Camera, n_sub: int = 8) -> np.ndarray:
+def crlb_position_averaged(photons, background, sigma_px: float | PSF, camera: Camera,
+                           n_sub: int = 8) -> np.ndarray:
     """sqrt(CRLB_x + CRLB_y) (nm) of each photon level, averaged over an ``n_sub x n_sub`` grid of
     sub-pixel positions (the curve that RMSE of emitters at random positions is compared with)."""
-    roi = default_roi_size(sigma_px)
+    roi = default_roi_size(_psf(sigma_px).sigma_px)
     off = (np.arange(n_sub) + 0.5) / n_sub
     ox, oy = np.meshgrid(off, off)
     p = np.asarray(photons, dtype=np.float64)[:, None]
@@ -284,7 +335,7 @@ def crlb_position_averaged(photons, background, sigma_px: float, camera: Camera,
     return np.sqrt(np.mean(cx, axis=1) + np.mean(cy, axis=1))
 
 
-def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int, int], sigma_px: float,
+def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int, int], sigma_px: float | PSF,
                        camera: Camera = PAPER_CAMERA) -> tuple[np.ndarray, np.ndarray]:
     """CRLB_x, CRLB_y (nm^2) of every emitter of one frame when all are estimated jointly.
 
@@ -301,25 +352,31 @@ def crlb_configuration(x_px, y_px, photons, background: float, shape: tuple[int,
         Incident background photons per pixel.
     shape : (H, W)
         Frame size, pixels.
-    sigma_px : float
-        Gaussian PSF standard deviation, pixels.
+    sigma_px : float or PSF
+        Gaussian PSF standard deviation, pixels, or the PSF (in focus).
     camera : Camera
-        Pixel size, read noise and quantum efficiency.
+        Pixel size, read noise and quantum efficiency; with per-pixel maps (the frame's shape), each pixel's
+        read-noise variance.
     """
     x, y, n = (torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(-1) for v in (x_px, y_px, photons))
     e = len(x)
     if e == 0:
         return np.zeros(0), np.zeros(0)
     h, w = int(shape[0]), int(shape[1])
-    qe, rn = float(camera.qe), float(camera.read_noise)
-    ex, dex, _ = integrated_gaussian(x, w, sigma_px, derivatives=True)  # [E, W]
-    ey, dey, _ = integrated_gaussian(y, h, sigma_px, derivatives=True)  # [E, H]
+    camera.check_shape((h, w), "the frame")
+    qe, rn2, psf = float(camera.qe), camera.read_variance(x), _psf(sigma_px)
     nn = n[:, None, None]
-    mu = qe * (torch.einsum("eh,ew->hw", ey * n[:, None], ex) + float(background)) + rn**2
-    jac = torch.cat([qe * nn * ey[:, :, None] * dex[:, None, :], qe * nn * dey[:, :, None] * ex[:, None, :],
-                     qe * ey[:, :, None] * ex[:, None, :], torch.full((1, h, w), qe, dtype=x.dtype)]).flatten(1)
+    if psf.separable:  # products of the 1D profiles
+        (ex, dex), (ey, dey) = psf.profiles(x, y, (h, w), derivatives=True)  # [E, W], [E, H]
+        light = torch.einsum("eh,ew->hw", ey * n[:, None], ex)
+        parts = [qe * nn * ey[:, :, None] * dex[:, None, :], qe * nn * dey[:, :, None] * ex[:, None, :],
+                 qe * ey[:, :, None] * ex[:, None, :]]
+    else:
+        frac, d = psf.fractions(x, y, (h, w), derivatives=True)  # [E, H, W]
+        light = (nn * frac).sum(0)
+        parts = [qe * nn * d["x"], qe * nn * d["y"], qe * frac]
+    mu = qe * (light + float(background)) + rn2
+    jac = torch.cat(parts + [torch.full((1, h, w), qe, dtype=x.dtype)]).flatten(1)
     info = (jac / mu.flatten()) @ jac.T
-    s = torch.diagonal(info).clamp_min(1e-300).rsqrt()
-    inv = torch.linalg.inv(info * s[:, None] * s[None, :]) * s[:, None] * s[None, :]
-    d = torch.diagonal(inv).numpy() * float(camera.pixel_size_nm) ** 2
+    d = inverse_diagonal(info).numpy() * float(camera.pixel_size_nm) ** 2
     return d[:e], d[e:2 * e]

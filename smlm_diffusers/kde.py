@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .simulation.psf import render_psfs
+from .optics.gaussian import render_psfs
 
 
 def render_kde(

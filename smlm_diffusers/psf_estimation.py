@@ -85,6 +85,7 @@ def fit_spots(
     read_noise: float = 0.0,
     sigma_guess_px: float = 1.0,
     n_iter: int = 50,
+    read_var: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit pixel-integrated Gaussians + offset to spot windows by Poisson MLE.
 
@@ -98,6 +99,9 @@ def fit_spots(
         Start value of the PSF sigma, pixels.
     n_iter : int
         Levenberg-Marquardt iterations (all spots together).
+    read_var : array [K, w, w], optional
+        Each pixel's read-noise variance, photo-electrons^2 (an sCMOS camera's maps), instead of
+        ``read_noise**2``.
 
     Returns
     -------
@@ -112,8 +116,9 @@ def fit_spots(
     data = np.asarray(windows, dtype=np.float64)
     k, w, _ = data.shape
     edges = np.arange(w + 1, dtype=np.float64)
-    rn2 = float(read_noise) ** 2
+    rn2 = float(read_noise) ** 2 if read_var is None else np.asarray(read_var, np.float64).reshape(data.shape)
     floor = 1e-3  # smallest shifted expectation, keeps log(mu) finite
+    b_floor = floor - (rn2 if read_var is None else rn2.min(axis=(1, 2)))
 
     # start: background from the window's rim, photons from the excess, centroid of 3x3
     rim = np.concatenate([data[:, 0, :], data[:, -1, :], data[:, 1:-1, 0], data[:, 1:-1, -1]], axis=1)
@@ -129,7 +134,7 @@ def fit_spots(
     def clamp(t):
         t[:, 0:2] = np.clip(t[:, 0:2], 0.0, float(w))
         t[:, 2] = np.maximum(t[:, 2], 1.0)
-        t[:, 3] = np.maximum(t[:, 3], floor - rn2)
+        t[:, 3] = np.maximum(t[:, 3], b_floor)
         t[:, 4] = np.clip(t[:, 4], 0.2, float(w))
         return t
 
@@ -276,7 +281,7 @@ def estimate_psf(
         raise ValueError("frames contain NaN or infinite values")
     if sigma_guess_px <= 0:
         raise ValueError(f"sigma_guess_px must be > 0, got {sigma_guess_px}")
-    photons = np.asarray(camera.adu_to_photons(frames), dtype=np.float32)
+    photons = np.asarray(camera.adu_to_photons(frames), dtype=np.float32)  # each pixel's offset and gain with maps
 
     result = _estimate(photons, camera, sigma_guess_px, radius_px, threshold_snr, isolation_snr, isolation_px,
                        max_spots, n_iter, seed)
@@ -294,7 +299,13 @@ def _estimate(photons, camera, sigma_guess_px, radius_px, threshold_snr, isolati
     r = int(radius_px) if radius_px is not None else max(3, math.ceil(3.5 * sigma_guess_px))
     if 2 * r + 1 > min(h, w):
         raise ValueError(f"frames of {h} x {w} pixels are too small for fit windows of {2 * r + 1} pixels")
-    spots, n_bright = find_spots(photons, sigma_guess_px, r, threshold_snr, isolation_snr, isolation_px)
+    read_var = camera.read_variance() if camera.has_maps and camera.maps.variance is not None else None
+    detect = photons
+    if read_var is not None:  # noisy pixels of an sCMOS weighed down for detection: each pixel in its noise's units
+        level = np.median(photons, axis=(1, 2), keepdims=True).clip(0.0)
+        detect = level + (photons - level) * np.sqrt((level + camera.read_noise**2) / (level + read_var))
+    spots, n_bright = find_spots(detect.astype(np.float32), sigma_guess_px, r, threshold_snr, isolation_snr,
+                                 isolation_px)
     n_isolated = len(spots)
     if len(spots) > max_spots:
         rng = np.random.default_rng(seed)
@@ -309,7 +320,8 @@ def _estimate(photons, camera, sigma_guess_px, radius_px, threshold_snr, isolati
         rows = ri[:, None, None] + offs[None, :, None]
         cols = ci[:, None, None] + offs[None, None, :]
         windows = photons[fi[:, None, None], rows, cols].astype(np.float64)
-        theta, converged = fit_spots(windows, camera.read_noise, sigma_guess_px, n_iter)
+        theta, converged = fit_spots(windows, camera.read_noise, sigma_guess_px, n_iter,
+                                     None if read_var is None else read_var[rows, cols])
         x, y, n, b, s = theta.T
         centre = r + 0.5
         ok = (converged & (s > 0.3) & (s < r) & (n > 0)

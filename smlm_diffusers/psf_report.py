@@ -92,8 +92,9 @@ def estimate_document(est: dict, camera, stack: str, n_frames: int, total: int) 
             "n_spots": int(est["n_spots"]), "n_isolated": int(est["n_isolated"]),
             "n_candidates": int(est["n_candidates"]),
         },
-        # keys of the training configs' data section (train/configs/*.yaml), the camera as one block
-        "data": {"sigma_px": r(est["sigma_px"], 3), "camera": camera.to_dict()},
+        # keys of the training configs' data section (train/configs/*.yaml), the camera as one block (training
+        # simulates one uniform camera: an sCMOS camera's maps are summarised; optics: below keeps them)
+        "data": {"sigma_px": r(est["sigma_px"], 3), "camera": camera.uniform().to_dict()},
         # what ``smlm-diffusers localize --optics`` reads (smlm_diffusers.optics.Optics.from_yaml)
         "optics": {"camera": camera.to_dict(), "psf": {"type": "gaussian", "sigma_px": r(est["sigma_px"], 4)}},
     }

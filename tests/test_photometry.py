@@ -7,7 +7,7 @@ import torch
 import smlm_diffusers as sd
 from smlm_diffusers.localization import photometry
 from smlm_diffusers.localization.photometry import estimate_photometry, fit_frame
-from smlm_diffusers.simulation.psf import render_psfs
+from smlm_diffusers.optics.gaussian import render_psfs
 
 
 @pytest.mark.parametrize("solver", ["dense", "sparse"])

@@ -1,7 +1,7 @@
 """Physics of the simulator: noise statistics, pixel geometry, seeds, densities, KDE targets.
 
 Expected images are recomputed here with scipy.special.erf, independently of
-smlm_diffusers.simulation.psf.
+smlm_diffusers.optics.gaussian.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ MAX_STORED_SAMPLE_VALUES = 32_000_000  # float16 values of kept samples per run 
 # DeepSTORM mode (samples = 0), which has no such limit.
 MAX_DDPM_MPX_STEPS = 40.0
 MAX_READ_NOISE = 100.0  # e- rms
+MAX_MAP_MB = 8  # an sCMOS calibration map: float64 of the largest frame is 0.5 MB
+MAP_FIELDS = {"offset": "'Offset map (ADU)'", "variance": "'Read-noise variance map (ADU²)'",
+              "gain": "'Gain map (ADU / e⁻)'"}
 # the upload tab's field labels, as the camera check names them
 CAMERA_FIELDS = {"offset": "'Camera offset (ADU)'", "gain": "'Gain (ADU / e⁻)'",
                  "read_noise": "'Read noise (e⁻ rms)'"}
@@ -144,6 +147,50 @@ def check_camera(offset: float, gain: float, pixel_size_nm: float,
                          f"got {read_noise:g}.")
     return Camera(pixel_size_nm=float(pixel_size_nm), offset=float(offset), gain=float(gain),
                   read_noise=float(read_noise))
+
+
+def read_camera_map(path, name: str, frame_shape: tuple[int, int]) -> np.ndarray:
+    """An uploaded per-pixel calibration map (``name``: offset, variance or gain): a grey-level TIFF of one
+    image with the frames' rows and columns, finite; an InputError naming the field otherwise."""
+    field = MAP_FIELDS[name]
+    p = Path(path)
+    if p.suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"{field}: '{p.name}' is not a TIFF file: upload a float .tif/.tiff image [H, W].")
+    if not p.is_file() or p.stat().st_size == 0:
+        raise InputError(f"{field}: the upload of '{p.name}' failed or the file is empty.")
+    if p.stat().st_size > MAX_MAP_MB * 2**20:
+        raise InputError(f"{field}: '{p.name}' is {p.stat().st_size / 2**20:.0f} MB; a map of frames of at most "
+                         f"{MAX_FRAME_SIZE} x {MAX_FRAME_SIZE} px is under {MAX_MAP_MB} MB.")
+    try:
+        data = read_tiff_stack(p, max_frames=2)
+    except ValueError as err:
+        raise InputError(f"{field}: {str(err).replace(repr(os.fspath(p)), repr(p.name))}") from None
+    except Exception as err:  # corrupt files can raise anything inside tifffile
+        raise InputError(f"{field}: '{p.name}' could not be read as a TIFF ({type(err).__name__}).") from None
+    if data.shape[0] != 1:
+        raise InputError(f"{field}: '{p.name}' holds several images; a map is one image [H, W].")
+    h, w = (int(v) for v in frame_shape)
+    if data.shape[1:] != (h, w):
+        flipped = " (transposed? a map has the frames' rows and columns)" if data.shape[1:] == (w, h) else ""
+        raise InputError(f"{field}: '{p.name}' is {data.shape[1]} x {data.shape[2]} pixels but the frames are "
+                         f"{h} x {w}{flipped}.")
+    return data[0]
+
+
+def add_camera_maps(camera: Camera, frame_shape: tuple[int, int], offset_map=None, variance_map=None,
+                    gain_map=None) -> Camera:
+    """``camera`` with the uploaded sCMOS maps (TIFF paths; any may be missing: that kind stays the field's
+    value) checked by :func:`read_camera_map`; the camera itself when none is given."""
+    given = {k: v for k, v in (("offset", offset_map), ("variance", variance_map), ("gain", gain_map))
+             if v is not None and str(v) != ""}
+    if not given:
+        return camera
+    maps = {k: read_camera_map(v, k, frame_shape) for k, v in given.items()}
+    try:
+        return camera.with_maps(**maps)
+    except ValueError as err:
+        name = next((k for k in maps if k in str(err)), None)
+        raise InputError(f"{MAP_FIELDS[name] + ': ' if name else ''}{err}.") from None
 
 
 def check_camera_fits(frames: np.ndarray, camera: Camera) -> list[str]:

@@ -55,7 +55,8 @@ def _windows(photons, frame, row, col, radius):
 def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, threshold_snr: float = 6.0,
                 radius_px: int | None = None, min_photons: float = 50.0, min_snr: float = 5.0,
                 extra_starts_nm: tuple = (), detect_too: bool = True, neighbours: bool = True) -> pd.DataFrame:
-    """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D).
+    """3D localizations of frames [F, H, W] (ADU) under ``optics`` (its PSF must be 3D; its camera's per-pixel
+    maps, if any, give each pixel's offset, gain and read noise to the fits).
 
     ``seeds`` (frame, x_nm, y_nm, optionally z_nm: a 3D network's, :func:`network_seeds_3d`), e.g. the
     network's detections, are fitted, with the detector's spots too unless ``detect_too`` is False (a 2D
@@ -69,7 +70,7 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
     psf, cam = optics.psf, optics.camera
     if psf.ndim != 3:
         raise ValueError("localize_3d needs a 3D PSF (optics.psf.ndim == 3)")
-    photons = np.asarray(cam.adu_to_photons(np.asarray(frames_adu, np.float64)))
+    photons = np.asarray(cam.adu_to_photons(np.asarray(frames_adu, np.float64)))  # per pixel with maps
     if photons.ndim == 2:
         photons = photons[None]
     if radius_px is None:
@@ -86,7 +87,8 @@ def localize_3d(frames_adu, optics: Optics, seeds: pd.DataFrame | None = None, t
     z0 = None
     if seeds is not None and "z_nm" in seeds.columns:  # the network's z for its seeds, the widths' for the rest
         win = _filled_windows(photons, frame, row, col, radius_px)
-        ell = fit_elliptical(win, cam.read_noise, psf.sigma_px, n_iter=30)
+        ell = fit_elliptical(win, cam.read_noise, psf.sigma_px, n_iter=30,
+                             read_var=_read_var_windows(cam, frame, row, col, radius_px))
         z0 = seed_z(psf, ell.theta[:, 4], ell.theta[:, 5])
         z0[:len(seeds)] = seeds["z_nm"].to_numpy(np.float64)
     keep = dict(min_photons=min_photons, min_snr=min_snr, extra_starts_nm=extra_starts_nm)
@@ -105,6 +107,15 @@ def _filled_windows(photons, frame, row, col, radius_px):
     return np.where(inside, win, fill[:, None, None])
 
 
+def _read_var_windows(camera, frame, row, col, radius_px):
+    """Each window's per-pixel read-noise variance [K, R, R] (e-^2) from an sCMOS camera's maps, filled as the
+    data are outside the frame; None for a camera without a variance map (its scalar read noise serves)."""
+    if not (camera.has_maps and camera.maps.variance is not None):
+        return None
+    var = np.asarray(camera.read_variance(), np.float64)[None]
+    return _filled_windows(var, np.zeros_like(frame), row, col, radius_px)
+
+
 def _fit(photons, frame, row, col, z0, optics: Optics, radius_px: int, minus=None, min_photons=50.0, min_snr=5.0,
          extra_starts_nm=()) -> pd.DataFrame:
     """The 3D MLE in the windows around (row, col) (less ``minus``, other molecules' photons), as a table of
@@ -113,7 +124,8 @@ def _fit(photons, frame, row, col, z0, optics: Optics, radius_px: int, minus=Non
     win = _filled_windows(photons, frame, row, col, radius_px)
     if minus is not None:
         win = win - minus
-    fit = fit_3d(win, psf, cam.read_noise, z0_nm=z0, extra_starts_nm=extra_starts_nm)
+    fit = fit_3d(win, psf, cam.read_noise, z0_nm=z0, extra_starts_nm=extra_starts_nm,
+                 read_var=_read_var_windows(cam, frame, row, col, radius_px))
     x, y, z, n, b = fit.theta.T
     lo, hi = psf.z_range_nm
     snr = n / np.sqrt(np.maximum(fit.crlb[:, 3], 1e-12))

@@ -1,13 +1,16 @@
 """Refinement of localizations on the camera frames: joint Poisson maximum likelihood, CRLB, splitting.
 
-Model (paper eqs. 2-7). A pixel k in photo-electrons, ``d_k = (ADU - offset) / gain``, is Poisson signal
-plus Gaussian read noise r (eq. 3). The Poisson-normal approximation (eqs. 5-6) treats
-``d'_k = d_k + r^2`` as Poisson with mean
+Model (paper eqs. 2-7). A pixel k in photo-electrons, ``d_k = (ADU_k - o_k) / g_k``, is Poisson signal
+plus Gaussian read noise of variance ``r_k^2 = sigma_k^2 / g_k^2`` (eqs. 3-4: offset o_k, gain g_k and
+read-noise variance sigma_k^2 in ADU^2 are each pixel's own on an sCMOS camera with per-pixel maps, one value
+for every pixel otherwise; :class:`~smlm_diffusers.simulation.camera.Camera`). The Poisson-normal
+approximation (eqs. 5-6) treats ``d'_k = d_k + r_k^2`` as Poisson with mean
 
-    mu'_k = qe * (sum_m N_m PSF_m(k) + b) + L_k + r^2,
+    mu'_k = qe * (sum_m N_m PSF_m(k) + b) + L_k + r_k^2,
 
-where ``PSF_m`` is the simulator's pixel-integrated Gaussian at (x_m, y_m) (eq. 2,
-:func:`~smlm_diffusers.simulation.psf.integrated_gaussian_1d`, so the fit is unbiased on simulated data),
+where ``PSF_m`` is the PSF's pixel fractions at (x_m, y_m) (a :class:`~smlm_diffusers.optics.PSF`, the
+simulator's own: eq. 2's pixel-integrated Gaussian of ``sigma_px`` by default, so the fit is unbiased on
+simulated data),
 ``N_m`` the incident photons of molecule m, ``b`` a constant local background (photons per pixel) and
 ``L_k`` the light of molecules outside the cluster, held fixed. The fit minimises the negative
 log-likelihood of eq. 7, ``sum_k mu'_k - d'_k log mu'_k``, over (x, y, N) of every molecule of a cluster
@@ -23,7 +26,7 @@ beyond its molecules' pixels (masked outside the frame). Fit quality is the Pois
 ``2 sum [d' log(d' / mu') - (d' - mu')] / n``, over the 2-sigma window of each molecule: about 1 where the
 model explains the data. A molecule that fits badly is tried as two, seeded along the principal axis of
 its light; the pair is kept where the likelihood ratio beats a BIC-style penalty (as in ThunderSTORM's
-multi-emitter fitting). Batched engine: :mod:`smlm_diffusers.localization._mle`.
+multi-emitter fitting). Batched engine: :mod:`smlm_diffusers.localization.mle`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ import pandas as pd
 import torch
 
 from ..columns import FIT_FLAGS, REFINE_COLUMNS  # noqa: F401 (the table's columns; re-exported)
+from ..optics.psf import PSF, as_psf
 from ..simulation.camera import Camera
-from ._mle import (_assess, _check, _clusters, _fisher, _fixed_light, _free, _groups, _host, _lm, _local,
-                   _objective, _per_molecule, _start, _State, _store)
+from . import mle
+from .mle import host, local
 
 
-def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, max_shift, min_photons_e):
+def _split_round(groups, results, state, labels, cand, psf, n_iter, penalty, max_shift, min_photons_e):
     """Try every candidate as a pair in its cluster; keep the best pair per cluster that beats the penalty.
     Updates ``state`` in place; returns the new molecules' parents (rows of ``state``) and the new labels."""
     parents, new_labels = [], []
@@ -50,22 +54,18 @@ def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, m
         if len(q_col) == 0:
             continue
         sub = g.subset(q_col)
-        x, y, n, b = _local(sub, state)
+        x, y, n, b = local(sub, state)
         q = torch.arange(len(q_col), device=x.device)
-        cxx, cyy, cxy = (c[q_slot, q_col] for c in res["cov"])
-        lam1 = 0.5 * (cxx + cyy) + torch.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy**2)
-        theta = 0.5 * torch.atan2(2.0 * cxy, cxx - cyy)  # principal axis of the molecule's light
-        half = torch.sqrt((lam1 - res["var_model"][q_slot, q_col]).clamp_min(0.0)).clamp(0.25, 1.25)
+        hx, hy = mle.pair_offsets(*(c[q_slot, q_col] for c in res["cov"]), res["var_model"][q_slot, q_col])
         cx, cy = res["mx"][q_slot, q_col] - sub.c0, res["my"][q_slot, q_col] - sub.r0
-        hx, hy = half * torch.cos(theta), half * torch.sin(theta)
         xp, yp, np_ = x.clone(), y.clone(), n.clone()
         xp[q_slot, q], yp[q_slot, q], np_[q_slot, q] = cx + hx, cy + hy, 0.5 * n[q_slot, q]
         xp, yp = torch.cat([xp, (cx - hx)[None]]), torch.cat([yp, (cy - hy)[None]])
         np_ = torch.cat([np_, 0.5 * n[q_slot, q][None]])
         real = torch.cat([sub.real, torch.ones_like(sub.real[:1])])
         frozen = torch.cat([state.frozen[sub.idx], torch.zeros_like(sub.real[:1])])
-        nll_single = _objective(sub, x, y, n, b, None, sigma, grad=False)[0]
-        xp, yp, np_, bp, nll = _lm(sub, xp, yp, np_, b, _free(real, frozen), sigma, n_iter)[:5]
+        nll_single = mle.objective(sub, x, y, n, b, None, psf, grad=False)[0]
+        xp, yp, np_, bp, nll = mle.fit_group(sub, xp, yp, np_, b, mle.free_mask(real, frozen), psf, n_iter)[:5]
         # valid: every member near its seed (a pair may straddle its parent's), both halves bright enough
         parent = sub.idx[q_slot, q]
         sx = torch.cat([state.x0[sub.idx], state.x0[parent][None]]) - sub.c0
@@ -79,7 +79,7 @@ def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, m
         good = near.all(0) & bright & torch.isfinite(score) & (score > 0)
         if not bool(good.any()):
             continue
-        score = _host(torch.where(good, score, torch.full_like(score, -math.inf)))
+        score = host(torch.where(good, score, torch.full_like(score, -math.inf)))
         best = pd.Series(score).groupby(sub.cids).idxmax().to_numpy()
         best = torch.as_tensor(best[np.isfinite(score[best])], device=x.device)
         par = parent[best]
@@ -88,7 +88,7 @@ def _split_round(groups, results, state, labels, cand, sigma, n_iter, penalty, m
                      y0=state.y0[par], frame=state.frame[par], ok=state.ok[par], frozen=torch.zeros_like(state.ok[par]))
         acc = sub.subset(best)
         acc.idx, acc.real = torch.cat([acc.idx, new_rows[None]]), real[:, best]
-        _store(acc, state, xp[:, best], yp[:, best], np_[:, best], bp[best])
+        mle.store(acc, state, xp[:, best], yp[:, best], np_[:, best], bp[best])
         parents.append(par)
         new_labels.append(acc.cids)
     if parents:
@@ -151,7 +151,7 @@ class RefineSettings:
         return lambda n_pix: torch.full_like(n_pix, float(self.split_penalty))
 
 
-def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: float, *, split: bool = True,
+def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: float | PSF, *, split: bool = True,
                   write_sigma: bool = False, dtype: torch.dtype = torch.float32, **settings) -> pd.DataFrame:
     """Refine localizations by a joint Poisson maximum-likelihood fit on the frames (module docstring).
 
@@ -164,9 +164,11 @@ def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: floa
         outer top-left corner is (0, 0)); optional ``photons`` (incident photons) and ``background``
         (incident photons per pixel) start the fit, otherwise a weighted least-squares fit at the seeds does.
     camera : Camera
-        Offset, gain, read noise (e- rms), quantum efficiency and pixel size of the frames.
-    sigma_px : float
-        Gaussian PSF standard deviation, camera pixels.
+        Offset, gain, read noise (e- rms), quantum efficiency and pixel size of the frames; its per-pixel maps,
+        if any, must have the frames' rows and columns.
+    sigma_px : float or PSF
+        Gaussian PSF standard deviation, camera pixels, or the PSF (a :class:`~smlm_diffusers.optics.PSF`; a 3D
+        PSF is fitted in focus). Windows, links and deviance windows scale with its ``sigma_px``.
     split : bool
         Try badly fitting molecules (``fit_deviance > split_deviance``) as two emitters.
     write_sigma : bool
@@ -192,26 +194,28 @@ def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: floa
     """
     opts = RefineSettings(**settings)
     frames, locs = _checked(frames_adu, locs, sigma_px)
+    psf = as_psf(sigma_px)
     out_cols = list(locs.columns) + [c for c in ["photons", "background"] + REFINE_COLUMNS if c not in locs.columns]
     if write_sigma:
         out_cols += [c for c in ("sigma_x_nm", "sigma_y_nm") if c not in out_cols]
     if len(locs) == 0:
         return locs.reindex(columns=out_cols)
     f_np = locs["frame"].to_numpy(np.int64)
-    a, qe, rn = float(camera.pixel_size_nm), float(camera.qe), float(camera.read_noise)
+    a, qe = float(camera.pixel_size_nm), float(camera.qe)
     x_np, y_np = locs["x_nm"].to_numpy(np.float64) / a, locs["y_nm"].to_numpy(np.float64) / a
-    sigma, dev, m = float(sigma_px), frames.device, len(locs)
-    run = _Run(sigma, rn, tuple(frames.shape[-2:]), opts.n_iter,
-               int(math.ceil(3.0 * sigma)) if opts.roi_half_px is None else int(opts.roi_half_px),
-               (camera.adu_to_photons(frames.to(dtype)) + rn**2).clamp_min(0.0))  # d' of eq. 6
+    sigma, dev, m = psf.sigma_px, frames.device, len(locs)
+    camera.check_shape(frames.shape)
+    run = _Run(psf, camera.read_variance(frames.to(dtype)), tuple(frames.shape[-2:]), opts.n_iter,
+               mle.fit_window(psf) if opts.roi_half_px is None else int(opts.roi_half_px),
+               mle.camera_electrons(frames, camera, dtype))  # d' of eq. 6, each pixel's own
     t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
-    state = _State(t(x_np), t(y_np), t(np.zeros(m)), t(np.zeros(m)), t(x_np), t(y_np),
+    state = mle.State(t(x_np), t(y_np), t(np.zeros(m)), t(np.zeros(m)), t(x_np), t(y_np),
                    torch.as_tensor(f_np, device=dev), torch.ones(m, dtype=torch.bool, device=dev),
                    torch.zeros(m, dtype=torch.bool, device=dev))
-    labels = _clusters(f_np, x_np, y_np, 3.0 * sigma if opts.link_px is None else float(opts.link_px),
+    labels = mle.clusters(f_np, x_np, y_np, 3.0 * sigma if opts.link_px is None else float(opts.link_px),
                        opts.max_cluster)
     roi = (np.floor(y_np).astype(np.int64), np.floor(x_np).astype(np.int64))
-    groups = _groups(labels, state, run.electrons, roi, run.half)
+    groups = mle.groups_of(labels, state, run.electrons, roi, run.half)
     given = None
     if {"photons", "background"} <= set(locs.columns):
         given = tuple(t(locs[c].to_numpy(np.float64)) * qe for c in ("photons", "background"))
@@ -219,21 +223,21 @@ def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: floa
     min_e = float(opts.min_photons) * qe
     run.fallback(groups, fits, state, opts.max_shift_px, min_e)
     half_dev = int(math.ceil(2.0 * sigma))
-    results = [_assess(g, state, fit, sigma, half_dev, split) for g, fit in zip(groups, fits)]
+    results = [mle.assess(g, state, fit, psf, half_dev, split) for g, fit in zip(groups, fits)]
     groups, results, labels, split_flag, parent = _split_rounds(
         run, opts, groups, results, state, labels, roi, split, min_e, half_dev)
-    crlb_x, crlb_y, deviance = (_per_molecule(groups, results, k, len(state.x), state.x)
+    crlb_x, crlb_y, deviance = (mle.per_molecule(groups, results, k, len(state.x), state.x)
                                 for k in ("crlb_x", "crlb_y", "deviance"))
     flag, move = _keep_seeds(state, crlb_x + crlb_y, split_flag, opts.seed_consistency)
-    par = _host(parent)
-    nm = lambda v: _host(v).astype(np.float64) * a  # noqa: E731
+    par = host(parent)
+    nm = lambda v: host(v).astype(np.float64) * a  # noqa: E731
     out = locs.iloc[par].reset_index(drop=True)
     out["x_nm"], out["y_nm"] = nm(state.x), nm(state.y)
     out["photons"], out["background"] = nm(state.n) / (a * qe), nm(state.b) / (a * qe)
     out["crlb_x_nm"], out["crlb_y_nm"] = nm(crlb_x.clamp_min(0.0).sqrt()), nm(crlb_y.clamp_min(0.0).sqrt())
-    out["fit_deviance"] = _host(deviance).astype(np.float64)
+    out["fit_deviance"] = host(deviance).astype(np.float64)
     out["refine_ok"], out["fit_flag"] = flag == "ok", flag
-    out["split"], out["cluster_size"] = _host(split_flag), np.bincount(labels)[labels]
+    out["split"], out["cluster_size"] = host(split_flag), np.bincount(labels)[labels]
     if write_sigma:  # where the seed was kept, its disagreement with the fit widens the bound
         out["sigma_x_nm"] = np.hypot(out["crlb_x_nm"], nm(move))
         out["sigma_y_nm"] = np.hypot(out["crlb_y_nm"], nm(move))
@@ -241,13 +245,13 @@ def refine_frames(frames_adu, locs: pd.DataFrame, camera: Camera, sigma_px: floa
     return out.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)[out_cols]
 
 
-def _checked(frames_adu, locs: pd.DataFrame, sigma_px: float) -> tuple[torch.Tensor, pd.DataFrame]:
+def _checked(frames_adu, locs: pd.DataFrame, sigma_px) -> tuple[torch.Tensor, pd.DataFrame]:
     """The frames as a tensor [F, H, W] and the seeds with a fresh index, or a ValueError saying what is wrong."""
     frames = frames_adu if isinstance(frames_adu, torch.Tensor) else torch.as_tensor(np.asarray(frames_adu))
     frames = frames.unsqueeze(0) if frames.ndim == 2 else frames
     if frames.ndim != 3:
         raise ValueError(f"frames_adu must be [F, H, W] or [H, W], got shape {tuple(frames.shape)}")
-    if not sigma_px > 0:
+    if not isinstance(sigma_px, PSF) and not sigma_px > 0:
         raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
     missing = {"frame", "x_nm", "y_nm"} - set(locs.columns)
     if missing:
@@ -267,32 +271,32 @@ def _split_rounds(run, opts: RefineSettings, groups, results, state, labels, roi
     """Rounds of splitting badly fitting molecules into pairs (``opts.split_rounds``, none unless ``split``).
     Returns the groups, their assessments, the labels, which rows are halves of a split pair, and each
     row's parent (itself for the seeds' rows)."""
-    m, sigma = len(state.x), run.sigma
+    m = len(state.x)
     split_flag = torch.zeros(m, dtype=torch.bool, device=state.x.device)
     parent = torch.arange(m, device=state.x.device)
     for _ in range(opts.split_rounds if split else 0):
-        deviance = _per_molecule(groups, results, "deviance", len(state.x), state.x)
+        deviance = mle.per_molecule(groups, results, "deviance", len(state.x), state.x)
         cand = (deviance > opts.split_deviance) & state.ok & ~split_flag & ~state.frozen
         if not bool(cand.any()):
             break
-        parents, labels = _split_round(groups, results, state, labels, cand, sigma, opts.n_iter + 4, opts.penalty(),
+        parents, labels = _split_round(groups, results, state, labels, cand, run.psf, opts.n_iter + 4, opts.penalty(),
                                        opts.max_shift_px, min_e)
         if len(parents) == 0:
             break
         split_flag = torch.cat([split_flag, torch.ones_like(parents, dtype=torch.bool)])
         split_flag[parents] = True
         parent = torch.cat([parent, parents])
-        roi = (np.r_[roi[0], roi[0][_host(parents)]], np.r_[roi[1], roi[1][_host(parents)]])
-        groups = _groups(labels, state, run.electrons, roi, run.half)
-        _fixed_light(groups, state, run.shape, sigma, run.read_noise)
-        results = [_assess(g, state, _fisher(g, state, sigma), sigma, half_dev, split) for g in groups]
+        roi = (np.r_[roi[0], roi[0][host(parents)]], np.r_[roi[1], roi[1][host(parents)]])
+        groups = mle.groups_of(labels, state, run.electrons, roi, run.half)
+        mle.fixed_light(groups, state, run.shape, run.psf, run.read_var)
+        results = [mle.assess(g, state, mle.fisher_at(g, state, run.psf), run.psf, half_dev, split) for g in groups]
     return groups, results, labels, split_flag, parent
 
 
 def _keep_seeds(state, bound2, split_flag, seed_consistency):
     """``fit_flag`` per row, and how far (pixels) each fit moved where its seed was kept (``seed_consistency``,
     :class:`RefineSettings`); moves those rows of ``state`` back to their seeds."""
-    flag = np.where(_host(state.ok), "ok", "runaway").astype(object)
+    flag = np.where(host(state.ok), "ok", "runaway").astype(object)
     move = torch.zeros_like(state.x)
     if seed_consistency is None:
         return flag, move
@@ -306,7 +310,7 @@ def _keep_seeds(state, bound2, split_flag, seed_consistency):
     if int(ok.sum()) >= 20:
         seed2 = float((move2[ok].median() / (2.0 * math.log(2.0)) - 0.5 * bound2[ok].median()).clamp_min(0.0))
     far = (move2 > float(seed_consistency) ** 2 * (bound2 + 2.0 * seed2)) & ok
-    flag[_host(far)] = "seed_kept"
+    flag[host(far)] = "seed_kept"
     move = torch.where(far, move2.sqrt(), move)
     state.x, state.y = torch.where(far, state.x0, state.x), torch.where(far, state.y0, state.y)
     return flag, move
@@ -316,8 +320,8 @@ def _keep_seeds(state, bound2, split_flag, seed_consistency):
 class _Run:
     """The fixed settings of one call and the starts, passes and fallbacks of the fit."""
 
-    sigma: float
-    read_noise: float
+    psf: PSF
+    read_var: float | torch.Tensor  # read-noise variance, e-^2: the camera's, or each pixel's [H, W]
     shape: tuple[int, int]
     n_iter: int
     half: int
@@ -326,9 +330,9 @@ class _Run:
     def refit(self, g, fits, gi, state, cols=None):
         """Fit a group (or the clusters ``cols`` of it) from the current state; store state and Fisher matrices."""
         sub = g if cols is None else g.subset(cols)
-        x, y, n, b, _, hess, mu = _lm(sub, *_local(sub, state), _free(sub.real, state.frozen[sub.idx]), self.sigma,
-                                      self.n_iter)
-        _store(sub, state, x, y, n, b)
+        x, y, n, b, _, hess, mu = mle.fit_group(sub, *local(sub, state), mle.free_mask(sub.real, state.frozen[sub.idx]),
+                                                self.psf, self.n_iter)
+        mle.store(sub, state, x, y, n, b)
         if cols is None:
             fits[gi] = [hess, mu]
         else:
@@ -339,19 +343,19 @@ class _Run:
         clusters; or the given photons and background), then the passes of Levenberg-Marquardt."""
         for i in range(2):
             if i:
-                _fixed_light(groups, state, self.shape, self.sigma, self.read_noise)
+                mle.fixed_light(groups, state, self.shape, self.psf, self.read_var)
             for g in groups:
-                _store(g, state, *_local(g, state)[:2], *_start(g, state, self.sigma, self.read_noise))
+                mle.store(g, state, *local(g, state)[:2], *mle.start(g, state, self.psf, self.read_var))
         if given is not None:
             n_in, b_in = given
             use = torch.isfinite(n_in) & (n_in > 0) & torch.isfinite(b_in)
             state.n, state.b = torch.where(use, n_in, state.n), torch.where(use, b_in.clamp_min(0.0), state.b)
             for g in groups:  # one background per cluster
-                _store(g, state, *_local(g, state)[:3], (state.b[g.idx] * g.real).sum(0) / g.real.sum(0))
+                mle.store(g, state, *local(g, state)[:3], (state.b[g.idx] * g.real).sum(0) / g.real.sum(0))
         fits = [None] * len(groups)
         for p in range(max(1, n_passes)):
             before = [g.fixed for g in groups]
-            _fixed_light(groups, state, self.shape, self.sigma, self.read_noise)
+            mle.fixed_light(groups, state, self.shape, self.psf, self.read_var)
             for gi, g in enumerate(groups):
                 if p == 0:
                     self.refit(g, fits, gi, state)
@@ -365,7 +369,7 @@ class _Run:
 
     def fallback(self, groups, fits, state, max_shift, min_e):
         """Runaways back to the seed (flagged), their clusters refitted with those positions held."""
-        bad = _check(state, max_shift, min_e)
+        bad = mle.runaways(state, max_shift, min_e)
         if not bool(bad.any()):
             return
         state.ok &= ~bad
@@ -374,14 +378,14 @@ class _Run:
         lost = bad & ~(torch.isfinite(state.n) & (state.n > min_e))
         state.n = torch.where(lost, torch.full_like(state.n, max(min_e, 1.0)), state.n)
         state.b = torch.nan_to_num(state.b, nan=0.0, posinf=0.0).clamp_min(0.0)
-        _fixed_light(groups, state, self.shape, self.sigma, self.read_noise)
+        mle.fixed_light(groups, state, self.shape, self.psf, self.read_var)
         for gi, g in enumerate(groups):
             cols = torch.nonzero((bad[g.idx] & g.real).any(0), as_tuple=True)[0]
             if len(cols):
                 self.refit(g, fits, gi, state, cols)
                 # the bound treats the held positions as unknown, like every other
-                fits[gi][0][..., cols], fits[gi][1][..., cols] = _fisher(g.subset(cols), state, self.sigma)
-        again = _check(state, max_shift, min_e) & ~state.frozen
+                fits[gi][0][..., cols], fits[gi][1][..., cols] = mle.fisher_at(g.subset(cols), state, self.psf)
+        again = mle.runaways(state, max_shift, min_e) & ~state.frozen
         state.ok &= ~again
         state.x, state.y = torch.where(again, state.x0, state.x), torch.where(again, state.y0, state.y)
         state.n = torch.nan_to_num(state.n, nan=max(min_e, 1.0)).clamp_min(1e-3)

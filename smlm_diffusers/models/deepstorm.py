@@ -192,6 +192,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         offset: float | None = None,
         gain: float | None = None,
         read_noise: float | None = None,
+        camera: Camera | None = None,
     ) -> torch.Tensor:
         """ADU frames [B, H, W] or [B, 1, H, W] -> network input [B, 1, H, W].
 
@@ -200,14 +201,28 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         variance at any brightness, minus the frame's median (the background level), divided
         by ``input_scale``. It is per frame and independent of the photon and background
         levels, so the network sees SNR, not raw counts.
+
+        ``camera`` (instead of the three numbers) may carry per-pixel maps (an sCMOS,
+        :class:`~smlm_diffusers.simulation.camera.Camera`): each pixel's ``e = (ADU - o_k) / g_k``, then
+        :func:`shrink_noisy_pixels` (a pixel noisier than the camera's typical read noise is pulled towards what
+        its neighbours say, by its reliability), then the transform with the camera's scalar read noise, so
+        the network sees frames with the noise it was trained on. A camera without maps, or with maps that
+        hold one value, gives the scalar transform exactly.
         """
         cfg = self.config
-        offset = cfg.camera_offset if offset is None else offset
-        gain = cfg.camera_gain if gain is None else gain
-        read_noise = cfg.read_noise if read_noise is None else read_noise
         x = frames_adu if frames_adu.ndim == 4 else frames_adu.unsqueeze(1)
-        e = (x.float() - offset) / gain
-        v = 2.0 * torch.sqrt((e + read_noise**2 + 0.375).clamp_min(0.0))
+        if camera is not None:
+            xf = x.float()
+            e = camera.adu_to_photons(xf)  # per pixel with maps (their shape is checked there)
+            if camera.has_maps and camera.maps.variance is not None:
+                e = shrink_noisy_pixels(e, camera.read_variance(xf), camera.read_noise**2)
+            v = 2.0 * torch.sqrt((e + camera.read_noise**2 + 0.375).clamp_min(0.0))
+        else:
+            offset = cfg.camera_offset if offset is None else offset
+            gain = cfg.camera_gain if gain is None else gain
+            read_noise = cfg.read_noise if read_noise is None else read_noise
+            e = (x.float() - offset) / gain
+            v = 2.0 * torch.sqrt((e + read_noise**2 + 0.375).clamp_min(0.0))
         med = v.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
         return (v - med) / cfg.input_scale
 
@@ -239,7 +254,8 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         """KDE estimates [F, out_channels, 4H, 4W] (``[-1, 1]`` units, float32) of ADU frames of any size.
 
         Accepts numpy or torch, [H, W] or [F, H, W], integer or float. ``camera`` overrides
-        the offset, gain and read noise of the config. ``mixed_precision="bf16"`` runs the
+        the offset, gain and read noise of the config (per pixel where it has maps, :meth:`normalize`;
+        frames of another shape than its maps are refused). ``mixed_precision="bf16"`` runs the
         convolutions under bfloat16 autocast, ``"no"`` in float32, ``"auto"`` (default) bf16
         only where the device runs it natively (:mod:`~smlm_diffusers.models.precision`). On a
         CPU with AVX512-BF16 (one thread) bf16 gave 13-20 frames/s against 10-12, with Jaccard
@@ -263,9 +279,7 @@ class DeepSTORM(ModelMixin, ConfigMixin):
             compiled = self.device.type == "cpu" and not bf16
         net = self.inference_module() if compiled else (lambda x: self(x, clamp=True))
         frames = check_frames(frames_adu)
-        kwargs = {}
-        if camera is not None:
-            kwargs = dict(offset=camera.offset, gain=camera.gain, read_noise=camera.read_noise)
+        kwargs = {} if camera is None else {"camera": camera}
         was_training = self.training
         self.eval()
         out = []
@@ -309,6 +323,27 @@ class DeepSTORM(ModelMixin, ConfigMixin):
         self.train(was_training)
         self.__dict__["_inference_cache"] = (key, module)
         return module
+
+
+def shrink_noisy_pixels(e: torch.Tensor, read_var: torch.Tensor, typical: float) -> torch.Tensor:
+    """Frames in photo-electrons [B, 1, H, W] with each pixel whose read-noise variance ``read_var`` [H, W] (e-^2)
+    exceeds the ``typical`` one pulled towards the inverse-variance weighted mean ``m`` of its 8 neighbours:
+    ``e + (1 - a) (m - e)``, ``a = (B + typical) / (B + r_k^2)`` at the frame's background ``B`` (median e).
+
+    A hot pixel (the real sample's reach 445 e-^2 against a typical 1.3) is then about as noisy as the others,
+    and light on it is read from its neighbours, as the PSF's smoothness allows: the network, trained on one
+    uniform camera, sees neither spikes nor holes there (measured on frames simulated through the real maps:
+    false positives within 2 px of a noisy pixel 40 per 1000 rows, against 84 with a per-pixel Anscombe
+    transform and 157 with the offset and gain maps alone). The fits use the exact per-pixel likelihood."""
+    level = e.flatten(1).median(dim=1).values.view(-1, 1, 1, 1).clamp_min(0.0)
+    spread = level + read_var + 0.375
+    weight = 1.0 / spread
+    kernel = torch.ones(1, 1, 3, 3, dtype=e.dtype, device=e.device)
+    kernel[..., 1, 1] = 0.0
+    pad = lambda t: F.pad(t, (1, 1, 1, 1), mode="replicate")  # noqa: E731
+    m = F.conv2d(pad(e * weight), kernel) / F.conv2d(pad(weight.expand_as(e)), kernel)
+    a = ((level + typical + 0.375) / spread).clamp(max=1.0)  # 1 exactly where read_var is the typical one
+    return e + (1.0 - a) * (m - e)
 
 
 def check_frames(frames) -> torch.Tensor:

@@ -53,3 +53,17 @@ def integrated_gaussian_np(centre: np.ndarray, sigma: np.ndarray, n_pixels: int)
     g = np.exp(-0.5 * u * u) * (inv * _INV_SQRT_2PI)
     dg = d * g
     return cdf[1:] - cdf[:-1], g[:-1] - g[1:], (dg[:-1] - dg[1:]) * inv
+
+
+def render_psfs(x_px: torch.Tensor, y_px: torch.Tensor, photons: torch.Tensor, shape: tuple[int, int],
+                sigma_px) -> torch.Tensor:
+    """Expected signal photons [B, H, W] of isotropic Gaussians of emitters [B, E] (padding: 0 photons).
+
+    ``sigma_px`` is a float or a tensor [B, E] (the simulator draws a width per frame when it trains over a
+    range; one fixed PSF is :meth:`smlm_diffusers.optics.PSF.render`). Separable: one batched product,
+    ``sum_e photons_e * Ey_e[i] * Ex_e[j]``.
+    """
+    h, w = shape
+    ex = integrated_gaussian(x_px, w, sigma_px)  # [B, E, W]
+    ey = integrated_gaussian(y_px, h, sigma_px)  # [B, E, H]
+    return torch.einsum("beh,bew->bhw", ey * photons.unsqueeze(-1), ex)

@@ -7,6 +7,10 @@
       camera: {pixel_size_nm: 100.0, offset: 100.0, gain: 5.5, read_noise: 1.6, qe: 1.0}
       psf: {type: astigmatic, sigma0_x_px: ..., ...}
 
+An sCMOS camera's block may name per-pixel maps, float TIFFs [H, W] in the frames' rows and columns
+(paths relative to the YAML file): ``offset_map`` (ADU), ``variance_map`` (read-noise variance, ADU^2)
+and ``gain_map`` (ADU per photo-electron); :class:`~smlm_diffusers.simulation.camera.Camera`.
+
 A file may hold other sections beside ``optics:`` (an estimate's numbers, a calibration's
 residuals); a file whose top level is the camera and PSF blocks reads too.
 """
@@ -51,10 +55,11 @@ class Optics:
         return {"camera": self.camera.to_dict(), "psf": self.psf.to_dict()}
 
     @classmethod
-    def from_dict(cls, values: dict) -> Optics:
+    def from_dict(cls, values: dict, base_dir=None) -> Optics:
         """From :meth:`to_dict`'s output (or a document with an ``optics:`` section). Missing keys take the
         defaults; a key without a value (YAML ``null``, e.g. ``sigma_px:`` of an estimate that found too few
-        spots) or a number that is not finite raises ``ValueError`` naming the key."""
+        spots) or a number that is not finite raises ``ValueError`` naming the key. The camera's per-pixel maps
+        (``offset_map``, ``variance_map``, ``gain_map``: TIFF paths) are read relative to ``base_dir``."""
         where = "optics" if "optics" in values else ""
         values = values.get("optics", values)
         if not isinstance(values, dict):
@@ -72,7 +77,7 @@ class Optics:
             for k, v in block.items():
                 _check_value(f"{key}.{k}", v)
             blocks[name] = block
-        return cls(Camera.from_dict(blocks["camera"]), psf_from_dict(blocks["psf"]))
+        return cls(Camera.from_dict(blocks["camera"], base_dir=base_dir), psf_from_dict(blocks["psf"]))
 
     @classmethod
     def from_flat(cls, pixel_size_nm=None, camera_offset=None, camera_gain=None, read_noise=None,
@@ -99,7 +104,7 @@ class Optics:
         doc = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: expected a mapping with an 'optics:' section")
-        return cls.from_dict(doc)
+        return cls.from_dict(doc, base_dir=Path(path).parent)
 
     def replace(self, camera: Camera | None = None, psf: PSF | None = None) -> Optics:
         return Optics(self.camera if camera is None else camera, self.psf if psf is None else psf)

@@ -4,8 +4,11 @@ A :class:`PSF` maps emitter positions ``x_px, y_px`` (camera pixels, edge conven
 docs/conventions.md: x is the column, the image's outer top-left corner is (0, 0)) and, for a 3D PSF,
 the axial position ``z_nm`` (nm from the focal plane of the calibration, positive away from
 the objective as in the EPFL 2016 challenge) to the fraction of the emitter's photons that
-each pixel receives. Both models here are separable (elliptical) Gaussians, so one
-implementation serves them: a model only says its widths and centre offset at each z.
+each pixel receives, and its derivatives: every simulation, bound and fit of the package evaluates
+the PSF through this object. Both models here are separable (elliptical) Gaussians, so one
+implementation serves them (:class:`SeparablePSF`: a model only says its widths and centre offset
+at each z, and the 2D fit uses its 1D profiles); any other PSF subclasses :class:`PSF` and gives
+:meth:`PSF.fractions` with derivatives.
 
 - :class:`GaussianPSF`: the isotropic, z-independent Gaussian of the paper (eq. 2).
 - :class:`AstigmaticPSF`: the defocus model of Huang et al., Science 319:810 (2008),
@@ -15,6 +18,7 @@ implementation serves them: a model only says its widths and centre offset at ea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -25,18 +29,19 @@ DERIVATIVES = ("x", "y", "z")
 
 
 class PSF:
-    """Base class: pixel fractions ``[..., H, W]`` and their derivatives for emitters ``[...]``.
+    """Base class: the expected fraction of each emitter's photons per pixel, and its derivatives.
 
-    Subclasses give :meth:`axes`: per-axis widths (pixels) and centre offsets (pixels) at ``z_nm``
-    with their z-derivatives; ``ndim`` is 3 when the PSF depends on z.
+    A new PSF (a measured spline, a double helix, anything) subclasses this and gives
+    :meth:`fractions` (with ``derivatives``: d/dx, d/dy and, for a 3D PSF, d/dz) and :attr:`sigma_px`, a
+    representative width that sizes fit windows and cluster links; every simulation, bound and fit of the
+    package then evaluates it. Register its ``kind`` with :func:`register_psf` so that ``optics.yaml``
+    reads it. Separable PSFs (:class:`SeparablePSF`: an elliptical Gaussian per z) also give the 1D
+    profiles (:meth:`profiles`), the fast path of the 2D frame fit.
     """
 
     ndim = 2
     kind = "base"
-
-    def axes(self, z_nm: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``sx, sy, ox, oy`` (pixels) and ``dsx, dsy, dox, doy`` (pixels per nm) at ``z_nm``."""
-        raise NotImplementedError
+    separable = False
 
     def fractions(self, x_px, y_px, shape: tuple[int, int], z_nm=None, derivatives: bool = False):
         """Expected fraction of each emitter's photons per pixel.
@@ -55,13 +60,77 @@ class PSF:
         -------
         tensor [..., H, W] (and the dict of derivatives, each [..., H, W]).
         """
+        raise NotImplementedError
+
+    def render(self, x_px, y_px, photons, shape: tuple[int, int], z_nm=None) -> torch.Tensor:
+        """Expected signal photons [B, H, W] of emitters [B, E] (padding emitters: 0 photons)."""
+        out = torch.zeros(x_px.shape[:-1] + tuple(shape), dtype=x_px.dtype, device=x_px.device)
+        step = max(1, 2**22 // max(1, x_px[..., :1].numel() * shape[0] * shape[1]))  # bounded memory
+        for s in range(0, x_px.shape[-1], step):
+            sl = (..., slice(s, s + step))
+            frac = self.fractions(x_px[sl], y_px[sl], shape, None if z_nm is None else z_nm[sl])
+            out += torch.einsum("...e,...ehw->...hw", photons[sl], frac)
+        return out
+
+    @property
+    def sigma_px(self) -> float:
+        """A representative width (pixels): sizes fit windows (``ceil(3 sigma)``) and cluster links (``3 sigma``)."""
+        raise NotImplementedError
+
+    def pixel_variance(self) -> float:
+        """Variance per axis (px^2, the mean of x and y) of the light of an in-focus emitter over pixels: the
+        second moment a single emitter's light has (a pair's light has more)."""
+        half = int(math.ceil(6.0 * self.sigma_px))
+        side = 2 * half + 1
+        c = torch.tensor([half + 0.5], dtype=torch.float64)
+        frac = self.fractions(c, c, (side, side))[0]
+        centres = torch.arange(side, dtype=torch.float64) + 0.5
+        mass = frac.sum()
+        mx, my = (frac.sum(0) * centres).sum() / mass, (frac.sum(1) * centres).sum() / mass
+        vx = (frac.sum(0) * (centres - mx) ** 2).sum() / mass
+        vy = (frac.sum(1) * (centres - my) ** 2).sum() / mass
+        return float(0.5 * (vx + vy))
+
+    def to_dict(self) -> dict:
+        out = {"type": self.kind}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = [float(c) for c in v] if isinstance(v, (tuple, list)) else float(v)
+        return out
+
+
+class SeparablePSF(PSF):
+    """An elliptical Gaussian at each z: pixel fractions are the product of a column and a row profile.
+
+    Subclasses give :meth:`axes`: per-axis widths (pixels) and centre offsets (pixels) at ``z_nm`` with their
+    z-derivatives.
+    """
+
+    separable = True
+
+    def axes(self, z_nm: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``sx, sy, ox, oy`` (pixels) and ``dsx, dsy, dox, doy`` (pixels per nm) at ``z_nm``."""
+        raise NotImplementedError
+
+    def profiles(self, x_px, y_px, shape: tuple[int, int], z_nm=None, derivatives: bool = False):
+        """The column and row profiles ``ex`` [..., W], ``ey`` [..., H] whose outer product is :meth:`fractions`;
+        with ``derivatives`` ``(ex, dex/dx), (ey, dey/dy)`` (1/px)."""
         h, w = shape
         z = torch.zeros_like(x_px) if z_nm is None else torch.as_tensor(z_nm, dtype=x_px.dtype, device=x_px.device)
         a = self.axes(z)
         if not derivatives:
-            ex = integrated_gaussian(x_px + a["ox"], w, a["sx"])
-            ey = integrated_gaussian(y_px + a["oy"], h, a["sy"])
+            return integrated_gaussian(x_px + a["ox"], w, a["sx"]), integrated_gaussian(y_px + a["oy"], h, a["sy"])
+        ex, dex, _ = integrated_gaussian(x_px + a["ox"], w, a["sx"], True)
+        ey, dey, _ = integrated_gaussian(y_px + a["oy"], h, a["sy"], True)
+        return (ex, dex), (ey, dey)
+
+    def fractions(self, x_px, y_px, shape: tuple[int, int], z_nm=None, derivatives: bool = False):
+        h, w = shape
+        if not derivatives:
+            ex, ey = self.profiles(x_px, y_px, shape, z_nm)
             return ey.unsqueeze(-1) * ex.unsqueeze(-2)
+        z = torch.zeros_like(x_px) if z_nm is None else torch.as_tensor(z_nm, dtype=x_px.dtype, device=x_px.device)
+        a = self.axes(z)
         ex, dex, sex = integrated_gaussian(x_px + a["ox"], w, a["sx"], True)
         ey, dey, sey = integrated_gaussian(y_px + a["oy"], h, a["sy"], True)
         frac = ey.unsqueeze(-1) * ex.unsqueeze(-2)
@@ -72,12 +141,7 @@ class PSF:
         return frac, grads
 
     def render(self, x_px, y_px, photons, shape: tuple[int, int], z_nm=None) -> torch.Tensor:
-        """Expected signal photons [B, H, W] of emitters [B, E] (padding emitters: 0 photons)."""
-        h, w = shape
-        z = torch.zeros_like(x_px) if z_nm is None else z_nm
-        a = self.axes(z)
-        ex = integrated_gaussian(x_px + a["ox"], w, a["sx"])
-        ey = integrated_gaussian(y_px + a["oy"], h, a["sy"])
+        ex, ey = self.profiles(x_px, y_px, shape, z_nm)
         return torch.einsum("beh,bew->bhw", ey * photons.unsqueeze(-1), ex)
 
     def widths(self, z_nm):
@@ -91,16 +155,13 @@ class PSF:
         sx, sy = self.widths(0.0)
         return float(0.5 * (sx + sy))
 
-    def to_dict(self) -> dict:
-        out = {"type": self.kind}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = [float(c) for c in v] if isinstance(v, (tuple, list)) else float(v)
-        return out
+    def pixel_variance(self) -> float:
+        sx, sy = (float(v) for v in self.widths(0.0))
+        return 0.5 * (sx * sx + sy * sy) + 1.0 / 12.0  # a Gaussian's variance plus a pixel's (uniform)
 
 
 @dataclass(frozen=True)
-class GaussianPSF(PSF):
+class GaussianPSF(SeparablePSF):
     """Isotropic pixel-integrated Gaussian of standard deviation ``sigma_px`` (camera pixels)."""
 
     sigma_px: float = 1.0
@@ -109,6 +170,17 @@ class GaussianPSF(PSF):
     def __post_init__(self):
         if not self.sigma_px > 0:
             raise ValueError(f"sigma_px must be > 0, got {self.sigma_px}")
+
+    def profiles(self, x_px, y_px, shape: tuple[int, int], z_nm=None, derivatives: bool = False):
+        h, w = shape  # one width for every emitter: a float sigma, the fast path
+        if not derivatives:
+            return integrated_gaussian(x_px, w, self.sigma_px), integrated_gaussian(y_px, h, self.sigma_px)
+        ex, dex, _ = integrated_gaussian(x_px, w, self.sigma_px, True)
+        ey, dey, _ = integrated_gaussian(y_px, h, self.sigma_px, True)
+        return (ex, dex), (ey, dey)
+
+    def pixel_variance(self) -> float:
+        return self.sigma_px**2 + 1.0 / 12.0
 
     def axes(self, z_nm):
         s = torch.full_like(z_nm, float(self.sigma_px))
@@ -137,7 +209,7 @@ def _poly(z, coeffs):
 
 
 @dataclass(frozen=True)
-class AstigmaticPSF(PSF):
+class AstigmaticPSF(SeparablePSF):
     """Astigmatic 3D PSF: an elliptical Gaussian whose widths follow Huang et al. (2008).
 
     Parameters
@@ -188,7 +260,25 @@ class AstigmaticPSF(PSF):
         return dict(sx=sx, sy=sy, ox=ox, oy=oy, dsx=dsx, dsy=dsy, dox=dox, doy=doy)
 
 
-_KINDS = {"gaussian": GaussianPSF, "astigmatic": AstigmaticPSF}
+_KINDS: dict[str, type] = {}
+
+
+def register_psf(cls):
+    """Register a PSF class (a dataclass with a ``kind``) for :func:`psf_from_dict` and ``optics.yaml``; a
+    class decorator."""
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+register_psf(GaussianPSF)
+register_psf(AstigmaticPSF)
+
+
+def as_psf(psf) -> PSF:
+    """``psf`` itself, or the :class:`GaussianPSF` of a float sigma (pixels): the callers that pass ``sigma_px``."""
+    if isinstance(psf, PSF):
+        return psf
+    return GaussianPSF(float(psf))
 
 
 def psf_from_dict(values: dict) -> PSF:
@@ -205,4 +295,5 @@ def psf_from_dict(values: dict) -> PSF:
     return cls(**{k: (tuple(v) if isinstance(v, (list, tuple)) else float(v)) for k, v in values.items()})
 
 
-__all__ = ["PSF", "GaussianPSF", "AstigmaticPSF", "psf_from_dict", "DERIVATIVES"]
+__all__ = ["PSF", "SeparablePSF", "GaussianPSF", "AstigmaticPSF", "as_psf", "psf_from_dict", "register_psf",
+           "DERIVATIVES"]

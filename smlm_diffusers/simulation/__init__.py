@@ -1,14 +1,15 @@
 """Simulation of SMLM frames by the paper's image-formation model (eqs. 1-6)."""
 
-from .camera import PAPER_CAMERA, Camera
+from ..optics.gaussian import render_psfs  # the simulator's Gaussian (re-exported; it lives in optics)
+from .camera import PAPER_CAMERA, Camera, CameraMaps
 from .emitters import Emitters, filament_paths, sample_disc, sample_grid, sample_on_filaments, sample_uniform
 from .movies import Blinking, drift_trace, simulate_movie
-from .psf import integrated_gaussian_1d, integrated_gaussian_1d_derivative, render_psfs
 from .simulator import FrameSimulator, SimulatedBatch, emitters_to_dataframe, simulate, smooth_background
 
 __all__ = [
     "Blinking",
     "Camera",
+    "CameraMaps",
     "PAPER_CAMERA",
     "Emitters",
     "FrameSimulator",
@@ -16,8 +17,6 @@ __all__ = [
     "drift_trace",
     "emitters_to_dataframe",
     "filament_paths",
-    "integrated_gaussian_1d",
-    "integrated_gaussian_1d_derivative",
     "render_psfs",
     "sample_disc",
     "sample_grid",

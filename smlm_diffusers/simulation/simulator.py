@@ -16,7 +16,7 @@ import torch
 from ..optics.psf import PSF
 from .camera import Camera
 from .emitters import Emitters, Range, _uniform, filament_paths, sample_disc, sample_grid, sample_on_filaments, sample_uniform
-from .psf import render_psfs
+from ..optics.gaussian import render_psfs
 
 
 def smooth_background(
@@ -180,7 +180,9 @@ def simulate(
         the count through the disc's area), or isolated on a jittered grid (one emitter per
         ``spacing_px`` cell within +-``jitter_px`` of its centre; ``density`` is ignored).
     camera : Camera, optional
-        Defaults to the paper's camera (108 nm pixels, offset 100 ADU, gain 1, 1.6 e- read noise).
+        Defaults to the paper's camera (108 nm pixels, offset 100 ADU, gain 1, 1.6 e- read noise). A camera
+        with per-pixel maps (an sCMOS) exposes each pixel with its own offset, gain and read noise; the maps
+        must have ``shape``.
     margin_px : float
         Emitters are also drawn this far outside the field: their light enters the frame
         but they are not in the ground truth.
@@ -217,6 +219,7 @@ def simulate(
     if min(shape) < 1:
         raise ValueError(f"shape must be positive, got {shape}")
     camera = camera or Camera()
+    camera.check_shape(shape, "the simulated frames")  # per-pixel maps: one value per frame pixel
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be 'uniform', 'filaments', 'disc' or 'grid', got {structure!r}")
     gen = torch.Generator(device=device).manual_seed(int(seed))
