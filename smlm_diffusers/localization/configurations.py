@@ -3,9 +3,13 @@
 Each posterior KDE sample, localized on its own, is a guess at *which* molecules a frame holds; DeepSTORM's
 refined molecules are one more. Per cluster of nearby molecules the candidate configurations are the sets
 of molecules each source puts there (deduplicated; a sample that puts nothing there proposes the empty
-set). Every distinct configuration is fitted on the frame by the batched Poisson maximum-likelihood engine
-of :mod:`.refine` (positions, photons, one local background; the light of the other clusters held at
-DeepSTORM's fit), all configurations of a cluster on the same pixels, and weighed by its Laplace evidence.
+set), each doubtful DeepSTORM molecule tried as a pair (from several seed separations), and then, beside
+the cluster's best configuration, each sample's molecule on its own: added to it (a *birth*) or, near one
+of its members, in that member's place (a *move*), so that one good proposal wins without the rest of its
+sample's configuration. Every distinct configuration is fitted on the frame by the batched Poisson
+maximum-likelihood engine of :mod:`.refine` (positions, photons, one local background; the light of the
+other clusters held at DeepSTORM's fit), all configurations of a cluster on the same pixels, and weighed by
+its Laplace evidence; proposals whose fits converge to the same molecules count once.
 
 Evidence. With ``n`` emitters, parameters ``theta`` = (x, y, N) of each and the background b, the prior is a
 Poisson number of emitters of mean ``rho A`` (``rho`` emitters per pixel^2, ``A`` the field), positions
@@ -29,12 +33,21 @@ frame) and ``p_N`` a log-normal fitted to the photons of DeepSTORM's refined mol
 normalised evidences of a cluster's configurations (a configuration whose fit runs away, a member more
 than ``max_shift_px`` from its seed or with ``min_photons`` or fewer, gets none).
 
+``I`` is the whole Fisher matrix (``coupling`` 1): on four simulated pairs 0.8 px apart (2000 photons each,
+background 20) importance sampling of the pair-against-single log-odds agreed with it to 0.6-1.4, where each
+emitter's own block alone (``coupling`` 0, the earlier choice) understated the pair by 2.3-3.6. Where two
+members are closer than half a PSF sigma (``min_separation_px``) the likelihood is flat in their
+separation and the approximation fails (it rewards two emitters on one spot): such a configuration gets no
+weight, and the single it cannot be told from stands for it.
+
 Molecules are the union of the configurations' members, linked within ``merge_radius_nm`` (one-to-one per
 configuration, in descending weight). A molecule's ``probability`` is the total weight of the
 configurations that contain it, its position the weighted mean of its fits, and its sigma per axis
 ``sqrt(E_w[bound^2] + Var_w[position])`` over those configurations (the bound: sqrt(CRLB) of that
-configuration's fit). Clusters where every source agrees keep DeepSTORM's refined molecules (probability
-1, sigma its bound).
+configuration's fit). A molecule under the probability from which tables are read (0.5) is the
+unresolved neighbour of the nearest molecule over it: that molecule may stand for two emitters, and its
+variance gains the neighbour's probability times their offset squared. Clusters where every source agrees
+keep DeepSTORM's refined molecules (probability 1, sigma its bound).
 """
 
 from __future__ import annotations
@@ -48,10 +61,12 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from ..optics.psf import PSF, as_psf
 from ..simulation.camera import Camera
-from ..simulation.psf import integrated_gaussian_1d, render_psfs
-from ._mle import _clusters
-from .weighing import _finish, _merge_all, fit_configurations, merge_cluster, split_seeds  # noqa: F401 (API)
+from . import mle
+from .mle import camera_electrons  # noqa: F401 (API: frames to eq. 6's d')
+from .weighing import (_finish, _merge_all, concat_fits, dedupe_fits, fit_configurations,  # noqa: F401 (API)
+                       merge_cluster, split_seeds)
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -187,7 +202,7 @@ def arbitrate(
     detections: pd.DataFrame,
     n_samples: int,
     camera: Camera,
-    sigma_px: float,
+    sigma_px: float | PSF,
     *,
     link_radius_nm: float = 60.0,
     merge_radius_nm: float | None = None,
@@ -195,8 +210,12 @@ def arbitrate(
     max_cluster: int = 6,
     split: bool = True,
     split_mask: np.ndarray | None = None,
+    split_scales: tuple[float, ...] = (1.0, 0.6, 0.35),
     dispersion: bool = True,
-    coupling: float = 0.0,
+    coupling: float = 1.0,
+    min_separation_px: float = 0.5,
+    births: bool = True,
+    unresolved_below: float | None = 0.5,
     probability_floor: float = 0.1,
     photon_prior_width: float = 0.5,
     n_iter: int = 12,
@@ -216,8 +235,9 @@ def arbitrate(
         Localizations of every sample: frame, sample (0..n_samples-1), x_nm, y_nm.
     n_samples : int
         Samples per frame (a sample without detections in a cluster proposes the empty configuration there).
-    camera, sigma_px : Camera, float
-        The frames' camera; the Gaussian PSF's standard deviation, camera pixels.
+    camera, sigma_px : Camera, float or PSF
+        The frames' camera; the Gaussian PSF's standard deviation, camera pixels, or the PSF (its ``sigma_px``
+        sizes the windows, links and merge radius).
     link_radius_nm : float
         A sample's detection within this distance of a molecule proposes that molecule.
     merge_radius_nm : float, optional
@@ -225,6 +245,21 @@ def arbitrate(
     link_px, max_cluster : clusters: molecules closer than ``link_px`` (3 sigma_px), at most ``max_cluster``
     split : bool
         Also propose each DeepSTORM molecule as a pair (seeded along the principal axis of its light).
+    split_scales : tuple of float
+        The pair proposals' seed separations, as multiples of the one from the molecule's second moments
+        (several starts: the fit of a close pair finds a lopsided optimum from one start alone).
+    births : bool
+        Also propose, beside each cluster's best configuration without samples, each molecule that only
+        samples propose (a birth; a move where it lies within ``link_radius_nm`` of a member),
+        :func:`_birth_proposals`.
+    coupling, min_separation_px : float
+        The evidence's log det of the Fisher matrix: 1 the full matrix (Laplace's approximation itself), 0
+        each emitter's own block; a configuration with two members closer than ``min_separation_px`` gets
+        no weight (there the likelihood is flat in their separation and Laplace's approximation fails).
+    unresolved_below : float, optional
+        A molecule below this probability widens the sigma of the nearest molecule at or above it (within the
+        merge radius) by its probability times its offset squared: the hypothesis that that molecule is an
+        unresolved pair (:func:`~.weighing.merge_cluster`). None: no such term.
     probability_floor : float
         Molecules below this probability are left out of the table.
     photon_prior_width : float
@@ -243,113 +278,151 @@ def arbitrate(
         ``spread_y_nm`` (standard deviation of its position between configurations); ``sigma_x_nm`` =
         hypot(bound, spread). Sorted by frame, then y, x.
     """
-    a, qe, rn = float(camera.pixel_size_nm), float(camera.qe), float(camera.read_noise)
+    psf = as_psf(sigma_px)
+    sigma_px, a, qe = psf.sigma_px, float(camera.pixel_size_nm), float(camera.qe)
     electrons = camera_electrons(frames_adu, camera, dtype)
+    read_var = camera.read_variance(electrons)  # e-^2: the camera's, or each pixel's [H, W]
     base = base.reset_index(drop=True)
     out = base.assign(probability=1.0, n_samples=int(n_samples), bound_x_nm=base["sigma_x_nm"],
                       bound_y_nm=base["sigma_y_nm"], spread_x_nm=0.0, spread_y_nm=0.0)
     if len(detections) == 0 and len(base) == 0:
         return out
     s_frame, s_x, s_y, mem_slot, mem_src = link_proposals(base, detections, link_radius_nm)
+    n_linked = len(s_frame)  # slots n_base..n_linked-1: molecules that only samples propose
     xp, yp = s_x / a, s_y / a
-    cluster = _clusters(s_frame, xp, yp, 3.0 * sigma_px if link_px is None else float(link_px), max_cluster)
+    cluster = mle.clusters(s_frame, xp, yp, 3.0 * sigma_px if link_px is None else float(link_px), max_cluster)
     n_cl, n_src, n_base = int(cluster.max()) + 1, int(n_samples) + 1, len(base)
     bx, by, bn = (base[c].to_numpy(np.float64) * f for c, f in (("x_nm", 1 / a), ("y_nm", 1 / a), ("photons", qe)))
-    fixed_full = _render(electrons.shape, base["frame"].to_numpy(np.int64), bx, by, bn, sigma_px, dtype)
+    fixed_full = _render(electrons.shape, base["frame"].to_numpy(np.int64), bx, by, bn, psf, dtype)
     pair_cluster = np.repeat(np.arange(n_cl), n_src)  # proposals: DeepSTORM's and each sample's slots per cluster
     mem_pair = cluster[mem_slot] * n_src + (mem_src + 1)
     if split:  # ... and each DeepSTORM molecule as a pair, beside the others of its cluster
         xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair = _split_proposals(
             electrons, fixed_full, base, split_mask, (xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair,
-                                                      mem_src), (bx, by, bn), qe, sigma_px, rn)
+                                                      mem_src), (bx, by, bn), qe, psf, read_var, split_scales)
     configs = distinct_configurations(pair_cluster, mem_slot, mem_pair)
     amb = np.bincount(configs["cluster"].to_numpy(), minlength=n_cl) > 1  # clusters whose proposals differ
     if not amb.any():
         return _finish(out, [], base.columns)
     configs = configs[amb[configs["cluster"].to_numpy()]].reset_index(drop=True)
     members, cfg_cluster = _members(configs, mem_slot, mem_pair)
-    windows, frame_of = _cluster_windows(cluster, xp, yp, s_frame, n_cl, sigma_px)
-    base_light = _cluster_light(cluster[:n_base], bx, by, bn, sigma_px, dtype, n_cl)
+    windows, frame_of = _cluster_windows(cluster, xp, yp, s_frame, n_cl, psf)
+    base_light = _cluster_light(cluster[:n_base], bx, by, bn, psf, dtype, n_cl)
     priors = Priors.from_molecules(base, electrons.numel(), qe, photon_prior_width)
-    fits, rows_of = fit_configurations(electrons, members, cfg_cluster, windows, (xp, yp), frame_of, fixed_full,
-                                       base_light, priors, sigma_px, rn, n_iter=n_iter, max_shift_px=max_shift_px,
-                                       min_photons_e=float(min_photons) * qe, coupling=coupling)
+
+    def fit(members, cfg_cluster, seeds):
+        return fit_configurations(electrons, members, cfg_cluster, windows, seeds, frame_of, fixed_full,
+                                  base_light, priors, psf, read_var, n_iter=n_iter, max_shift_px=max_shift_px,
+                                  min_photons_e=float(min_photons) * qe, coupling=coupling,
+                                  min_separation_px=min_separation_px)
+
+    fits, rows_of = fit(members, cfg_cluster, (xp, yp))
+    n_sources = configs["n_sources"].to_numpy()
+    if births:  # one molecule at a time beside each cluster's best configuration
+        born, born_cluster = _birth_proposals(cfg_cluster, fits, rows_of, members, cluster,
+                                              np.arange(n_base, n_linked), (xp, yp), link_radius_nm / a)
+        if born:
+            fits, rows_of = concat_fits(fits, rows_of, *fit(born, born_cluster, (xp, yp)))
+            members, cfg_cluster = members + born, np.r_[cfg_cluster, born_cluster]
+            n_sources = np.r_[n_sources, np.zeros(len(born), np.int64)]
+    n_sources = dedupe_fits(cfg_cluster, fits, rows_of, members, n_sources)
+    configs = pd.DataFrame({"cluster": cfg_cluster, "n_sources": n_sources})
     if dispersion:  # quasi-likelihood: a fit worse than Poisson noise widens its bound by its dispersion
         widen = np.maximum(np.nan_to_num(fits.deviance, nan=1.0), 1.0)
         fits.var_x, fits.var_y = fits.var_x * widen, fits.var_y * widen
     merge_px = sigma_px if merge_radius_nm is None else merge_radius_nm / a
-    merged, failed = _merge_all(configs, fits, rows_of, members, merge_px, frame_of)
+    merged, failed = _merge_all(configs, fits, rows_of, members, merge_px, frame_of, unresolved_below)
     keep = ~amb[cluster[:n_base]] | np.isin(cluster[:n_base], failed)  # unanimous clusters, failed fits
     return _finish(out[keep], merged, base.columns, a, qe, probability_floor, n_samples)
 
 
-def camera_electrons(frames_adu, camera: Camera, dtype=torch.float64) -> torch.Tensor:
-    """d' = photo-electrons + read_noise^2 (eq. 6) of frames [F, H, W] or [H, W] (ADU) as [F, H, W], at least 0."""
-    frames = torch.as_tensor(np.asarray(frames_adu))
-    frames = frames[None] if frames.ndim == 2 else frames
-    return (camera.adu_to_photons(frames.to(dtype)) + float(camera.read_noise) ** 2).clamp_min(0.0)
+def _birth_proposals(cfg_cluster, fits, rows_of, members, cluster, sample_slots, seeds, link_px):
+    """Births and moves beside each cluster's best configuration without samples (the highest valid evidence of
+    DeepSTORM's and its pair proposals), so that one good proposal is weighed on its own rather than with the
+    rest of its sample's configuration.
+
+    Every sample slot of the cluster that is not one of the configuration's members is added to it (a birth),
+    or, within ``link_px`` of a member's fit, takes that member's place (a move). The members keep their seeds
+    (the fit of the configuration without the birth may have drifted into the birth's light). Returns the new
+    configurations' members (slot ids) and clusters; they count no sources of their own (their samples count
+    in their own configurations)."""
+    xs, ys = seeds
+    sampled = np.array([np.isin(m, sample_slots).any() for m in members], bool)
+    lz = np.where(fits.valid & ~sampled, fits.log_z, -np.inf)
+    order = np.lexsort((-lz, cfg_cluster))
+    head = order[np.r_[True, cfg_cluster[order][1:] != cfg_cluster[order][:-1]]] if len(order) else order
+    head = head[np.isfinite(lz[head])]
+    by_cluster = {} if len(sample_slots) == 0 else \
+        pd.Series(sample_slots).groupby(cluster[sample_slots]).apply(np.asarray).to_dict()
+    born, born_cluster = [], []
+    for c in head:
+        rows = rows_of[c] if len(members[c]) else np.zeros(0, np.int64)
+        for s in by_cluster.get(cfg_cluster[c], ()):
+            d = np.hypot(fits.x[rows] - xs[s], fits.y[rows] - ys[s])
+            keep = members[c] if len(d) == 0 or d.min() > link_px else np.delete(members[c], np.argmin(d))
+            born.append(np.r_[keep, s].astype(np.int64)), born_cluster.append(cfg_cluster[c])
+    return born, np.asarray(born_cluster, np.int64)
 
 
-def _split_proposals(electrons, fixed_full, base, split_mask, proposals, base_xyn, qe, sigma_px, rn):
+def _split_proposals(electrons, fixed_full, base, split_mask, proposals, base_xyn, qe, psf, read_var,
+                     scales=(1.0,)):
     """The proposals with each (``split_mask``-chosen, bright) DeepSTORM molecule as a pair added, the other
-    DeepSTORM molecules of its cluster beside it: new slots (positions, frames, clusters) and pairs."""
+    DeepSTORM molecules of its cluster beside it: new slots (positions, frames, clusters) and pairs, one pair
+    per scale of the seeds' separation."""
     xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair, mem_src = proposals
     bx, by, bn = base_xyn
     ok = base["photons"].to_numpy(np.float64) > 0
     pick = np.flatnonzero(ok if split_mask is None else ok & np.asarray(split_mask, bool))
     (xa, ya), (xb, yb) = split_seeds(electrons, fixed_full, base["frame"].to_numpy(np.int64)[pick], bx[pick],
                                      by[pick], bn[pick], base["background"].to_numpy(np.float64)[pick] * qe,
-                                     sigma_px, rn)
-    new_a, new_b = len(xp) + np.arange(len(pick)), len(xp) + len(pick) + np.arange(len(pick))
-    xp, yp = np.r_[xp, xa, xb], np.r_[yp, ya, yb]
-    s_frame = np.r_[s_frame, s_frame[pick], s_frame[pick]]
-    cluster = np.r_[cluster, cluster[pick], cluster[pick]]
-    pid = len(pair_cluster) + np.arange(len(pick))
-    pair_cluster = np.r_[pair_cluster, cluster[pick]]
-    base_pairs = np.flatnonzero(mem_src == -1)
-    by_cl = pd.Series(mem_slot[base_pairs]).groupby(cluster[mem_slot[base_pairs]]).apply(np.asarray).to_dict()
-    others = [by_cl[cluster[m]][by_cl[cluster[m]] != m] for m in pick]
-    mem_slot = np.concatenate([mem_slot, new_a, new_b] + others)
-    mem_pair = np.concatenate([mem_pair, pid, pid] + [np.full(len(o), p) for o, p in zip(others, pid)])
+                                     psf, read_var)
+    base_slots = mem_slot[mem_src == -1]  # DeepSTORM's molecules, by cluster: the others beside each pair
+    order = base_slots[np.argsort(cluster[base_slots], kind="stable")]
+    lo, hi = np.searchsorted(cluster[order], cluster[pick], "left"), np.searchsorted(cluster[order], cluster[pick],
+                                                                                      "right")
+    others = [order[i:j][order[i:j] != m] for m, i, j in zip(pick, lo, hi)]
+    for scale in scales:
+        new_a, new_b = len(xp) + np.arange(len(pick)), len(xp) + len(pick) + np.arange(len(pick))
+        xp = np.r_[xp, bx[pick] + scale * (xa - bx[pick]), bx[pick] + scale * (xb - bx[pick])]
+        yp = np.r_[yp, by[pick] + scale * (ya - by[pick]), by[pick] + scale * (yb - by[pick])]
+        s_frame = np.r_[s_frame, s_frame[pick], s_frame[pick]]
+        cluster = np.r_[cluster, cluster[pick], cluster[pick]]
+        pid = len(pair_cluster) + np.arange(len(pick))
+        pair_cluster = np.r_[pair_cluster, cluster[pick]]
+        mem_slot = np.concatenate([mem_slot, new_a, new_b] + others)
+        mem_pair = np.concatenate([mem_pair, pid, pid] + [np.full(len(o), p) for o, p in zip(others, pid)])
     return xp, yp, s_frame, cluster, pair_cluster, mem_slot, mem_pair
 
 
 def _members(configs: pd.DataFrame, mem_slot, mem_pair):
     """Each configuration's slots (sorted) and its cluster."""
-    by_pair = pd.Series(mem_slot).groupby(mem_pair).apply(lambda q: np.sort(q.to_numpy())).to_dict()
-    members = [by_pair.get(p, np.zeros(0, np.int64)) for p in configs["rep"].to_numpy()]
+    order = np.lexsort((mem_slot, mem_pair))
+    slots, pairs = mem_slot[order], mem_pair[order]
+    rep = configs["rep"].to_numpy()
+    lo, hi = np.searchsorted(pairs, rep, "left"), np.searchsorted(pairs, rep, "right")
+    members = [slots[i:j].astype(np.int64) for i, j in zip(lo, hi)]
     return members, configs["cluster"].to_numpy()
 
 
-def _cluster_windows(cluster, xp, yp, s_frame, n_cl: int, sigma_px: float):
-    """One window (row0, col0, height, width) per cluster, every slot's pixel plus the fit's margin, and
-    each cluster's frame."""
-    half = int(math.ceil(3.0 * sigma_px))
-    ri, ci = np.floor(yp).astype(np.int64), np.floor(xp).astype(np.int64)
-    rmin, rmax = np.full(n_cl, 1 << 30), np.full(n_cl, -(1 << 30))
-    cmin, cmax = rmin.copy(), rmax.copy()
-    np.minimum.at(rmin, cluster, ri), np.maximum.at(rmax, cluster, ri)
-    np.minimum.at(cmin, cluster, ci), np.maximum.at(cmax, cluster, ci)
+def _cluster_windows(cluster, xp, yp, s_frame, n_cl: int, psf: PSF):
+    """One window (row0, col0, height, width) per cluster, every slot's pixel plus the fit's margin (as the
+    frame fit's, :func:`.mle.groups_of`), and each cluster's frame."""
+    half = mle.fit_window(psf)
+    rmin, rmax, cmin, cmax = mle.cluster_boxes(cluster, np.floor(yp).astype(np.int64), np.floor(xp).astype(np.int64),
+                                               n_cl)
     windows = (rmin - half, cmin - half, rmax - rmin + 1 + 2 * half, cmax - cmin + 1 + 2 * half)
     frame_of = np.zeros(n_cl, np.int64)
     frame_of[cluster] = s_frame
     return windows, frame_of
 
 
-def _render(shape, frame, x, y, n, sigma, dtype):
+def _render(shape, frame, x, y, n, psf, dtype):
     """Light (photo-electrons) of molecules on full frames [F, H, W]."""
-    n_frames = shape[0]
-    counts = np.bincount(frame, minlength=n_frames)
-    width = max(int(counts.max()) if len(counts) else 0, 1)
-    xs, ys, ns = np.zeros((n_frames, width)), np.zeros((n_frames, width)), np.zeros((n_frames, width))
-    order = np.argsort(frame, kind="stable")
-    rank = np.arange(len(frame)) - np.r_[0, np.cumsum(counts)[:-1]][frame[order]]
-    xs[frame[order], rank], ys[frame[order], rank], ns[frame[order], rank] = x[order], y[order], n[order]
     t = lambda v: torch.as_tensor(v, dtype=dtype)  # noqa: E731
-    return render_psfs(t(xs), t(ys), t(ns), tuple(shape[-2:]), sigma)
+    return mle.render_frames(psf, shape[-2:], torch.as_tensor(frame), t(x), t(y), t(n), n_frames=shape[0])
 
 
-def _cluster_light(cluster_of_base, x, y, n, sigma, dtype, n_clusters):
+def _cluster_light(cluster_of_base, x, y, n, psf, dtype, n_clusters):
     """A function (cluster ids, window origins, window size) -> the light of those clusters' own DeepSTORM
     molecules on their windows [Rh, Rw, G]."""
     order = np.argsort(cluster_of_base, kind="stable")
@@ -369,8 +442,9 @@ def _cluster_light(cluster_of_base, x, y, n, sigma, dtype, n_clusters):
         ok = pick >= 0
         px, py = t(np.where(ok, x[pick], 0.0)) - c0.to(dtype), t(np.where(ok, y[pick], 0.0)) - r0.to(dtype)
         pn = t(np.where(ok, n[pick], 0.0))
-        ex = integrated_gaussian_1d(px, rw, sigma)  # [K, G, W]
-        ey = integrated_gaussian_1d(py, rh, sigma)
-        return torch.einsum("kgh,kgw->hwg", ey * pn.unsqueeze(-1), ex)
+        if psf.separable:  # products of the 1D profiles [K, G, W], [K, G, H]
+            ex, ey = psf.profiles(px, py, (rh, rw))
+            return torch.einsum("kgh,kgw->hwg", ey * pn.unsqueeze(-1), ex)
+        return (pn[:, None, None] * mle.window_fractions(psf, px, py, rh, rw)).sum(0)
 
     return light

@@ -18,40 +18,47 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..simulation.psf import integrated_gaussian_1d
-from ._mle import _assess, _crlb_diag, _gather, _Group, _host, _lm, _start, _State, _store
+from ..optics.psf import PSF, as_psf
+from . import mle
+from .mle import host
 from .molecules import SPREAD_COLUMNS
 
 if TYPE_CHECKING:  # the priors live with the proposals (no import cycle at run time)
     from .configurations import Priors
 
 
-def split_seeds(electrons, fixed_full, frame, x, y, n, b, sigma, read_noise, half: int = 2):
+def split_seeds(electrons, fixed_full, frame, x, y, n, b, psf: PSF | float, read_var, half: int = 2):
     """Seeds of each molecule tried as a pair: +-h along the principal axis of its own light (the frame
     less the other molecules' model and the background, in a (2 half + 1)^2 window), ``h`` from the excess
-    of its second moment over the PSF's (0.25 to 1.25 px, as the refinement's split). Pixels and electrons."""
+    of its second moment over the PSF's (:meth:`~smlm_diffusers.optics.PSF.pixel_variance`; the refinement's
+    formula, :func:`.mle.pair_offsets`). Pixels and electrons; ``psf`` the PSF (a float: the Gaussian's
+    sigma, px); ``read_var`` the read-noise variance (e-^2), a float or each pixel's [H, W]."""
+    psf = as_psf(psf)
     dev, dtype = electrons.device, electrons.dtype
     t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
     size = 2 * half + 1
     r0 = torch.as_tensor(np.floor(y).astype(np.int64) - half, device=dev)
     c0 = torch.as_tensor(np.floor(x).astype(np.int64) - half, device=dev)
     fr = torch.as_tensor(frame, device=dev)
-    data, mask = _gather(electrons, fr, r0, c0, size, size)
-    light, _ = _gather(fixed_full, fr, r0, c0, size, size)
+    data, mask = mle.gather(electrons, fr, r0, c0, size, size)
+    light, _ = mle.gather(fixed_full, fr, r0, c0, size, size)
     lx, ly = t(x) - c0.to(dtype), t(y) - r0.to(dtype)
-    own = torch.einsum("gh,gw->hwg", integrated_gaussian_1d(ly, size, sigma) * t(n)[:, None],
-                       integrated_gaussian_1d(lx, size, sigma))
-    mine = ((data - read_noise**2 - t(b)) - (light - own)).clamp_min(0.0) * mask
+    if psf.separable:
+        ex, ey = psf.profiles(lx, ly, (size, size))
+        own = torch.einsum("gh,gw->hwg", ey * t(n)[:, None], ex)
+    else:
+        own = (t(n)[:, None, None] * psf.fractions(lx, ly, (size, size))).permute(1, 2, 0)
+    noise = read_var if not isinstance(read_var, torch.Tensor) else mle.gather(read_var[None], torch.zeros_like(fr),
+                                                                                r0, c0, size, size)[0]
+    mine = ((data - noise - t(b)) - (light - own)).clamp_min(0.0) * mask
     u = torch.arange(size, dtype=dtype, device=dev)[None, :, None] + 0.5
     v = torch.arange(size, dtype=dtype, device=dev)[:, None, None] + 0.5
     mass = mine.sum((0, 1)).clamp_min(1e-9)
     mx, my = (mine * u).sum((0, 1)) / mass, (mine * v).sum((0, 1)) / mass
     du, dv = u - mx, v - my
-    cxx, cyy, cxy = ((mine * q).sum((0, 1)) / mass for q in (du * du, dv * dv, du * dv))
-    lam1 = 0.5 * (cxx + cyy) + torch.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy**2)
-    theta = 0.5 * torch.atan2(2.0 * cxy, cxx - cyy)
-    h = torch.sqrt((lam1 - (sigma**2 + 1.0 / 12.0)).clamp_min(0.0)).clamp(0.25, 1.25)
-    hx, hy = _host(h * torch.cos(theta)).astype(np.float64), _host(h * torch.sin(theta)).astype(np.float64)
+    hx, hy = mle.pair_offsets(*((mine * q).sum((0, 1)) / mass for q in (du * du, dv * dv, du * dv)),
+                              psf.pixel_variance())
+    hx, hy = host(hx).astype(np.float64), host(hy).astype(np.float64)
     return (x + hx, y + hy), (x - hx, y - hy)
 
 
@@ -72,16 +79,17 @@ class _Fitted:
 
 
 def fit_configurations(electrons, members: list[np.ndarray], cfg_cluster: np.ndarray, windows, seeds, frame_of,
-                       fixed_full, base_light, priors: Priors, sigma, read_noise, *, n_iter=12, max_shift_px=1.5,
-                       min_photons_e=50.0, coupling=0.0) -> tuple[_Fitted, list[np.ndarray]]:
+                       fixed_full, base_light, priors: Priors, psf, read_var, *, n_iter=12, max_shift_px=1.5,
+                       min_photons_e=50.0, coupling=0.0, min_separation_px=0.0) -> tuple[_Fitted, list[np.ndarray]]:
     """Fit every configuration on its cluster's window and compute its Laplace evidence (module docstring).
 
     ``members[c]`` are slot ids of configuration c, ``windows`` (r0, c0, rh, rw) per cluster, ``seeds``
     (x, y) of each slot in pixels, ``frame_of`` per cluster, ``fixed_full`` [F, H, W] the light of
     DeepSTORM's molecules (electrons) and ``base_light(cids, r0, c0, rh, rw)`` the part of it that the
-    clusters' own DeepSTORM molecules give on their windows. Returns the fits and, per configuration,
-    its member rows (into the fit arrays, same order as ``members[c]``)."""
-    dev, dtype = electrons.device, electrons.dtype
+    clusters' own DeepSTORM molecules give on their windows; ``psf`` the PSF (a float: the Gaussian's sigma,
+    px); ``read_var`` the read-noise variance (e-^2), a float or each pixel's [H, W]. Returns the fits and, per
+    configuration, its member rows (into the fit arrays, same order as ``members[c]``)."""
+    dev, dtype, psf = electrons.device, electrons.dtype, as_psf(psf)
     sizes = np.array([len(m) for m in members])
     rows_of = []
     total = 0
@@ -96,7 +104,7 @@ def fit_configurations(electrons, members: list[np.ndarray], cfg_cluster: np.nda
     sy = np.where(real_rows, seeds[1][np.maximum(slot_rows, 0)], r0[cl_rows] + 0.5 * rh[cl_rows])
     t = lambda v: torch.as_tensor(v, dtype=dtype, device=dev)  # noqa: E731
     fr = torch.as_tensor(frame_of[cl_rows], device=dev)
-    state = _State(t(sx), t(sy), t(np.zeros(total)), t(np.zeros(total)), t(sx), t(sy), fr,
+    state = mle.State(t(sx), t(sy), t(np.zeros(total)), t(np.zeros(total)), t(sx), t(sy), fr,
                    torch.ones(total, dtype=torch.bool, device=dev), torch.zeros(total, dtype=torch.bool, device=dev))
     log_z, valid = np.zeros(len(members)), np.zeros(len(members), bool)
     var_x, var_y, deviance = np.full(total, np.nan), np.full(total, np.nan), np.full(total, np.nan)
@@ -109,37 +117,81 @@ def fit_configurations(electrons, members: list[np.ndarray], cfg_cluster: np.nda
         big_h, big_w = int(rh[cids].max()), int(rw[cids].max())
         rr0, cc0 = torch.as_tensor(r0[cids], device=dev), torch.as_tensor(c0[cids], device=dev)
         frame = torch.as_tensor(frame_of[cids], device=dev)
-        data, mask = _gather(electrons, frame, rr0, cc0, big_h, big_w)
+        data, mask = mle.gather(electrons, frame, rr0, cc0, big_h, big_w)
         own = (torch.arange(big_h, device=dev)[:, None, None] < torch.as_tensor(rh[cids], device=dev)) & (
             torch.arange(big_w, device=dev)[None, :, None] < torch.as_tensor(rw[cids], device=dev))
         mask = mask * own.to(dtype)
-        g = _Group(cids, torch.as_tensor(idx, device=dev), real, frame, rr0, cc0, data * mask, mask)
-        light, _ = _gather(fixed_full, frame, rr0, cc0, big_h, big_w)
-        g.fixed = (light - base_light(cids, rr0, cc0, big_h, big_w)).clamp_min(0.0) + read_noise**2
-        n0, b0 = _start(g, state, sigma, read_noise)
-        _store(g, state, state.x[g.idx] - g.c0, state.y[g.idx] - g.r0, n0 * real, b0)
+        g = mle.Group(cids, torch.as_tensor(idx, device=dev), real, frame, rr0, cc0, data * mask, mask)
+        light, _ = mle.gather(fixed_full, frame, rr0, cc0, big_h, big_w)
+        g.fixed = (light - base_light(cids, rr0, cc0, big_h, big_w)).clamp_min(0.0) + mle.window_var(read_var, g)
+        n0, b0 = mle.start(g, state, psf, read_var)
+        mle.store(g, state, state.x[g.idx] - g.c0, state.y[g.idx] - g.r0, n0 * real, b0)
         x, y, n, b = state.x[g.idx] - g.c0, state.y[g.idx] - g.r0, n0 * real, b0
         free = torch.cat([real, real, real, torch.ones_like(real[:1])], dim=0)
-        x, y, n, b, nll, hess, mu = _lm(g, x, y, n, b, free, sigma, n_iter)
-        _store(g, state, x, y, n, b)
-        deviance[idx] = _host(_assess(g, state, (hess, mu), sigma, int(math.ceil(2.0 * sigma)), False)["deviance"])
+        x, y, n, b, nll, hess, mu = mle.fit_group(g, x, y, n, b, free, psf, n_iter)
+        mle.store(g, state, x, y, n, b)
+        half_dev = int(math.ceil(2.0 * psf.sigma_px))
+        deviance[idx] = host(mle.assess(g, state, (hess, mu), psf, half_dev, False)["deviance"])
         logdet = _mean_field_logdet(hess, k)
         if coupling > 0:  # towards the full Gaussian volume (the Laplace evidence itself at coupling = 1)
             logdet = (1.0 - coupling) * logdet + coupling * _full_logdet(hess)
         occam = (priors.per_emitter(n.double()) * real).sum(0)
         lz = -nll.double() - 0.5 * logdet + occam
-        inv = _crlb_diag(hess)
-        var_x[idx] = _host(inv[:k]).astype(np.float64)
-        var_y[idx] = _host(inv[k:2 * k]).astype(np.float64)
+        inv = mle.crlb_diag(hess)
+        var_x[idx] = host(inv[:k]).astype(np.float64)
+        var_y[idx] = host(inv[k:2 * k]).astype(np.float64)
         gx, gy = x + g.c0, y + g.r0
         moved = ((gx - state.x0[g.idx]).abs() > max_shift_px) | ((gy - state.y0[g.idx]).abs() > max_shift_px)
         bad = (moved | (n <= min_photons_e) | ~torch.isfinite(n) | ~torch.isfinite(gx) | ~torch.isfinite(gy)) & real
         bad |= ~((inv[:k] > 0) & (inv[k:2 * k] > 0)) & real  # a degenerate fit (two members on one spot)
+        if k > 1 and min_separation_px > 0:  # two members closer than this are one emitter in disguise
+            d = torch.hypot(gx[:, None] - gx[None], gy[:, None] - gy[None])
+            pair = real[:, None] & real[None] & ~torch.eye(k, dtype=torch.bool, device=dev)[..., None]
+            bad |= (torch.where(pair, d, torch.full_like(d, torch.inf)).amin(1) < min_separation_px) & real
         ok = ~bad.any(0) & torch.isfinite(lz)
-        log_z[cfgs], valid[cfgs] = _host(lz), _host(ok)
-    fitted = _Fitted(log_z, valid, _host(state.x).astype(np.float64), _host(state.y).astype(np.float64),
-                     _host(state.n).astype(np.float64), _host(state.b).astype(np.float64), var_x, var_y, deviance)
+        log_z[cfgs], valid[cfgs] = host(lz), host(ok)
+    fitted = _Fitted(log_z, valid, host(state.x).astype(np.float64), host(state.y).astype(np.float64),
+                     host(state.n).astype(np.float64), host(state.b).astype(np.float64), var_x, var_y, deviance)
     return fitted, rows_of
+
+
+def concat_fits(a: _Fitted, rows_a: list[np.ndarray], b: _Fitted, rows_b: list[np.ndarray]):
+    """Two sets of fitted configurations as one (``b``'s member rows after ``a``'s)."""
+    n = len(a.x)
+    cat = {f: np.concatenate([getattr(a, f), getattr(b, f)]) for f in a.__dataclass_fields__}
+    return _Fitted(**cat), list(rows_a) + [r + n for r in rows_b]
+
+
+def dedupe_fits(cfg_cluster: np.ndarray, fits: _Fitted, rows_of, members, n_sources: np.ndarray,
+                tol_px: float = 0.05) -> np.ndarray:
+    """Configurations of a cluster whose fits converged to the same molecules (as many members, each within
+    ``tol_px`` of one of the other's, one-to-one) are one configuration: all but the highest evidence lose
+    their validity (in place), the kept one gets their sources. Returns the updated ``n_sources``; without
+    this, two proposals that converge to one fit would weigh it twice."""
+    n_sources = np.asarray(n_sources).copy()
+    lz = np.where(fits.valid, fits.log_z, -np.inf)
+    sizes = np.array([len(m) for m in members])
+    cand = np.flatnonzero(np.isfinite(lz))
+    cand = cand[np.lexsort((-lz[cand], sizes[cand], cfg_cluster[cand]))]  # by cluster and size, best first
+    key = np.c_[cfg_cluster[cand], sizes[cand]]
+    starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]).any(1)]) if len(cand) else np.zeros(0, np.int64)
+    for cfgs in np.split(cand, starts[1:]):
+        if len(cfgs) < 2:
+            continue
+        kept: list[int] = []
+        for c in cfgs:
+            pts = np.c_[fits.x[rows_of[c]], fits.y[rows_of[c]]] if len(members[c]) else np.zeros((0, 2))
+            for k in kept:
+                ref = np.c_[fits.x[rows_of[k]], fits.y[rows_of[k]]] if len(members[k]) else np.zeros((0, 2))
+                d = np.hypot(ref[:, None, 0] - pts[None, :, 0], ref[:, None, 1] - pts[None, :, 1])
+                i, j = linear_sum_assignment(d)
+                if len(pts) == 0 or d[i, j].max() <= tol_px:
+                    fits.valid[c] = False
+                    n_sources[k] += n_sources[c]
+                    break
+            else:
+                kept.append(c)
+    return n_sources
 
 
 def _full_logdet(hess: torch.Tensor) -> torch.Tensor:
@@ -164,10 +216,15 @@ def _mean_field_logdet(hess: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # -- molecules -----------------------------------------------------------------------------------------------
-def merge_cluster(weights, xs, ys, var_x, var_y, ns, bs, n_src, radius_px):
+def merge_cluster(weights, xs, ys, var_x, var_y, ns, bs, n_src, radius_px, shown: float | None = 0.5):
     """Molecules of one cluster from its weighted configurations (lists of per-member arrays, px): linked
     one-to-one per configuration within ``radius_px``, in descending weight. Returns rows of (probability,
-    x, y, E[var_x] + Var[x], E[var_y] + Var[y], E[var_x], E[var_y], photons, background, n_sources)."""
+    x, y, E[var_x] + Var[x], E[var_y] + Var[y], E[var_x], E[var_y], photons, background, n_sources).
+
+    A molecule below ``shown`` (the probability from which tables are read, renders drawn and matches
+    scored) is an unresolved neighbour of the nearest shown molecule within ``radius_px``: with its
+    probability p that molecule stands for two emitters, so its variance gains p (offset)^2 per axis (the
+    evidence-weighted spread of an unresolved pair; None: no such term)."""
     mols: list[list] = []  # each: list of (w, x, y, vx, vy, n, b, n_src)
     ref = np.zeros((0, 2))
     for c in np.argsort(-np.asarray(weights), kind="stable"):
@@ -197,16 +254,26 @@ def merge_cluster(weights, xs, ys, var_x, var_y, ns, bs, n_src, radius_px):
         mx, my = (w * a[:, 1]).sum() / p, (w * a[:, 2]).sum() / p
         ex, ey = (w * a[:, 3]).sum() / p, (w * a[:, 4]).sum() / p
         bx, by = (w * (a[:, 1] - mx) ** 2).sum() / p, (w * (a[:, 2] - my) ** 2).sum() / p
-        rows.append((p, mx, my, ex + bx, ey + by, ex, ey, (w * a[:, 5]).sum() / p, (w * a[:, 6]).sum() / p,
-                     a[:, 7].sum()))
-    return rows
+        rows.append([p, mx, my, ex + bx, ey + by, ex, ey, (w * a[:, 5]).sum() / p, (w * a[:, 6]).sum() / p,
+                     a[:, 7].sum()])
+    if shown is not None and len(rows) > 1:
+        t = np.asarray(rows)
+        big, small = np.flatnonzero(t[:, 0] >= shown), np.flatnonzero(t[:, 0] < shown)
+        if len(big) and len(small):
+            d = np.hypot(t[big, None, 1] - t[None, small, 1], t[big, None, 2] - t[None, small, 2])
+            host = big[np.argmin(d, axis=0)]
+            for j, i in zip(small[d.min(0) <= radius_px], host[d.min(0) <= radius_px]):
+                rows[i][3] += t[j, 0] * (t[j, 1] - t[i, 1]) ** 2
+                rows[i][4] += t[j, 0] * (t[j, 2] - t[i, 2]) ** 2
+    return [tuple(r) for r in rows]
 
 
 # -- the readout ---------------------------------------------------------------------------------------------
 
 
-def _merge_all(configs, fits: _Fitted, rows_of, members, radius_px, frame_of):
-    """Weights per cluster (normalised evidences of its valid configurations) and the merged molecules."""
+def _merge_all(configs, fits: _Fitted, rows_of, members, radius_px, frame_of, shown: float | None = 0.5):
+    """Weights per cluster (normalised evidences of its valid configurations) and the merged molecules
+    (:func:`merge_cluster`)."""
     cl = configs["cluster"].to_numpy()
     lz = np.where(fits.valid, fits.log_z, -np.inf)
     out, failed = [], []
@@ -222,7 +289,7 @@ def _merge_all(configs, fits: _Fitted, rows_of, members, radius_px, frame_of):
         mols = merge_cluster(w, [fits.x[r] for r in rows], [fits.y[r] for r in rows], [fits.var_x[r] for r in rows],
                              [fits.var_y[r] for r in rows], [fits.n[r] for r in rows],
                              [fits.b[r[0]] if len(r) else np.nan for r in rows],
-                             configs["n_sources"].to_numpy()[cfgs], radius_px)
+                             configs["n_sources"].to_numpy()[cfgs], radius_px, shown)
         out += [(frame_of[c], len(mols)) + m for m in mols]
     return out, np.asarray(failed, np.int64)
 
