@@ -117,6 +117,16 @@ def _input_column(cam, psf: float, s_max: int, pipe) -> dict:
             with gr.Row():
                 c["pixel_size"] = gr.Number(cam.pixel_size_nm, label="Pixel size (nm)", elem_id="pixel-size")
                 c["read_noise"] = gr.Number(cam.read_noise, label="Read noise (e⁻ rms)")
+            with gr.Accordion("sCMOS per-pixel calibration (optional)", open=False):
+                gr.Markdown("Float TIFFs with the frames' rows and columns, measured from dark and flat series: "
+                            "each replaces the field of its kind, pixel by pixel (the paper's eq. 4).")
+                with gr.Row():
+                    c["offset_map"] = gr.File(label="Offset map (ADU)", file_types=[".tif", ".tiff"],
+                                              type="filepath", elem_id="offset-map")
+                    c["variance_map"] = gr.File(label="Read-noise variance map (ADU²)", file_types=[".tif", ".tiff"],
+                                                type="filepath", elem_id="variance-map")
+                    c["gain_map"] = gr.File(label="Gain map (ADU / e⁻)", file_types=[".tif", ".tiff"],
+                                            type="filepath", elem_id="gain-map")
             gr.Markdown(f"Up to {au.MAX_FRAMES} frames of at most {au.MAX_FRAME_SIZE} × {au.MAX_FRAME_SIZE} px "
                         f"({au.MAX_TOTAL_PIXELS:,} pixels in all). Multi-frame TIFF (ImageJ/OME), 8/16/32-bit grey "
                         "levels. The frames are checked against the camera first: settings that cannot fit them "
@@ -125,7 +135,7 @@ def _input_column(cam, psf: float, s_max: int, pipe) -> dict:
     with gr.Group():
         c["num_samples"] = checked(gr.Slider(0, au.MAX_SAMPLES, value=au.DEFAULT_SAMPLES, step=1,
                                              label="DDPM samples per frame",
-                                             info="0 = DeepSTORM only (fastest; σ is then the CRLB)", elem_id="samples"))
+                                             info=views.samples_info(pipe.call_mode(0).name), elem_id="samples"))
         c["steps"] = checked(gr.Slider(1, s_max, value=min(au.model_steps(pipe), s_max), step=1,
                                        label="Diffusion steps", elem_id="steps"))
         c["sample_seed"] = gr.Number(0, precision=0, label="Sampling seed")
@@ -214,16 +224,16 @@ def _wire(h: Handlers, c: dict, state) -> None:
     sampling = [c["num_samples"], c["steps"], c["sample_seed"], c["window_px"]]
     runs = (
         ("sim_btn", h.simulate, [c[k] for k in ("photons", "background", "density", "sigma", "size", "n_frames",
-                                                "structure", "seed")], "simulate", "Simulating and running"),
+                                                "structure", "seed")], "simulate", "Simulating and running", []),
         ("up_btn", h.upload, [c[k] for k in ("upload", "offset", "gain", "pixel_size", "read_noise")], "upload",
-         "Reading the upload and running"),
+         "Reading the upload and running", [c[k] for k in ("offset_map", "variance_map", "gain_map")]),
     )
-    for button, fn, inputs, api_name, message in runs:
+    for button, fn, inputs, api_name, message, optional in runs:
         # the page forgets the last run before a new one: a failure never leaves old results or downloads
         run = (c[button].click(lambda message=message: (*cleared(f"{message} …"), model_header), None,
                                [state, c["status"], c["downloads"], c["model_info"]], queue=False,
                                api_visibility="private")
-               .then(fn, inputs + sampling, run_outputs, api_name=api_name, show_progress="full",
+               .then(fn, inputs + sampling + optional, run_outputs, api_name=api_name, show_progress="full",
                      show_progress_on=[c["progress_box"]], **HEAVY))
         run.success(lambda result: (gr.update(visible=True), gr.update(visible=result is not None and result.has_samples),
                                     gr.update(visible=False)),

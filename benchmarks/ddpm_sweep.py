@@ -41,7 +41,7 @@ def sweep(model: str, steps=(5, 10, 20, 50, 100), samples=(4, 8), schedules=("lo
                              sigma_px=cfg.psf_sigma_px, seed=seed, camera=camera)
     rows = []
     t0 = time.perf_counter()
-    base = pipe(frames, num_samples=0)
+    base = pipe(frames, num_samples=0, arbitrate=False)  # plain DeepSTORM mode, the row's name
     rows.append({"method": "DeepSTORM", "schedule": "", "steps": 0, "samples": 0,
                  "s_per_frame": (time.perf_counter() - t0) / n_frames, **_metrics(gt, base.localizations)})
     for schedule, n_steps, k in itertools.product(schedules, steps, samples):

@@ -26,10 +26,11 @@ def _pipeline(model: str):
 
 @register_localizer("DeepSTORM")
 def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_precision: str = "auto",
-                   refine: bool | None = None, split: bool | None = None):
-    """DeepSTORM alone, as ``pipe(frames, num_samples=0)`` returns it: KDE peaks with sub-pixel
+                   refine: bool | None = None, split: bool | None = None, arbitrate: bool = False):
+    """DeepSTORM alone, as ``pipe(frames, num_samples=0, arbitrate=False)`` returns it: KDE peaks with sub-pixel
     Gaussian refinement, then (``refine``, default the pipeline's setting) the joint maximum-likelihood
-    fit on the frame, whose bound is the sigma.
+    fit on the frame, whose bound is the sigma. ``arbitrate=True`` (``--option 'DeepSTORM+arb.arbitrate=true'``
+    with ``--methods 'DeepSTORM+arb=DeepSTORM'``) is the pipeline's default mode, DeepSTORM + arbitration.
 
     ``model`` is a pipeline folder; ``mixed_precision="no"`` runs DeepSTORM in float32
     (``--option 'DeepSTORM.mixed_precision="no"'``, quoted: YAML reads a bare no as false).
@@ -38,7 +39,7 @@ def make_deepstorm(model: str = DEFAULT_MODEL, batch_size: int = 64, mixed_preci
 
     def localize(frames_adu, camera: sd.Camera, sigma_px: float = 1.0) -> pd.DataFrame:
         out = pipe(frames_adu, num_samples=0, batch_size=batch_size, mixed_precision=mixed_precision, refine=refine,
-                   split=split, camera=camera)
+                   split=split, camera=camera, arbitrate=arbitrate)
         return out.localizations
 
     return localize

@@ -7,7 +7,7 @@
 For each frame size it writes a uint16 TIFF movie (density 2 per square micrometre, 2000
 photons, background 20; a few simulated frames repeated, written page by page) into a
 temporary folder and localizes it with :func:`smlm_diffusers.movie.localize_movie` exactly as
-``smlm-diffusers localize --mode deepstorm`` does (the CRLB photometry included), each run in a
+``smlm-diffusers localize --mode deepstorm --no-arbitrate`` does (the CRLB photometry included), each run in a
 fresh process so that its peak resident memory (``VmHWM``) is its own. Frames/s counts the
 run alone (model loading excluded). Two 512 x 512 movies of different lengths give the memory
 per frame: the growth of the peak per extra frame, against the 512 KB of one raw frame.
@@ -75,6 +75,7 @@ def load(model: str, threads: int):
     torch.set_num_threads(threads)
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
+    pipe.register_to_config(deepstorm_arbitrate=False)  # plain DeepSTORM mode (localize --no-arbitrate), as the rows say
     return pipe
 
 

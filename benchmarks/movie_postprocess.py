@@ -7,7 +7,8 @@ The movie (:func:`smlm_diffusers.simulation.simulate_movie`): molecules on filam
 density per square micrometre, 3 frames on and 500 off on average, 20% bleaching per blink),
 1000-3000 photons per frame of a blink, background 20, a random 150 nm ramp plus a 20 nm wobble
 of drift. It is written as a uint16 TIFF and localized in DeepSTORM mode exactly as
-``smlm-diffusers localize --mode deepstorm`` does (:func:`smlm_diffusers.movie.localize_movie`,
+``smlm-diffusers localize --mode deepstorm --no-arbitrate`` does (``--arbitrate``: as the default mode, DeepSTORM
++ arbitration, does; :func:`smlm_diffusers.movie.localize_movie`,
 the CLI's CRLB photometry, float32); then, on that same table:
 
 - ours: :func:`smlm_diffusers.postprocess.postprocess_localizations` (RCC on the unlinked rows,

@@ -4,8 +4,9 @@
                                 [--public-model pretrained/smlm-ddpm-2d-100nm]
 
 Nothing is retyped: the tables come from ``results.csv`` (``python -m benchmarks.run``),
-``ddpm_sweep.csv`` and ``models.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json`` and, between the
-public markers, ``public.csv`` (``python -m benchmarks.public``), formatted by the same code as the
+``ddpm_sweep.csv`` and ``models.csv`` (``python -m benchmarks.ddpm_sweep``), ``simulator.json``, between the
+public markers ``public.csv`` (``python -m benchmarks.public``) and between the posterior markers
+``ddpm_posterior.csv`` (``python -m benchmarks.ddpm_posterior``), formatted by the same code as the
 model card (``smlm_diffusers.hub``).
 """
 
@@ -25,6 +26,7 @@ from .sidecar import read_sidecar
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PUBLIC_START, PUBLIC_END = "<!-- public:start -->", "<!-- public:end -->"
+POSTERIOR_START, POSTERIOR_END = "<!-- posterior:start -->", "<!-- posterior:end -->"
 
 SWEEP_COLUMNS = [("method", "method", "s"), ("steps", "steps", "g"), ("samples", "samples", "g"),
                  ("jaccard", "Jaccard", ".3f"), ("rmse_nm", "RMSE (nm)", ".2f"), ("efficiency", "efficiency", ".1f"),
@@ -53,6 +55,36 @@ def dense_markdown(folder: Path) -> list[str]:
     how = f"`{meta['command']}`, {meta['threads']} thread(s)" if meta else "`python -m benchmarks.dense`"
     t = dense_table(pd.read_csv(csv))
     return [f"**{t['title']}** ({how}; {t['settings']})", "", t["table"], ""]
+
+
+POSTERIOR_COLUMNS = [("label", "label", "s"), ("signal", "photons / background", "s"), ("density", "density", "g"),
+                     ("samples", "K", "g"), ("steps", "steps", "g"), ("sample_hit", "sample hit", ".3f"),
+                     ("hit_crowded", "hit, neighbour within 300 nm", ".3f"), ("hit_isolated", "hit, none", ".3f"),
+                     ("missed", "arbitration's misses", "g"), ("proposal_recall", "proposal recall", ".3f"),
+                     ("missed_hit", "misses hit at all", ".3f"), ("ece", "frequency ECE", ".3f"),
+                     ("new_per_frame", "new clusters per frame", ".1f"), ("new_true", "of them true", ".2f"),
+                     ("s_per_frame", "s per frame", ".2f")]
+
+
+def posterior_markdown(folder: Path) -> list[str]:
+    """The DDPM's samples as a posterior, one block of rows per label (``python -m benchmarks.ddpm_posterior``)."""
+    csv = folder / "ddpm_posterior.csv"
+    if not csv.is_file():
+        return []
+    meta = read_sidecar(csv) or {}
+    table = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    commands = meta.get("commands") or {}
+    how = "; ".join(f"{label or 'no label'}: `{cmd}`" for label, cmd in commands.items()) \
+        or "`python -m benchmarks.ddpm_posterior`"
+    threads = f", {meta['threads']} thread(s)" if "threads" in meta else ""
+    frames = ", ".join(str(n) for n in sorted(table["frames"].unique()))
+    return [f"**The DDPM's samples as a posterior** ({how}{threads}; {frames} simulated 64x64 frame(s) per row, "
+            "108 nm pixels, PSF sigma 1 px; K samples drawn over the whole frame; within 60 nm throughout; the "
+            "arbitration's misses: true emitters that DeepSTORM + arbitration, molecules with probability >= 0.5, "
+            "leaves unmatched; proposal recall: the share of them with a sample detection not within 60 nm of "
+            "its molecules; frequency ECE: samples holding a cluster / K against its being a true emitter, "
+            "10 bins; s per frame: the sampling and its localization)", "",
+            markdown_table(table.to_dict("records"), POSTERIOR_COLUMNS), ""]
 
 
 def refinement_markdown(folder: Path) -> list[str]:
@@ -164,6 +196,10 @@ def main(argv=None):
     update_readme(Path(args.readme), results_markdown(folder))
     if PUBLIC_START in Path(args.readme).read_text():
         update_readme(Path(args.readme), public_markdown(folder), PUBLIC_START, PUBLIC_END)
+    if POSTERIOR_START in Path(args.readme).read_text():
+        body = ("\n".join(posterior_markdown(folder)).rstrip()
+                or "(no results yet: run `python -m benchmarks.ddpm_posterior`)")
+        update_readme(Path(args.readme), body, POSTERIOR_START, POSTERIOR_END)
     print(f"updated {args.readme}")
     if (Path(args.model) / "model_index.json").is_file():
         csv = folder / "results.csv"

@@ -3,7 +3,7 @@
     python -m benchmarks.selfcheck [--data ../shared/data] [--parts real,public,wobble] [--max-frames 500]
         [--wobble-frames 1000] [--wobble-nm 20] [--wobble-period 200] [--threads 1] [--out benchmarks/results]
 
-Every table is localized in DeepSTORM mode exactly as ``smlm-diffusers localize --mode deepstorm``
+Every table is localized in DeepSTORM mode exactly as ``smlm-diffusers localize --mode deepstorm --no-arbitrate``
 does (:func:`smlm_diffusers.movie.localize_movie` with the CLI's CRLB photometry, float32, each
 movie's own camera), then checked by :func:`smlm_diffusers.postprocess.sigma_selfcheck`: two
 localizations of one blink in consecutive frames give ``z = (x_t - x_t+1) / sqrt(s_t^2 + s_t+1^2)``
@@ -68,6 +68,7 @@ def load_pipe(model: str, threads: int, psf_sigma_px: float | None = None):
     torch.set_num_threads(threads)
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
+    pipe.register_to_config(deepstorm_arbitrate=False)  # plain DeepSTORM mode (localize --no-arbitrate), as measured
     if psf_sigma_px is not None:  # as the CLI's --psf-sigma: the pipeline and the photometry read it here
         pipe.kde_net.register_to_config(psf_sigma_px=float(psf_sigma_px))
     return pipe

@@ -10,7 +10,7 @@ network run as the module (``compiled=False``, what main does) and as the frozen
 (:meth:`smlm_diffusers.DeepSTORM.inference_module`, the default now), alternating, best of
 ``--repeats``; frames/s, the network's share, and the Jaccard of both (they must agree). Through the
 CLI's runner: a 256 x 256 uint16 TIFF movie (density 2) localized by
-:func:`smlm_diffusers.movie.localize_movie` as ``smlm-diffusers localize --mode deepstorm`` does, both
+:func:`smlm_diffusers.movie.localize_movie` as ``smlm-diffusers localize --mode deepstorm --no-arbitrate`` does, both
 ways. ``--sparse`` adds sparse 256 x 256 movies (0.01, 0.02 and 0.05 emitters per square micrometre)
 through the same runner with the network on whole frames and only around the spots
 (:mod:`smlm_diffusers.models.regions`, the default), the compiled network both times: frames/s, the

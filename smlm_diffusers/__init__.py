@@ -19,7 +19,7 @@ _EXPORTS = {
     "AstigmaticPSF": ".optics", "GaussianPSF": ".optics", "Optics": ".optics",
     "SMLMDiffusionPipeline": ".pipelines", "SMLMPipelineOutput": ".pipelines",
     "GammaDDPMScheduler": ".schedulers",
-    "Camera": ".simulation", "FrameSimulator": ".simulation", "simulate": ".simulation",
+    "Camera": ".simulation", "CameraMaps": ".simulation", "FrameSimulator": ".simulation", "simulate": ".simulation",
     # the base classes diffusers' pipeline loader looks up in a component's library ("smlm_diffusers" in
     # model_index.json) to find how to load it: DeepSTORM is a ModelMixin, the scheduler a SchedulerMixin
     "ModelMixin": "diffusers", "SchedulerMixin": "diffusers",

@@ -82,6 +82,14 @@ def _add_camera_options(p: argparse.ArgumentParser, default_note: str) -> None:
                         "times the signal; --gain is then ADU per photo-electron with the EM gain included")
 
 
+def _add_map_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sCMOS per-pixel calibration (float TIFFs [H, W] with the frames' rows and columns; "
+                             "optics.yaml can name them too: offset_map, variance_map, gain_map)")
+    g.add_argument("--offset-map", metavar="TIF", help="each pixel's offset (dark level), ADU")
+    g.add_argument("--variance-map", metavar="TIF", help="each pixel's read-noise variance, ADU^2")
+    g.add_argument("--gain-map", metavar="TIF", help="each pixel's gain, ADU per photo-electron")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -108,13 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
                           f"smlm-ddpm-2d-100nm, from any folder), else a Hub repo id such as {HUB_MODEL_ID} "
                           f"(default ${MODEL_ENV}, else the shipped {DEFAULT_MODEL})")
     loc.add_argument("--mode", choices=("ddpm", "deepstorm"), default=None,
-                     help="deepstorm: the CNN, then a joint Poisson maximum-likelihood fit of its molecules on "
-                          "the frame; fast; sigma is the CRLB of that fit (the only mode of a 3D folder such as "
-                          "pretrained/smlm-3d-as-100nm: the DDPM is 2D only). ddpm (default for 2D folders): the "
-                          "same, and where the fit leaves molecules in doubt DDPM samples propose configurations "
-                          "that are fitted and weighed on the frame: a detection probability per molecule and "
-                          "sigma from the fits' bounds and their spread")
-    loc.add_argument("--samples", type=_positive_int, default=DEFAULT_SAMPLES, metavar="K",
+                     help="deepstorm (the default: as good as ddpm at several times less time in the README's "
+                          "dense table, Benchmarks): the CNN, then a joint Poisson maximum-likelihood fit of its molecules on "
+                          "the frame, and each molecule the fit leaves in doubt weighed against a pair of them on "
+                          "the frame's likelihood (the folder's deepstorm_arbitrate, on in the shipped 2D folders): "
+                          "a detection probability per molecule, sigma from the fits' bounds (the only mode of a 3D "
+                          "folder such as pretrained/smlm-3d-as-100nm: the DDPM is 2D only). ddpm: the same, and "
+                          "there DDPM samples propose more configurations, fitted and weighed on the frame; it "
+                          "writes the samples' variance render too. --samples or --steps without --mode choose ddpm")
+    loc.add_argument("--no-arbitrate", action="store_true",
+                     help="deepstorm: plain DeepSTORM, no weighing of pair proposals (faster on dense frames; "
+                          "sigma is the CRLB of the fit, no detection probability)")
+    loc.add_argument("--samples", type=_positive_int, default=None, metavar="K",
                      help=f"DDPM samples per frame (default {DEFAULT_SAMPLES})")
     loc.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="S",
                      help="reverse diffusion steps (default: the model's default_inference_steps, 4 for the "
@@ -125,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--threshold", type=_finite_float, metavar="T",
                      help="KDE peak threshold for localization (default: the model's tuned value)")
     loc.add_argument("--min-probability", type=_non_negative_float, metavar="P",
-                     help="ddpm: keep molecules of at least this detection probability in the table "
+                     help="ddpm and deepstorm with the arbitration: keep molecules of at least this detection "
+                          "probability in the table "
                           "(default: the model's probability_floor, 0.1)")
     loc.add_argument("--mixed-precision", choices=("auto", "bf16", "no"), default="auto",
                      help="auto (default): bfloat16 autocast only where the device runs it natively (GPUs, CPUs "
@@ -150,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--psf-sigma", type=_positive_float, metavar="PX",
                      help="Gaussian PSF sigma, camera pixels (default: --optics, else the model's)")
     _add_camera_options(loc, "default: --optics, else the model's config")
+    _add_map_options(loc)
     add_postprocess_options(loc)
     loc.set_defaults(func=cmd_localize)
 
@@ -170,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--threshold-snr", type=_positive_float, default=8.0, metavar="SNR",
                      help="detection threshold, in robust noise units of the smoothed frame (default 8)")
     _add_camera_options(est, "default: the paper's camera, 108 nm, offset 100 ADU, gain 1, read noise 1.6 e-")
+    _add_map_options(est)
     est.set_defaults(func=cmd_estimate)
     from .cli_optics import add_calibrate_z
 
@@ -206,6 +222,8 @@ def _user_errors():
 
 
 def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazily
+    """The camera of the options over ``defaults``; per-pixel maps (``--offset-map`` ..., or the defaults' from
+    an optics.yaml) replace the scalar of their kind."""
     from .simulation import Camera
 
     try:
@@ -215,11 +233,25 @@ def camera_from_args(args, defaults) -> "Camera":  # noqa: F821 - imported lazil
             gain=defaults.gain if args.gain is None else args.gain,
             read_noise=defaults.read_noise if args.read_noise is None else args.read_noise,
             qe=defaults.qe,
+            maps=defaults.maps,
         )
+        maps = {k: getattr(args, f"{k}_map", None) for k in ("offset", "variance", "gain")}
+        if any(v is not None for v in maps.values()):
+            camera = camera.with_maps(**maps)
         excess = getattr(args, "excess_noise", None)
         if excess is None:
             return camera
+        if camera.has_maps:
+            raise CLIError("--excess-noise describes an EMCCD, per-pixel maps an sCMOS camera: give one or the other")
         return Camera.emccd(camera.pixel_size_nm, camera.offset, camera.gain, camera.read_noise, camera.qe, excess)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def _check_maps(camera, stack, h: int, w: int) -> None:
+    """CLIError naming both shapes when the camera's per-pixel maps do not have the movie's rows and columns."""
+    try:
+        camera.check_shape((h, w), f"the frames of {stack.name}")
     except ValueError as err:
         raise CLIError(str(err)) from None
 
@@ -271,14 +303,21 @@ def cmd_localize(args) -> int:
     if pipe.optics.ndim == 3:  # a 3D folder
         return localize_3d_stack(args, stack, paths, pipe.optics.replace(camera=camera_from_args(args, pipe.camera)),
                                  pipe, model)
-    args.mode = args.mode or "ddpm"
-    sigma = args.psf_sigma if args.psf_sigma is not None else (None if optics is None else optics.psf.sigma_px)
+    mode = _localize_mode(args, pipe)
     trained = (float(pipe.kde_net.config.pixel_size_nm), float(pipe.kde_net.config.psf_sigma_px))
-    if sigma is not None:  # the pipeline and the photometry read the PSF from the network's config
-        pipe.kde_net.register_to_config(psf_sigma_px=float(sigma))
-    cfg = pipe.kde_net.config
+    # the frames' optics, resolved once (--optics, else the folder's; camera flags and --psf-sigma on top) and
+    # passed to the movie runner as one value: the network's config keeps what it was trained for
+    from .optics import GaussianPSF
+
+    from_file = optics is not None
+    base = pipe.optics if optics is None else optics
     camera = camera_from_args(args, pipe.kde_net.camera if optics is None else optics.camera)
-    ddpm = args.mode == "ddpm"
+    optics = base.replace(camera=camera)
+    if args.psf_sigma is not None:
+        optics = optics.replace(psf=GaussianPSF(float(args.psf_sigma)))
+    cfg = pipe.kde_net.config
+    _check_maps(camera, stack, h, w)
+    ddpm = mode.num_samples > 0
     if ddpm:
         try:
             args.steps = model_steps(pipe, args.steps)
@@ -290,30 +329,31 @@ def cmd_localize(args) -> int:
         raise CLIError(f"frames of {h} x {w} pixels are too small (at least 4 x 4)")
     from .cli_optics import model_fit_warning
 
-    mismatch = model_fit_warning(model, *trained, camera.pixel_size_nm, float(cfg.psf_sigma_px), ddpm)
+    mismatch = model_fit_warning(model, *trained, camera.pixel_size_nm, float(optics.psf.sigma_px), ddpm)
     if mismatch:
         _log(f"{PROG}: warning: {mismatch}", args.quiet)
     if not args.skip_camera_check:
         typed = {k for k in ("offset", "gain", "read_noise") if getattr(args, k) is not None}
         with _user_errors():
             for message in outputs.check_camera_fits(stack, total, camera, typed=typed,
-                                                     source="the model's" if optics is None else "the --optics file's"):
+                                                     source="the --optics file's" if from_file else "the model's"):
                 _log(f"{PROG}: warning: {message}", args.quiet)
 
     state = PartialState(cpu=outputs.cpu_only())
     quiet = args.quiet or not state.is_main_process
     pipe.to(state.device)
-    psf = float(cfg.psf_sigma_px)
+    psf = float(optics.psf.sigma_px)
 
-    def crlb(locs, windows):  # deepstorm mode: photometry and the CRLB on the raw frames
+    def crlb(locs, windows, camera=camera):  # deepstorm mode: photometry and the CRLB on the raw frames (a tile's camera)
         return add_crlb_uncertainty(locs, windows, camera, psf)
 
     try:
         with _user_errors():
             run = localize_movie(
-                pipe, stack, paths.work, num_samples=args.samples if ddpm else 0, num_inference_steps=args.steps,
-                batch_size=args.batch_size, seed=args.seed, camera=camera, threshold=args.threshold,
-                min_probability=args.min_probability if ddpm else None, mixed_precision=args.mixed_precision,
+                pipe, stack, paths.work, num_samples=mode.num_samples, arbitrate=mode.arbitrate,
+                num_inference_steps=args.steps, batch_size=args.batch_size, seed=args.seed, optics=optics,
+                threshold=args.threshold, min_probability=args.min_probability if ddpm or mode.arbitrate else None,
+                mixed_precision=args.mixed_precision,
                 sparse_windows=None if ddpm or not args.whole_frames else False, tile_size=args.tile_size, max_frames=args.max_frames, restart=args.restart, state=state,
                 postprocess=None if ddpm else crlb, signature={"deepstorm_uncertainty": None if ddpm else "crlb"},
                 model_id=model, progress=not quiet, log=lambda message: _log(f"{PROG}: {message}", quiet))
@@ -323,11 +363,22 @@ def cmd_localize(args) -> int:
     if not run.is_main_process:
         return 0
     written = outputs.write_run_outputs(run, paths, (h, w), camera, int(cfg.upsampling), psf, samples=ddpm,
-                                        source=stack.name, extra_info={"Mode": args.mode, "Model": model},
+                                        source=stack.name, extra_info={"Mode": mode.name, "Model": model},
                                         postprocess=post)
     run.finish()
     _log(outputs.run_summary(run, written, paths.work, PROG), quiet)
     return 0
+
+
+def _localize_mode(args, pipe):
+    """The mode ``localize`` runs (:class:`~smlm_diffusers.pipelines.modes.CallMode`): ``--mode``, else ddpm when
+    ``--samples`` or ``--steps`` is given, else the folder's default (DeepSTORM + arbitration in the shipped ones)."""
+    folder = pipe.call_mode()
+    mode = args.mode or ("ddpm" if folder.num_samples > 0 or args.samples or args.steps else "deepstorm")
+    if mode == "ddpm" and args.no_arbitrate:
+        raise CLIError("--no-arbitrate is for --mode deepstorm: DDPM mode always weighs its proposals on the frame")
+    samples = (args.samples or folder.num_samples or DEFAULT_SAMPLES) if mode == "ddpm" else 0
+    return pipe.call_mode(samples, False if args.no_arbitrate else None)
 
 
 def optics_from_args(args):
@@ -347,6 +398,9 @@ def localize_3d_stack(args, stack, paths, optics, pipe=None, where: str = "--opt
     if args.mode == "ddpm":
         raise CLIError(f"--mode ddpm: the DDPM is 2D only, and the PSF of {where} is 3D: use --mode deepstorm "
                        "(the default for 3D)")
+    from .movie import outputs
+
+    _check_maps(optics.camera, stack, *outputs.stack_shape(stack)[1:])
     if pipe is None and args.model:  # --model: its detections seed the 3D fit too
         pipe = load_model(args.model)[0]
     with _user_errors():
@@ -391,6 +445,7 @@ def cmd_estimate(args) -> int:
         n = min(total, args.max_frames)
         frames = np.concatenate(list(outputs.read_frames(stack, [(s, min(s + 64, n)) for s in range(0, n, 64)])))
     camera = camera_from_args(args, Camera())
+    _check_maps(camera, stack, h, w)
     try:
         est = estimate_psf(frames, camera, sigma_guess_px=args.sigma_guess, threshold_snr=args.threshold_snr)
     except ValueError as err:

@@ -16,8 +16,10 @@ def test_bf16_localizes_like_float32():
     pipe = sd.SMLMDiffusionPipeline.from_pretrained(KDE_NET.parent)
     net = pipe.kde_net.eval()
     frames, gt = sd.simulate(n_frames=8, shape=(48, 48), density=2.0, seed=11)
-    fast = pipe(frames, num_samples=0, mixed_precision="bf16").localizations
-    exact = pipe(frames, num_samples=0, mixed_precision="no").localizations
+    # the network's precision, seen through the frame fit alone: the arbitration's discrete choice between a
+    # molecule and a pair can flip on a bf16 rounding and move a row by a pair's separation
+    fast = pipe(frames, num_samples=0, arbitrate=False, mixed_precision="bf16").localizations
+    exact = pipe(frames, num_samples=0, arbitrate=False, mixed_precision="no").localizations
     assert evaluate(gt, fast)["jaccard"] == pytest.approx(evaluate(gt, exact)["jaccard"], abs=0.01)
     # the same molecules, moved by far less than the localization error (~10 nm)
     pairs = match(exact, fast, tolerance_nm=20.0)

@@ -269,12 +269,25 @@ def test_picasso_opens_our_file(tmp_path):
     assert {"frame", "x", "y", "photons", "sx", "sy", "bg", "lpx", "lpy"} <= set(locs.columns)
 
 
+def test_picasso_keeps_molecules_without_a_kde_mass(tmp_path):
+    """A molecule the weighing added (a pair member) has no KDE peak of its own: kde_mass NaN in the table, 0 in
+    the Picasso file, whose loader drops every row holding a NaN."""
+    io_picasso = pytest.importorskip("picasso.io")
+    df = _molecules(12)
+    df.loc[[3, 7], "kde_mass"] = np.nan
+    write_localizations(df, tmp_path / "locs.hdf5", pixel_size_nm=108.0, shape=(10, 32, 32), psf_sigma_px=1.0,
+                        samples=False)
+    locs, _ = io_picasso.load_locs(str(tmp_path / "locs.hdf5"))
+    assert len(locs) == len(df) and (locs["kde_mass"].to_numpy()[[3, 7]] == 0).all()
+
+
 def test_write_localizations_by_suffix(tmp_path):
     df = _molecules(5)
     kw = dict(pixel_size_nm=108.0, shape=(10, 32, 32), psf_sigma_px=1.2)
     (csv,) = write_localizations(df, tmp_path / "a.csv", samples=False, **kw)
     header = csv.read_text().splitlines()[0]
-    assert header.endswith('"uncertainty [nm]","offset [photon]","kde_mass"')
+    # probability wherever the table has it (DeepSTORM mode's arbitration weighs molecules too); n_samples with samples
+    assert header.endswith('"uncertainty [nm]","offset [photon]","kde_mass","probability"')
     assert read_thunderstorm_csv(csv)["sigma_nm"].eq(1.2 * 108.0).all()
     (csv,) = write_localizations(df, tmp_path / "b.csv", samples=True, **kw)
     assert csv.read_text().splitlines()[0].endswith('"kde_mass","probability","n_samples"')

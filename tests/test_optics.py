@@ -137,7 +137,9 @@ def test_estimate_optics_yaml_makes_localize_use_its_psf(tmp_path, tiny_model_di
     import smlm_diffusers.movie as movie
 
     def spy(pipe, stack, work, **kwargs):
-        seen["sigma"], seen["camera"] = float(pipe.kde_net.config.psf_sigma_px), kwargs["camera"]
+        # one resolved Optics reaches the runner; the network's config is not rewritten to pass it
+        seen["sigma"], seen["camera"] = float(kwargs["optics"].psf.sigma_px), kwargs["optics"].camera
+        seen["net_sigma"] = float(pipe.kde_net.config.psf_sigma_px)
         raise KeyboardInterrupt  # stop after the setup: what the run would use is what is asserted
 
     monkeypatch.setattr(movie, "localize_movie", spy)
@@ -146,7 +148,7 @@ def test_estimate_optics_yaml_makes_localize_use_its_psf(tmp_path, tiny_model_di
     assert seen["sigma"] == pytest.approx(optics.psf.sigma_px) and seen["camera"] == cam
     cli.main(["localize", str(path), "-o", str(tmp_path / "l.csv"), "--model", str(tiny_model_dir), "--mode",
               "deepstorm", "-q", "--optics", str(out), "--psf-sigma", "1.7", "--skip-camera-check"])
-    assert seen["sigma"] == 1.7
+    assert seen["sigma"] == 1.7 and seen["net_sigma"] != 1.7
 
 
 def test_3d_localize_from_the_cli_writes_z_columns(tmp_path):

@@ -41,7 +41,8 @@ class RunResult:
     display only; ``kde_mean``/``kde_var`` come from all samples in float32), and
     ``sample_localizations`` their localizations (frame, sample, x_nm, y_nm) for the zoomed
     uncertainty view; ``kde_var`` is None in DeepSTORM mode (``num_samples == 0``), where the
-    molecules' sigmas are the CRLB at their fitted photons and background. ``name`` is the
+    molecules' sigmas are the CRLB at their fitted photons and background, weighed against pair proposals
+    when ``arbitrated`` (the folder's ``deepstorm_arbitrate``). ``name`` is the
     stem of the download files (the input file's, or ``simulation_seed<N>``).
     """
 
@@ -66,6 +67,7 @@ class RunResult:
     name: str = "simulation"
     warnings: list = field(default_factory=list)  # camera check, shown with the status
     folder: str | None = None  # where this run's download and picture files are written
+    arbitrated: bool = False  # DeepSTORM mode weighed its molecules against pair proposals (the pipeline's default)
 
     def __post_init__(self):
         self.sum_mean = self.kde_mean.sum(axis=0)
@@ -82,12 +84,17 @@ class RunResult:
     @property
     def mode(self) -> str:
         if self.num_samples == 0:
-            return "DeepSTORM only"
+            return "DeepSTORM + arbitration" if self.arbitrated else "DeepSTORM only"
         return f"DDPM, {self.num_samples} samples x {self.num_inference_steps} steps"
 
     @property
     def has_samples(self) -> bool:
         return self.num_samples > 0
+
+    @property
+    def has_probability(self) -> bool:
+        """The molecules were weighed (DDPM mode or the arbitration): their probability says something."""
+        return self.has_samples or self.arbitrated
 
     def frame_localizations(self, frame: int) -> pd.DataFrame:
         return self.localizations[self.localizations["frame"] == frame].reset_index(drop=True)
@@ -122,8 +129,8 @@ def run_pipeline(
     frames = check_stack(frames)
     k, steps = check_sampling(num_samples, num_inference_steps, pipe)
     check_work(pipe, frames.shape, k, steps)
-    camera = camera or pipeline_camera(pipe)
-    psf = float(getattr(pipe.kde_net.config, "psf_sigma_px", 1.0))
+    optics = pipe.resolve_optics(None, camera or pipeline_camera(pipe))  # resolved once, passed as one value
+    camera, psf = optics.camera, float(optics.psf.sigma_px)
     n = frames.shape[0]
     # samples kept for display: at most GALLERY_SAMPLES per frame, float16, bounded in all
     per_sample = n * frames.shape[1] * frames.shape[2] * int(pipe.kde_net.config.upsampling) ** 2
@@ -140,7 +147,7 @@ def run_pipeline(
             progress((done + inner * (stop - done)) / n,
                      f"{what}: {done} of {n} frame{'s' if n > 1 else ''} done" + (f" · {detail}" if detail else ""))
 
-    def crlb(found, windows):  # DeepSTORM mode: photometry and the CRLB on the raw frames
+    def crlb(found, windows, camera=camera):  # DeepSTORM mode: photometry and the CRLB on the raw frames
         return add_crlb_uncertainty(found, windows, camera, psf)
 
     say(0)
@@ -154,7 +161,7 @@ def run_pipeline(
         with _PIPE_LOCK, report_steps(pipe, max(steps, 1), on_step if k else None):
             # the movie runner's chunk step (tiles for large frames, bounded calls), as the CLI runs it
             out = localize_frames(pipe, part, start, num_samples=k, num_inference_steps=max(steps, 1),
-                                  generator=gen, camera=camera, batch_size=64, keep_images=True,
+                                  generator=gen, optics=optics, batch_size=64, keep_images=True,
                                   postprocess=None if k else crlb, sample_everywhere=True)
         locs.append(out.localizations)
         means.append(out.images["kde_mean"])
@@ -186,6 +193,7 @@ def run_pipeline(
         source=source,
         sample_localizations=pd.concat(per_sample_locs, ignore_index=True) if k > 0 else None,
         psf_sigma_px=psf,
+        arbitrated=pipe.call_mode(k).arbitrate,
         name=name or (Path(source).stem if source != "simulation" else f"simulation_seed{int(seed)}"),
     )
 

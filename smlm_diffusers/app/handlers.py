@@ -161,12 +161,14 @@ class Handlers:
             raise user_error(err) from None
 
     def upload(self, file, offset, gain, pixel_size, read_noise, num_samples, steps, sample_seed, window_px,
-               progress=gr.Progress()):
+               offset_map=None, variance_map=None, gain_map=None, progress=gr.Progress()):
         try:
             sample_seed = whole_seed(sample_seed, "Sampling seed")
             camera = inputs.check_camera(offset, gain, pixel_size, read_noise=read_noise)
             progress(0, desc="Reading the TIFF stack")
             frames = inputs.read_upload(file)
+            # an sCMOS camera's per-pixel maps, if uploaded: they replace the fields of their kind
+            camera = inputs.add_camera_maps(camera, frames.shape[1:], offset_map, variance_map, gain_map)
             warnings = inputs.check_camera_fits(frames, camera)
             result = core.run_pipeline(self.pipe, frames, num_samples, steps, seed=sample_seed, camera=camera,
                                        source=Path(file).name, progress=_progress(progress))
@@ -237,7 +239,8 @@ class Handlers:
             table = core.rmse_crlb_sweep(self.pipe, levels, float(background), float(sigma_px), n_frames,
                                          num_samples=k, num_inference_steps=steps,
                                          seed=whole_seed(sample_seed, "Sampling seed"), progress=report)
-            mode = "DeepSTORM only" if k == 0 else f"DDPM mean of {k} samples x {int(steps)} steps"
+            mode = (f"DDPM mean of {k} samples x {int(steps)} steps" if k else
+                    "DeepSTORM + arbitration" if self.pipe.call_mode(0).arbitrate else "DeepSTORM only")
             p, curve = core.crlb_curve(float(background), float(sigma_px), self.camera, levels[0] / 1.5,
                                        levels[-1] * 1.5)
             title = (f"RMSE vs CRLB, isolated emitters: {mode}\n"

@@ -33,7 +33,7 @@ TABLE_COLUMNS = {
     "n_samples": "samples",
     "kde_mass": "KDE mass",
 }
-_SAMPLE_ONLY = ("probability", "n_samples")
+_WEIGHED_ONLY, _SAMPLE_ONLY = ("probability",), ("n_samples",)
 
 
 def header_markdown(model_name: str, camera, psf_sigma_px: float, upsampling: int, model_camera=None) -> str:
@@ -80,7 +80,8 @@ def markers(result: RunResult, frame: int) -> list[Markers]:
 def frame_table(result: RunResult, frame: int) -> pd.DataFrame:
     """The frame's molecules, rounded, with the columns that apply to the run's mode."""
     loc = result.frame_localizations(frame)
-    cols = [c for c in TABLE_COLUMNS if c in loc.columns and (result.has_samples or c not in _SAMPLE_ONLY)]
+    cols = [c for c in TABLE_COLUMNS if c in loc.columns and (result.has_samples or c not in _SAMPLE_ONLY)
+            and (result.has_probability or c not in _WEIGHED_ONLY)]
     loc = loc[cols].copy()
     for c in ("x_nm", "y_nm", "sigma_x_nm", "sigma_y_nm", "kde_mass", "background"):
         if c in loc:
@@ -104,12 +105,24 @@ def table_column_widths(table: pd.DataFrame) -> list[str]:
     return [f"{100 * n / total:.2f}%" for n in need]
 
 
+def samples_info(deepstorm_mode: str) -> str:
+    """The samples slider's note: what 0 runs (``deepstorm_mode``: the pipeline's name for it) and that it is the
+    default of the command line and the API, which the app departs from to show the samples."""
+    if deepstorm_mode == "DeepSTORM":
+        return "0 = DeepSTORM only (fastest; σ is then the CRLB)"
+    return (f"0 = {deepstorm_mode}: the CLI's default, as good in the README's dense table and faster; "
+            "the app samples to show them")
+
+
 def table_label(result: RunResult) -> str:
+    """The table's label: the mode that made it first (the app draws samples; the pipeline's default runs none)."""
     sigma = ("σ: per-molecule uncertainty (each configuration's bound and the spread between configurations); "
              "probability: the weight, by the frame's likelihood, of the configurations that hold the molecule"
-             if result.has_samples else "σ: Cramér-Rao bound at the photons and background fitted on the frame "
+             if result.has_probability else "σ: Cramér-Rao bound at the photons and background fitted on the frame "
              "(DeepSTORM only: no samples)")
-    return f"Molecules in this frame ({FRAME_NOTE}). {sigma}"
+    if result.arbitrated:
+        sigma += " (DeepSTORM's molecules against their pair proposals: no samples)"
+    return f"Molecules in this frame, made by {result.mode} ({FRAME_NOTE}). {sigma}"
 
 
 def metrics_markdown(result: RunResult, frame: int) -> str:
@@ -122,7 +135,7 @@ def metrics_markdown(result: RunResult, frame: int) -> str:
         rows.append(f"| {name} | {m['n_gt']} | {m['tp']} / {m['fp']} / {m['fn']} | {_fmt(m['jaccard'])} | "
                     f"{_fmt(m['rmse_nm'], '.1f', ' nm')} | {_fmt(m['efficiency'], '.1f')} | "
                     f"{_fmt(m.get('coverage_1sigma'), '.2f')} |")
-    sigma = "the predicted sigma" if result.has_samples else "the CRLB (a lower bound: expect less than 0.68)"
+    sigma = "the predicted sigma" if result.has_probability else "the CRLB (a lower bound: expect less than 0.68)"
     return ("| | true emitters | TP / FP / FN | Jaccard | lateral RMSE | efficiency | 1σ coverage |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) +
             f"\n\nMatching: Hungarian, 250 nm tolerance. 1σ coverage: fraction of errors within {sigma} "

@@ -11,9 +11,9 @@ frames, nm) with these columns after ThunderSTORM's own:
   uncertainty (DeepSTORM mode: sqrt(CRLB) of the joint Poisson fit of the frame, neighbours and
   background as nuisance parameters; DDPM mode: that bound combined with the spread of the weighed
   configurations the samples proposed; see ``smlm-diffusers localize --help``);
-- ``kde_mass`` (KDE mass of the molecule, in emitters) and, with DDPM samples,
-  ``probability`` (detection probability: the weight of the configurations that hold it) and
-  ``n_samples`` (samples that proposed it);
+- ``kde_mass`` (KDE mass of the molecule, in emitters), ``probability`` (detection probability: the
+  weight of the configurations that hold it; 1 in DeepSTORM mode without the arbitration) and, with
+  DDPM samples, ``n_samples`` (samples that proposed it);
 - linked tables (:mod:`smlm_diffusers.postprocess`): ``detections`` (localizations merged,
   ThunderSTORM's merging column) and ``len`` (frames from first to last); ``frame`` is the
   first frame and ``uncertainty [nm]`` the merged sigma.
@@ -52,8 +52,9 @@ def thunderstorm_extra_columns(locs: pd.DataFrame, samples: bool) -> dict:
         extra["offset [photon]"] = locs["background"].to_numpy(np.float64)
     if "kde_mass" in locs.columns:
         extra["kde_mass"] = locs["kde_mass"].to_numpy(np.float64)
-    if samples:
+    if samples or "probability" in locs.columns:  # DeepSTORM mode's arbitration weighs its molecules too
         extra["probability"] = locs["probability"].to_numpy(np.float64)
+    if samples:
         extra["n_samples"] = locs["n_samples"].to_numpy(np.int64)
     if "n" in locs.columns:  # linked blinks: ThunderSTORM's merging column, and Picasso's len
         extra["detections"] = locs["n"].to_numpy(np.int64)
@@ -90,7 +91,7 @@ def write_localizations(
     psf_sigma_px : float
         PSF sigma, camera pixels: ThunderSTORM's ``sigma [nm]``, Picasso's ``sx``/``sy``.
     samples : bool
-        Whether ``locs`` came from DDPM samples (probability and n_samples apply).
+        Whether ``locs`` came from DDPM samples (n_samples applies; probability is written where ``locs`` has it).
     camera, source, extra_info
         Metadata of the Picasso file (:func:`~smlm_diffusers.io.picasso.write_picasso_hdf5`).
 

@@ -47,7 +47,8 @@ def picasso_locs(df: pd.DataFrame, pixel_size_nm: float, psf_sigma_px: float) ->
         ``frame`` (0-based), ``x_nm``, ``y_nm`` (package convention: outer top-left corner of
         the image at (0, 0) nm), ``photons`` (per emitter), ``background`` (photons per pixel),
         ``sigma_x_nm``, ``sigma_y_nm`` (1-sigma localization uncertainty, nm); optionally
-        ``kde_mass``, ``probability``, ``n_samples`` (copied as such). Missing photometry or
+        ``kde_mass``, ``probability``, ``n_samples`` (copied as such; a NaN ``kde_mass``, a molecule with no
+        KDE peak of its own, as 0: Picasso's loader drops rows with a NaN). Missing photometry or
         uncertainty columns are written as NaN.
     pixel_size_nm : float
         Camera pixel size ``a``, nm.
@@ -90,7 +91,10 @@ def picasso_locs(df: pd.DataFrame, pixel_size_nm: float, psf_sigma_px: float) ->
     for c, (name, _) in fields_3d:
         out[name] = col(c)
     for c, t in extras:
-        out[c] = df[c].to_numpy().astype(t)
+        values = df[c].to_numpy()
+        if c == "kde_mass":  # NaN for a molecule the weighing added (a pair member: no KDE peak of its own), and
+            values = np.nan_to_num(values.astype(np.float64), nan=0.0)  # Picasso drops rows with a NaN anywhere
+        out[c] = values.astype(t)
     return out
 
 

@@ -58,6 +58,18 @@ def _window_stack(frames: np.ndarray, items: list[tuple[int, int]], tiles: list[
                      for f, t in ((f, tiles[k]) for f, k in items)])
 
 
+def _calls(items: list[tuple[int, int]], per_call: int, by_tile: bool) -> list[list[tuple[int, int]]]:
+    """The items (frame, tile) of each pipeline call: ``per_call`` at a time, never two tiles in one call when
+    ``by_tile``."""
+    if not by_tile:
+        return [items[i:i + per_call] for i in range(0, len(items), per_call)]
+    out = []
+    for k in dict.fromkeys(t for _, t in items):
+        mine = [item for item in items if item[1] == k]
+        out += [mine[i:i + per_call] for i in range(0, len(mine), per_call)]
+    return out
+
+
 def localize_frames(
     pipe,
     frames: np.ndarray,
@@ -66,6 +78,7 @@ def localize_frames(
     num_samples: int = 0,
     generator=None,
     camera=None,
+    optics=None,
     tile_size: int = 256,
     tile_margin: int = 16,
     batch_size: int = 32,
@@ -89,7 +102,9 @@ def localize_frames(
     generator : torch.Generator, optional
         Sampling noise of the whole chunk (the calls draw from it in order).
     camera : Camera, optional
-        Overrides the model's camera (offset, gain, read noise, pixel size).
+        Overrides the model's camera (offset, gain, read noise, pixel size). Its per-pixel maps (an sCMOS)
+        must have the frames' shape; each tile is localized with the maps cut to its window
+        (:meth:`~smlm_diffusers.simulation.camera.Camera.crop`), one tile per call.
     tile_size, tile_margin : int
         Frames larger than ``tile_size`` camera pixels are cut into tiles with this margin
         (:mod:`smlm_diffusers.movie.tiles`).
@@ -103,8 +118,9 @@ def localize_frames(
         CPU, ``FORWARD_PIXELS_GPU`` on an accelerator).
     postprocess : callable, optional
         ``postprocess(localizations, windows)`` per call, in window coordinates, before
-        the tiles are put together (e.g. photometry on the raw windows). The rows are screened after it
-        (:func:`~smlm_diffusers.screening.screen_localizations`, counts in ``rejected``).
+        the tiles are put together (e.g. photometry on the raw windows); with a camera that has per-pixel
+        maps, ``postprocess(localizations, windows, camera=...)`` with the windows' camera. The rows are
+        screened after it (:func:`~smlm_diffusers.screening.screen_localizations`, counts in ``rejected``).
     keep_images : bool
         Also return the per-frame images (memory grows with the chunk: for short stacks).
     **pipeline_kwargs
@@ -113,31 +129,38 @@ def localize_frames(
     """
     frames = np.asarray(frames)
     n_frames, height, width = frames.shape
-    camera = camera or pipe.kde_net.camera
+    optics = pipe.resolve_optics(optics, camera)  # resolved once: every call gets this PSF and (a tile of) its camera
+    camera = optics.camera
+    camera.check_shape((height, width))
     u = int(pipe.kde_net.config.upsampling)
     tiles = tile_frame(height, width, tile_size, tile_margin)
     th, tw = tiles[0].window[1] - tiles[0].window[0], tiles[0].window[3] - tiles[0].window[2]
     items = [(f, k) for f in range(n_frames) for k in range(len(tiles))]
+    by_tile = camera.has_maps and len(tiles) > 1  # a call's windows share one camera: the maps cut to their tile
+    if by_tile:
+        items = [(f, k) for k in range(len(tiles)) for f in range(n_frames)]
     per_call = max(1, int(call_pixels) // (th * tw * max(1, num_samples)))
     if forward_pixels is None:
         forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
     if num_samples == 0:
         batch_size = max(1, min(int(batch_size), int(forward_pixels) // (th * tw)))
-    call = dict(num_samples=num_samples, batch_size=batch_size, camera=camera)
+    call = dict(num_samples=num_samples, batch_size=batch_size, optics=optics)
     kde_sum = np.zeros((height * u, width * u))
     kde_var = np.zeros_like(kde_sum) if num_samples > 0 else None
     images = None
     tables, tile_of_row, rejected = [], [], add_counts(None, None)
-    psf_sigma_px = float(pipe.optics.psf.sigma_px)
+    psf_sigma_px = float(optics.psf.sigma_px)
     row0 = np.array([t.window[0] for t in tiles], dtype=np.float64)
     col0 = np.array([t.window[2] for t in tiles], dtype=np.float64)
-    for first in range(0, len(items), per_call):
-        part = items[first:first + per_call]
+    for part in _calls(items, per_call, by_tile):
         windows = _window_stack(frames, part, tiles)
+        if camera.has_maps:
+            r0, r1, c0, c1 = tiles[part[0][1]].window
+            call["optics"] = optics.replace(camera=camera.crop(r0, c0, r1 - r0, c1 - c0))
         out = pipe(windows, generator=generator, screen=False, **call, **pipeline_kwargs)
         locs = out.localizations
         if postprocess is not None:
-            locs = postprocess(locs, windows)
+            locs = postprocess(locs, windows, camera=call["optics"].camera) if camera.has_maps else postprocess(locs, windows)
         locs, left_out = screen_localizations(locs, windows.shape[-2:], camera.pixel_size_nm, psf_sigma_px)
         rejected = add_counts(rejected, left_out)
         item = locs["frame"].to_numpy(np.int64)  # index into ``windows``

@@ -24,9 +24,9 @@ outputs (-o chooses the table's format by its suffix):
   TABLE.csv            ThunderSTORM table: id, frame (1-based), x [nm], y [nm], sigma [nm]
                        (the PSF sigma used: --psf-sigma, --optics or the model's),
                        intensity [photon], uncertainty [nm],
-                       offset [photon], kde_mass (KDE mass of the molecule, in emitters) and,
-                       in ddpm mode, probability (detection probability: the weight of the
-                       configurations that hold it) and
+                       offset [photon], kde_mass (KDE mass of the molecule, in emitters),
+                       probability (detection probability: the weight of the configurations
+                       that hold it; 1 with --no-arbitrate) and, in ddpm mode,
                        n_samples. intensity and offset are the photons and the background
                        (photons per pixel) fitted jointly on the frame at the molecules.
                        x is the column axis, the outer top-left corner of the image is
@@ -37,11 +37,13 @@ outputs (-o chooses the table's format by its suffix):
                        the folder's refine, on in the shipped ones) and sigma is sqrt(CRLB) of
                        that fit, neighbours and background as nuisance parameters (a folder
                        without refine: the CRLB of an isolated emitter at the fitted photons
-                       and background). ddpm mode: where that fit leaves the molecules in
-                       doubt, the samples propose configurations of molecules, each fitted on
-                       the frame and weighed by its evidence; sigma_x = sqrt(E_w[bound_x^2] +
-                       Var_w[x]) over the configurations that hold the molecule (the fits'
-                       bounds and their spread, combined); elsewhere the bound of that fit.
+                       and background). Where that fit leaves the molecules in doubt, each is
+                       also tried as a pair (deepstorm mode's arbitration, the default) and, in
+                       ddpm mode, the samples propose configurations of molecules too, each
+                       fitted on the frame and weighed by its evidence; sigma_x =
+                       sqrt(E_w[bound_x^2] + Var_w[x]) over the configurations that hold the
+                       molecule (the fits' bounds and their spread, combined); elsewhere the
+                       bound of that fit.
                        Rows whose numbers would be impossible are left out and counted (the
                        closing summary, the YAML's "Rows left out"): failed fits, a sigma not
                        finite or outside [0.1 nm, 10 PSF sigmas], under 1 photon, a position

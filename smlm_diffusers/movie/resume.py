@@ -94,6 +94,13 @@ def table_columns(locs: pd.DataFrame) -> list[list[str]]:
     return [[str(c), _text_dtype(c) if c in TEXT_COLUMNS else str(locs[c].dtype)] for c in locs.columns]
 
 
+def mode_change(old: dict, new: dict) -> str:
+    """``"mode 'ddpm' -> 'DeepSTORM + arbitration'; "`` where two run signatures differ in mode (first in the
+    message: a run begun under the earlier default, DDPM mode, restarts in the new one), else ``""``."""
+    a, b = ((sig.get("options") or {}).get("mode") for sig in (old, new))
+    return f"mode {a!r} -> {b!r}; " if a != b and a is not None else ""
+
+
 def describe_changes(old: dict, new: dict, prefix: str = "") -> str:
     """``"key old -> new"`` for every differing leaf of two nested dicts, comma-separated."""
     changes = []
@@ -147,6 +154,7 @@ class WorkFolder:
                     old = {}
                 if old.get("format") != STATE_FORMAT or old.get("signature") != signature:
                     changes = describe_changes(old.get("signature") or {}, signature) or "format"
+                    changes = mode_change(old.get("signature") or {}, signature) + changes
                     reason = "options changed: " + (changes if len(changes) <= 300 else changes[:297] + "...")
                 else:
                     total = signature["stack"]["frames"]

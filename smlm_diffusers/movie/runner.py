@@ -159,8 +159,8 @@ def _frame_source(stack):
 def localize_movie(
     pipe, stack, work_folder: str | os.PathLike, *,
     num_samples: int = 0, num_inference_steps: int | None = DEFAULT_STEPS, batch_size: int = 32, seed: int = 0,
-    camera=None, threshold: float | None = None, min_probability: float | None = None,
-    mixed_precision: str = "auto", sparse_windows: bool | None = None,
+    camera=None, optics=None, threshold: float | None = None, min_probability: float | None = None,
+    mixed_precision: str = "auto", sparse_windows: bool | None = None, arbitrate: bool | None = None,
     tile_size: int = 256, tile_margin: int = 16, call_pixels: int = CALL_PIXELS, forward_pixels: int | None = None,
     max_frames: int | None = None, restart: bool = False, state=None,
     postprocess: Callable[[pd.DataFrame, np.ndarray], pd.DataFrame] | None = None,
@@ -187,13 +187,17 @@ def localize_movie(
         A grey-level TIFF movie (raw ADU), or frames in memory (or a memory map).
     work_folder : str or path-like
         Checkpoint folder (created; reused when compatible, else cleared with a message).
-    num_samples, num_inference_steps, threshold, min_probability, mixed_precision
-        The pipeline's arguments; ``num_samples=0`` is DeepSTORM mode; ``num_inference_steps=None``
-        is the folder's ``default_inference_steps``.
+    num_samples, num_inference_steps, threshold, min_probability, mixed_precision, arbitrate
+        The pipeline's arguments; ``num_samples=0`` is DeepSTORM mode, with the arbitration of its pair
+        proposals where ``arbitrate`` (None: the folder's ``deepstorm_arbitrate``) says so;
+        ``num_inference_steps=None`` is the folder's ``default_inference_steps``.
     batch_size : int
         Frames per batch (the unit of checkpoints and seeds), and the pipeline's batch size.
     seed, camera : int, Camera (optional)
-        Seed of the sampling noise; the frames' camera, default the model's.
+        Seed of the sampling noise; the frames' camera (replacing the camera of ``optics``).
+    optics : Optics, optional
+        The frames' camera + PSF, default the folder's (``pipe.resolve_optics``): resolved once, passed to every
+        call, and recorded in the checkpoint's signature (a run resumed under other optics starts again).
     sparse_windows : bool, optional
         DeepSTORM mode: the network only around candidate spots of sparse frames (the pipeline's
         argument; default the folder's ``sparse_windows``).
@@ -221,14 +225,14 @@ def localize_movie(
     """
     state = state or SingleProcess()
     log = log or (lambda message: None)
-    camera = camera or pipe.kde_net.camera
+    optics = pipe.resolve_optics(optics, camera)
     (total, height, width), source_info, read = _frame_source(stack)
     run_frames = total if max_frames is None else min(total, int(max_frames))
     bs = int(batch_size)
     ddpm = num_samples > 0
-    options, call = _options_and_call(pipe, camera, num_samples, num_inference_steps, bs, seed, threshold,
-                                      min_probability, mixed_precision, sparse_windows, tile_size, tile_margin,
-                                      call_pixels, forward_pixels, postprocess)
+    options, call = _options_and_call(pipe, optics, num_samples, num_inference_steps, bs, seed, threshold,
+                                      min_probability, mixed_precision, sparse_windows, arbitrate, tile_size,
+                                      tile_margin, call_pixels, forward_pixels, postprocess)
     full_signature = run_signature(pipe, source_info, options | {"extra": signature or {}}, model_id)
 
     work = WorkFolder(work_folder, state.process_index)
@@ -268,19 +272,21 @@ def _claim_batches(work, state, signature, restart, run_frames, bs, total, log) 
         return list(mine), n_done
 
 
-def _options_and_call(pipe, camera, num_samples, num_inference_steps, bs, seed, threshold, min_probability,
-                      mixed_precision, sparse_windows, tile_size, tile_margin, call_pixels, forward_pixels,
+def _options_and_call(pipe, optics, num_samples, num_inference_steps, bs, seed, threshold, min_probability,
+                      mixed_precision, sparse_windows, arbitrate, tile_size, tile_margin, call_pixels, forward_pixels,
                       postprocess) -> tuple[dict, dict]:
-    """The options a checkpoint records (defaults resolved: what ran) and the arguments of every
-    :func:`~smlm_diffusers.movie.chunks.localize_frames` call."""
+    """The options a checkpoint records (defaults resolved: what ran; the mode by name, so that a run resumed
+    in another mode, such as one begun under the earlier default, DDPM mode, starts again with a message) and the
+    arguments of every :func:`~smlm_diffusers.movie.chunks.localize_frames` call."""
     ddpm = num_samples > 0
+    mode = pipe.call_mode(num_samples, None if ddpm else arbitrate)
     if forward_pixels is None:
         forward_pixels = FORWARD_PIXELS if pipe.device.type == "cpu" else FORWARD_PIXELS_GPU
-    options = {"mode": "ddpm" if ddpm else "deepstorm", "num_samples": int(num_samples), "batch_size": bs,
+    options = {"mode": mode.name, "num_samples": int(num_samples), "batch_size": bs,
                "seed": int(seed), "threshold": threshold, "mixed_precision": mixed_precision,
-               "camera": camera.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
+               "optics": optics.to_dict(), "tile_size": int(tile_size), "tile_margin": int(tile_margin),
                "call_pixels": int(call_pixels), "forward_pixels": int(forward_pixels)}
-    call = dict(num_samples=int(num_samples), camera=camera, tile_size=tile_size, tile_margin=tile_margin,
+    call = dict(num_samples=int(num_samples), optics=optics, tile_size=tile_size, tile_margin=tile_margin,
                 batch_size=bs, call_pixels=call_pixels, forward_pixels=forward_pixels, postprocess=postprocess,
                 threshold=threshold, mixed_precision=mixed_precision)
     if ddpm:  # None is the folder's default number of steps
@@ -290,6 +296,9 @@ def _options_and_call(pipe, camera, num_samples, num_inference_steps, bs, seed, 
     else:
         sparse = bool(pipe.config.sparse_windows if sparse_windows is None else sparse_windows)
         options["sparse_windows"] = call["sparse_windows"] = sparse
+        call["arbitrate"] = mode.arbitrate
+        if mode.arbitrate:  # its molecules carry a detection probability
+            options["min_probability"] = call["min_probability"] = min_probability
     return options, call
 
 

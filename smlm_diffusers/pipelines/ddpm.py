@@ -25,11 +25,13 @@ from .sampling import NO_DETECTIONS
 class DDPMSampling:
     """The DDPM half of the pipeline (mixed into :class:`SMLMDiffusionPipeline`)."""
 
-    def _ddpm_molecules(self, y_hat, frames, frames_np, base, camera, localize, num_samples, num_inference_steps,
+    def _ddpm_molecules(self, y_hat, frames, frames_np, base, optics, localize, num_samples, num_inference_steps,
                         generator, batch_size, sampler, schedule, threshold, floor, sample_everywhere, bf16):
         """DDPM mode of :meth:`__call__`: (molecules, KDE mean, variance, samples) from DeepSTORM's ``y_hat``
-        and its refined molecules ``base`` (the cascade: a first weighing, samples where it is undecided)."""
-        device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
+        and its refined molecules ``base`` (the cascade: a first weighing, samples where it is undecided), under
+        the call's resolved ``optics`` (:meth:`resolve_optics`)."""
+        device, scaling = self._execution_device, self.kde_scaling
+        camera, psf_sigma_px = optics.camera, float(optics.psf.sigma_px)
         cond = self.conditioning(y_hat, frames.to(device), camera)
         # tiles whose estimate stays below a quarter of the detection threshold are not sampled
         empty_level = float(scaling.to_unit(torch.tensor(0.25 * threshold))) \

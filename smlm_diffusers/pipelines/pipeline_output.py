@@ -18,8 +18,10 @@ class SMLMPipelineOutput(BaseOutput):
         frame (0-based), x_nm, y_nm, sigma_x_nm, sigma_y_nm, probability, n_samples,
         kde_mass (KDE mass around the molecule, in emitters; not photons), and with samples
         photons (per emitter) and background (photons per pixel) fitted on the frame at the
-        molecule's position (:mod:`~smlm_diffusers.localization.photometry`). From DeepSTORM
-        alone (sigmas NaN, probability 1, no photometry) when ``num_samples=0``.
+        molecule's position (:mod:`~smlm_diffusers.localization.photometry`). In DeepSTORM mode
+        (``num_samples=0``) DeepSTORM's molecules, fitted on the frame where ``refine`` is on (sigma: the fit's
+        bound) and weighed against their pair proposals with the arbitration; without ``refine``, sigmas
+        NaN, probability 1, no photometry.
     kde_mean : array [F, uH, uW]
         Mean of the DDPM samples (the DeepSTORM KDE when ``num_samples=0``).
     kde_var : array [F, uH, uW] or None
@@ -33,6 +35,9 @@ class SMLMPipelineOutput(BaseOutput):
         Rows left out of ``localizations`` because their numbers were impossible, by reason
         (:func:`~smlm_diffusers.screening.screen_localizations`: failed fits, sigmas, photons,
         positions outside the field); None when the call did not screen (``screen=False``).
+    mode : str or None
+        The mode that made the table (:attr:`~smlm_diffusers.pipelines.modes.CallMode.name`:
+        ``"DeepSTORM + arbitration"``, ``"DeepSTORM"``, ``"DDPM"``; ``"DeepSTORM (3D)"``).
     """
 
     localizations: pd.DataFrame
@@ -41,3 +46,4 @@ class SMLMPipelineOutput(BaseOutput):
     samples: np.ndarray | None
     deepstorm_kde: np.ndarray
     rejected: dict | None = None
+    mode: str | None = None

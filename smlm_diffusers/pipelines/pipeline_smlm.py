@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, UNet2DModel
 
 from ..kde import KDEScaling
-from ..localization.configurations import ambiguous, arbitrate
+from ..localization.configurations import ambiguous, arbitrate as arbitrate_configurations
 from ..localization.molecules import SPREAD_COLUMNS, deepstorm_molecules
 from ..localization.peaks import localize_kde
 from ..screening import screen_localizations
@@ -31,6 +31,7 @@ from ..optics import GaussianPSF, Optics
 from ..schedulers.scheduling_gamma_ddpm import GammaDDPMScheduler
 from ..simulation.camera import Camera
 from .ddpm import DDPMSampling
+from .modes import CallMode, call_mode
 from .pipeline_output import SMLMPipelineOutput
 from .remote_code import write_remote_code
 from .sampling import NO_DETECTIONS
@@ -76,7 +77,10 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         of the frame; the variance is zero where nothing was sampled.
     deepstorm_arbitrate : bool
         DeepSTORM mode also weighs its own split proposals on the frame (the same arbitration, no samples):
-        better molecules in dense frames at a few ms per ambiguous cluster.
+        better molecules in dense frames at a few ms per ambiguous cluster. Needs ``refine``.
+    default_num_samples : int
+        What a call without ``num_samples`` runs (:mod:`.modes`): 0, DeepSTORM mode (with the arbitration
+        where ``deepstorm_arbitrate`` is on: the shipped default, as fast as measured best), or DDPM samples.
     default_inference_steps : int
         Reverse diffusion steps when a call does not say (``num_inference_steps=None``).
     refine, refine_split : bool
@@ -113,7 +117,8 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         tile_edge: int | None = None,
         probability_floor: float = 0.1,
         ambiguity_tile: int = 32,
-        deepstorm_arbitrate: bool = False,
+        deepstorm_arbitrate: bool = True,
+        default_num_samples: int = 0,
         default_inference_steps: int = 20,
         refine: bool = False,
         refine_split: bool = False,
@@ -129,6 +134,8 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         super().__init__()
         if not 0.0 <= probability_floor <= 1.0:
             raise ValueError(f"probability_floor must be between 0 and 1, got {probability_floor}")
+        if int(default_num_samples) < 0:
+            raise ValueError(f"default_num_samples must be >= 0, got {default_num_samples}")
         if tile_edge is not None and not 0 <= int(tile_edge) <= tile_overlap:
             raise ValueError(f"tile_edge must be between 0 and tile_overlap ({tile_overlap}), got {tile_edge}")
         peaks = peak_settings({"threshold": threshold, "peak_refine": peak_refine, "peak_window": peak_window},
@@ -139,6 +146,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
                                 tile_edge=None if tile_edge is None else int(tile_edge),
                                 probability_floor=float(probability_floor), ambiguity_tile=int(ambiguity_tile),
                                 deepstorm_arbitrate=bool(deepstorm_arbitrate),
+                                default_num_samples=int(default_num_samples),
                                 default_inference_steps=int(default_inference_steps), refine=bool(refine),
                                 refine_split=bool(refine_split), skip_empty_tiles=bool(skip_empty_tiles),
                                 sparse_windows=bool(sparse_windows), **peaks)
@@ -203,6 +211,12 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             return Optics.from_dict(dict(given))
         return Optics(self.kde_net.camera, GaussianPSF(float(self.kde_net.config.psf_sigma_px)))
 
+    def resolve_optics(self, optics: Optics | None = None, camera: Camera | None = None) -> Optics:
+        """The optics of a call, resolved once: ``optics`` if given, else the folder's (:attr:`optics`), with
+        its camera replaced by ``camera`` if given. Every step of the call sees this one value."""
+        resolved = self.optics if optics is None else optics
+        return resolved if camera is None else resolved.replace(camera=camera)
+
     @property
     def camera(self) -> Camera:
         """The camera of the model's config (``kde_net``): what a call assumes unless given ``camera=``."""
@@ -223,8 +237,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         built by :func:`smlm_diffusers.models.layout.condition_channels` as in training."""
         frame_norm = None
         if layout.uses_frame(self.unet.config):
-            frame_norm = self.kde_net.normalize(frames, offset=camera.offset, gain=camera.gain,
-                                                read_noise=camera.read_noise)
+            frame_norm = self.kde_net.normalize(frames, camera=camera)  # per pixel with an sCMOS camera's maps
         return layout.condition_channels(y_hat, frame_norm, self.unet.config)
 
     def _localize_3d(self, frames, optics: Optics, threshold, batch_size, output_type, return_dict, screen):
@@ -244,7 +257,13 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         out = (locs, kde, None, None, kde)
         if output_type == "np":
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
-        return out if not return_dict else SMLMPipelineOutput(*out, rejected=rejected)
+        return out if not return_dict else SMLMPipelineOutput(*out, rejected=rejected, mode="DeepSTORM (3D)")
+
+    def call_mode(self, num_samples: int | None = None, arbitrate: bool | None = None,
+                  refine: bool | None = None) -> CallMode:
+        """The mode (:class:`.modes.CallMode`: samples, arbitration, ``.name``) a call with these arguments runs;
+        None is the folder's ``default_num_samples``, ``deepstorm_arbitrate``, ``refine``."""
+        return call_mode(self.config, num_samples, arbitrate, refine)
 
     def tile_plan(self, h: int, w: int, tile_size: int | None = None) -> TileLayout:
         """How a working grid of ``h x w`` pixels is cut for the UNet (:meth:`.TileLayout.plan`), in tiles
@@ -268,7 +287,7 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
     def __call__(
         self,
         frames,
-        num_samples: int = 8,
+        num_samples: int | None = None,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
@@ -285,15 +304,19 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         sample_everywhere: bool = False,
         sparse_windows: bool | None = None,
         screen: bool = True,
+        arbitrate: bool | None = None,
+        optics: Optics | None = None,
     ) -> SMLMPipelineOutput | tuple:
         """Localize emitters with per-molecule uncertainty.
 
         Parameters
         ----------
         frames : array or tensor, [H, W] or [F, H, W], ADU (integer or float)
-        num_samples : int
-            Posterior KDE samples per frame; 0 runs DeepSTORM alone (the only mode of a folder without a
-            DDPM, and of a 3D one: its table has z_nm and sigma_z_nm).
+        num_samples : int, optional
+            Posterior KDE samples per frame (DDPM mode); 0 runs DeepSTORM mode (the only mode of a folder without
+            a DDPM, and of a 3D one: its table has z_nm and sigma_z_nm). None (default): the folder's
+            ``default_num_samples``, 0 in the shipped folders, so ``pipe(frames)`` runs DeepSTORM + arbitration,
+            which the README's dense table measures as good as DDPM mode in a fraction of its time (:mod:`.modes`).
         num_inference_steps : int, optional
             Reverse diffusion steps (at most the scheduler's ``max_inference_steps``); default
             the pipeline's ``default_inference_steps``.
@@ -303,7 +326,11 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             Tiles (x samples) per UNet forward pass.
         output_type : {"np", "pt"}, arrays as numpy (default) or torch tensors
         camera : Camera, optional
-            The camera of these frames (pixel size, offset, gain, read noise); default the model's.
+            The camera of these frames (pixel size, offset, gain, read noise); it replaces the camera of the
+            resolved optics (below). An sCMOS
+            camera's per-pixel maps (:meth:`~smlm_diffusers.simulation.camera.Camera.with_maps`) must have the
+            frames' rows and columns: DeepSTORM's input, the frame fits, their bounds and the arbitration then
+            use each pixel's offset, gain and read noise.
         threshold : float, optional
             KDE peak threshold for localization (default: the pipeline's tuned ``threshold``).
         sampler, schedule : {"ancestral", "ddim"}, str ("logsnr", "cosine", "linear", "searched"), optional
@@ -327,24 +354,34 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             finite or outside [0.1 nm, 10 PSF widths], under 1 photon, a position outside the frames), counted
             in the output's ``rejected`` (:mod:`smlm_diffusers.screening`). The movie runner
             screens after its own steps instead.
+        arbitrate : bool, optional
+            DeepSTORM mode: weigh DeepSTORM's molecules against their pair proposals on the frame (True) or not
+            (False: plain DeepSTORM); default the folder's ``deepstorm_arbitrate``. DDPM mode always weighs.
+        optics : Optics, optional
+            The microscope of these frames (camera + PSF); default the folder's (:attr:`optics`). Resolved once
+            (:meth:`resolve_optics`, ``camera=`` replacing its camera), this one value is what the frame fit, the
+            arbitration, the DDPM path and the 3D path see; the network's config is never read for the PSF here.
 
+        The output's ``mode`` names the mode that ran (``"DeepSTORM + arbitration"``, ``"DDPM"``, ...).
         The deprecated camera floats (``camera_offset=`` ...) are gone: pass ``camera=Camera(...)``.
         """
         bf16 = use_bf16(mixed_precision, self._execution_device) or (self.unet is not None
                                                                     and self.unet.dtype == torch.bfloat16)
         if num_inference_steps is None:
             num_inference_steps = self.config.default_inference_steps
-        optics = _check_call(self, num_samples, output_type)
-        camera = self.camera if camera is None else camera
+        mode = self.call_mode(num_samples, arbitrate, refine)
+        num_samples = mode.num_samples
+        optics = _check_call(self, self.resolve_optics(optics, camera), num_samples, output_type)
+        camera, psf_sigma_px = optics.camera, float(optics.psf.sigma_px)
         threshold = self.config.threshold if threshold is None else threshold
         floor = self.config.probability_floor if min_probability is None else float(min_probability)
         refine = self.config.refine if refine is None else refine
         split = self.config.refine_split if split is None else split
         frames = check_frames(frames)
+        camera.check_shape(frames.shape)  # per-pixel maps must have the frames' rows and columns
         if optics.ndim == 3:
-            return self._localize_3d(frames, optics.replace(camera=camera), threshold, batch_size, output_type,
-                                     return_dict, screen)
-        device, scaling, psf_sigma_px = self._execution_device, self.kde_scaling, self.kde_net.config.psf_sigma_px
+            return self._localize_3d(frames, optics, threshold, batch_size, output_type, return_dict, screen)
+        device, scaling = self._execution_device, self.kde_scaling
 
         def localize(kde):
             return self.localize_density(kde, pixel_size_nm=camera.pixel_size_nm, threshold=threshold)
@@ -358,13 +395,13 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
         frames_np = frames.cpu().numpy()
         base = deepstorm_molecules(localize(deepstorm_kde), frames_np, camera, psf_sigma_px,
                                    refine or num_samples > 0, split)
-        if num_samples == 0:  # DeepSTORM mode (its molecules weighed against their pairs, if the folder says so)
-            locs = arbitrate(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
-                             link_radius_nm=self.config.link_radius_nm, split_mask=ambiguous(base),
-                             probability_floor=floor) if self.config.deepstorm_arbitrate and refine else base
+        if num_samples == 0:  # DeepSTORM mode (its molecules weighed against their pairs, with the arbitration)
+            locs = arbitrate_configurations(frames_np, base, NO_DETECTIONS, 0, camera, psf_sigma_px,
+                                            link_radius_nm=self.config.link_radius_nm, split_mask=ambiguous(base),
+                                            probability_floor=floor) if mode.arbitrate else base
             out = (locs, deepstorm_kde, None, None, deepstorm_kde)
         else:
-            out = self._ddpm_molecules(y_hat, frames, frames_np, base, camera, localize, num_samples,
+            out = self._ddpm_molecules(y_hat, frames, frames_np, base, optics, localize, num_samples,
                                        num_inference_steps, generator, batch_size, sampler, schedule, threshold,
                                        floor, sample_everywhere, bf16) + (deepstorm_kde,)
         rejected = None
@@ -375,16 +412,14 @@ class SMLMDiffusionPipeline(DDPMSampling, DiffusionPipeline):
             out = tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else o for o in out)
         if not return_dict:
             return out
-        return SMLMPipelineOutput(*out, rejected=rejected)
+        return SMLMPipelineOutput(*out, rejected=rejected, mode=mode.name)
 
 
-def _check_call(pipe, num_samples: int, output_type: str) -> Optics:
-    """The pipeline's optics, once the call's mode and output type are known to be possible."""
-    if num_samples < 0:
-        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+def _check_call(pipe, optics: Optics, num_samples: int, output_type: str) -> Optics:
+    """The call's resolved ``optics``, once the call's mode (``num_samples`` >= 0: :func:`.modes.call_mode`) and
+    output type are known to be possible."""
     if output_type not in ("np", "pt"):
         raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-    optics = pipe.optics
     if num_samples > 0 and (pipe.unet is None or optics.ndim == 3):
         why = " for its 3D PSF: the DDPM is 2D only" if optics.ndim == 3 else ""
         raise ValueError(f"this folder has no DDPM{why}; localize with num_samples=0 (DeepSTORM mode)")
