@@ -9,23 +9,17 @@ import smlm_diffusers as sd
 from smlm_diffusers.localization import refine_frames
 from smlm_diffusers.localization.configurations import ambiguous, arbitrate
 from smlm_diffusers.localization.weighing import merge_cluster
-from smlm_diffusers.simulation.emitters import Emitters
 
 CAMERA = sd.Camera()
 A = CAMERA.pixel_size_nm
 NO_DETECTIONS = pd.DataFrame({"frame": np.zeros(0, np.int64), "sample": np.zeros(0, np.int64),
                               "x_nm": np.zeros(0), "y_nm": np.zeros(0)})
+from test_configurations import _frames  # noqa: E402  (the same simulated frames)
+
 # the arbitration as it was before births, the whole Fisher matrix and the unresolved-pair term
 BEFORE = dict(coupling=0.0, min_separation_px=0.0, split_scales=(1.0,), unresolved_below=None, births=False)
 
 
-def _frames(xs, ys, photons, shape=(24, 24), background=20.0, seed=0):
-    """ADU frames [B, H, W] of emitters given as [B, E] pixel positions (edge convention)."""
-    xs, ys = torch.as_tensor(xs, dtype=torch.float32), torch.as_tensor(ys, dtype=torch.float32)
-    em = Emitters(x_px=xs, y_px=ys, photons=torch.full_like(xs, float(photons)),
-                  mask=torch.ones_like(xs, dtype=torch.bool))
-    sim = sd.FrameSimulator(shape, CAMERA, 1.0, background)
-    return sim.render(em, generator=torch.Generator().manual_seed(seed)).frames_adu.numpy()
 
 
 def _refined(frames, seeds_px):
